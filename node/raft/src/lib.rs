@@ -25,6 +25,59 @@ pub use progress::{Progress, ProgressState};
 pub use rng::Rng;
 pub use storage::{InitialState, MemStorage, Storage, StorageError};
 pub use types::{
-    ConfChange, ConfChangeError, ConfChangeKind, Entry, EntryKind, GroupId, HardState, LogIndex,
-    MemberRole, Membership, ReplicaId, Snapshot, SnapshotMeta, Term,
+    ConfChange, ConfChangeError, ConfChangeKind, Entry, EntryKind, GroupId, HardState, LogIndex, MemberRole,
+    Membership, ReplicaId, Snapshot, SnapshotMeta, Term, bootstrap_entries,
 };
+
+mod raft;
+mod raw_node;
+mod read_only;
+
+pub use raft::{Role, SoftState};
+pub use raw_node::{RawNode, Ready, Status};
+pub use read_only::ReadState;
+
+/// A failure that stops the replica from making progress.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Storage could not answer.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The durable state contradicts itself (for example a commit index past the end of the log).
+    #[error("inconsistent durable state: {0}")]
+    CorruptState(String),
+}
+
+/// Why a proposal, read or transfer request was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProposalError {
+    /// No leader is known; retry after an election.
+    #[error("no leader is known")]
+    NoLeader,
+    /// Leadership is being transferred; retry shortly.
+    #[error("a leader transfer is in progress")]
+    TransferInProgress,
+    /// Too many unapplied bytes in the log; retry after the state machine catches up.
+    #[error("rate limited: too many unapplied log bytes")]
+    RateLimited,
+    /// Another membership change is not yet applied.
+    #[error("another membership change is pending")]
+    ConfChangePending,
+    /// The membership change is not valid for the current membership.
+    #[error("invalid membership change: {0}")]
+    InvalidConfChange(ConfChangeError),
+    /// A conf change entry that does not decode.
+    #[error("malformed membership change")]
+    MalformedConfChange,
+    /// Nothing to propose, or an entry kind that cannot be proposed.
+    #[error("empty or invalid proposal")]
+    Empty,
+    /// Leadership can only move to a voter.
+    #[error("replica {0} is not a voter and cannot lead")]
+    InvalidTransferTarget(ReplicaId),
+}

@@ -96,3 +96,40 @@ impl Message {
             + self.context.len() as u64
     }
 }
+
+impl std::fmt::Display for Message {
+    /// One line: `1->2 Append term:2 log:1/5 commit:5 entries:[2/6 "x"]`, listing only meaningful fields.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}->{} {:?} term:{}", self.from.0, self.to.0, self.kind, self.term.0)?;
+        match self.kind {
+            MessageKind::Append => {
+                write!(f, " log:{}/{} commit:{}", self.log_term.0, self.index.0, self.commit.0)?;
+            }
+            MessageKind::AppendResponse if self.reject => {
+                write!(f, " rejected:{} hint:{}/{}", self.index.0, self.log_term.0, self.reject_hint.0)?;
+            }
+            MessageKind::AppendResponse | MessageKind::ReadIndexResponse => {
+                write!(f, " index:{}", self.index.0)?;
+            }
+            MessageKind::RequestVote | MessageKind::RequestPreVote => {
+                write!(f, " last:{}/{}", self.log_term.0, self.index.0)?;
+            }
+            MessageKind::RequestVoteResponse | MessageKind::RequestPreVoteResponse => {
+                write!(f, "{}", if self.reject { " rejected" } else { " granted" })?;
+            }
+            MessageKind::Heartbeat | MessageKind::Quiesce => write!(f, " commit:{}", self.commit.0)?,
+            _ => {}
+        }
+        if let Some(s) = &self.snapshot {
+            write!(f, " snapshot:{}/{} {}", s.meta.term.0, s.meta.index.0, s.meta.membership)?;
+        }
+        if !self.context.is_empty() {
+            write!(f, " ctx:{}", String::from_utf8_lossy(&self.context))?;
+        }
+        if !self.entries.is_empty() {
+            let ents: Vec<String> = self.entries.iter().map(ToString::to_string).collect();
+            write!(f, " entries:[{}]", ents.join(", "))?;
+        }
+        Ok(())
+    }
+}

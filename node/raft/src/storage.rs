@@ -63,9 +63,23 @@ pub struct MemStorage {
 }
 
 impl MemStorage {
-    /// Empty storage whose initial membership is `membership` (a brand new group).
-    pub fn new_with_membership(membership: Membership) -> Self {
-        MemStorage { membership, ..Default::default() }
+    /// Storage of a founding member of a new group: the bootstrap entries (see
+    /// [`crate::bootstrap_entries`]) are stored and committed.
+    pub fn bootstrap(membership: Membership) -> Self {
+        let entries = crate::types::bootstrap_entries(&membership);
+        let commit = LogIndex(entries.len() as u64);
+        let term = if entries.is_empty() { Term(0) } else { Term(1) };
+        MemStorage {
+            hard_state: HardState { term, vote: None, commit },
+            membership,
+            entries,
+            ..Default::default()
+        }
+    }
+
+    /// Empty storage for a replica that joins an existing group: it learns everything from the leader.
+    pub fn new_joining() -> Self {
+        MemStorage::default()
     }
 
     /// The stored hard state.

@@ -96,12 +96,9 @@ impl Entry {
     #[must_use]
     pub fn for_witness(&self) -> Entry {
         match self.kind {
-            EntryKind::Normal => Entry {
-                term: self.term,
-                index: self.index,
-                kind: EntryKind::Metadata,
-                data: Bytes::new(),
-            },
+            EntryKind::Normal => {
+                Entry { term: self.term, index: self.index, kind: EntryKind::Metadata, data: Bytes::new() }
+            }
             _ => self.clone(),
         }
     }
@@ -224,8 +221,7 @@ impl Membership {
                 if role.is_none() {
                     return Err(ConfChangeError::NotMember(id));
                 }
-                let voting_left = self.voters.len() + self.witnesses.len()
-                    - usize::from(self.is_voting(id));
+                let voting_left = self.voters.len() + self.witnesses.len() - usize::from(self.is_voting(id));
                 if voting_left == 0 || (self.voters.len() == 1 && self.voters.contains(&id)) {
                     return Err(ConfChangeError::LastVoter(id));
                 }
@@ -350,6 +346,90 @@ impl Snapshot {
     /// True for the "no snapshot" value.
     pub fn is_empty(&self) -> bool {
         self.meta.index.0 == 0
+    }
+}
+
+/// The entries that found a new group: one membership change per initial member, at term 1, committed.
+/// Every founding replica stores the same entries (so they agree by construction); a replica that joins
+/// later receives them from the leader and learns the initial membership by applying them.
+pub fn bootstrap_entries(m: &Membership) -> Vec<Entry> {
+    let changes = m
+        .voters
+        .iter()
+        .map(|&id| (ConfChangeKind::AddVoter, id))
+        .chain(m.non_voters.iter().map(|&id| (ConfChangeKind::AddNonVoter, id)))
+        .chain(m.witnesses.iter().map(|&id| (ConfChangeKind::AddWitness, id)));
+    changes
+        .enumerate()
+        .map(|(i, (kind, replica))| Entry {
+            term: Term(1),
+            index: LogIndex(i as u64 + 1),
+            kind: EntryKind::ConfChange,
+            data: ConfChange { kind, replica, context: Bytes::new() }.encode(),
+        })
+        .collect()
+}
+
+fn escape(data: &[u8], f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    const MAX: usize = 24;
+    for &b in data.iter().take(MAX) {
+        if b.is_ascii_graphic() && b != b'"' && b != b'\\' {
+            write!(f, "{}", b as char)?;
+        } else {
+            write!(f, "\\x{b:02x}")?;
+        }
+    }
+    if data.len() > MAX {
+        write!(f, "...({} bytes)", data.len())?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for Entry {
+    /// `term/index` then the payload: `1/3 "put x"`, `2/4 conf:add-voter(4)`, `2/5 meta`, `2/6 empty`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{} ", self.term.0, self.index.0)?;
+        match self.kind {
+            EntryKind::ConfChange => match ConfChange::decode(&self.data) {
+                Some(cc) => write!(f, "conf:{cc}"),
+                None => write!(f, "conf:malformed"),
+            },
+            EntryKind::Metadata => write!(f, "meta"),
+            EntryKind::Normal if self.data.is_empty() => write!(f, "empty"),
+            EntryKind::Normal => {
+                write!(f, "\"")?;
+                escape(&self.data, f)?;
+                write!(f, "\"")
+            }
+        }
+    }
+}
+
+impl fmt::Display for ConfChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = match self.kind {
+            ConfChangeKind::AddVoter => "add-voter",
+            ConfChangeKind::AddNonVoter => "add-non-voter",
+            ConfChangeKind::AddWitness => "add-witness",
+            ConfChangeKind::Promote => "promote",
+            ConfChangeKind::Remove => "remove",
+        };
+        write!(f, "{k}({})", self.replica.0)
+    }
+}
+
+impl fmt::Display for Membership {
+    /// `voters=(1 2 3) non-voters=(4) witnesses=(5)`, omitting empty sets other than voters.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |s: &BTreeSet<ReplicaId>| s.iter().map(|r| r.0.to_string()).collect::<Vec<_>>().join(" ");
+        write!(f, "voters=({})", list(&self.voters))?;
+        if !self.non_voters.is_empty() {
+            write!(f, " non-voters=({})", list(&self.non_voters))?;
+        }
+        if !self.witnesses.is_empty() {
+            write!(f, " witnesses=({})", list(&self.witnesses))?;
+        }
+        Ok(())
     }
 }
 
