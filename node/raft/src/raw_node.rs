@@ -356,4 +356,19 @@ impl<S: Storage> RawNode<S> {
     pub fn id(&self) -> ReplicaId {
         self.raft.id
     }
+
+    /// The term of the log entry at `index` (durable or not), for observers and checkers.
+    pub fn log_term(&self, index: LogIndex) -> Result<Term, crate::StorageError> {
+        self.raft.log.term(index)
+    }
+
+    /// Log entries in `[lo, hi)` (durable or not), for observers and checkers.
+    pub fn log_entries(&self, lo: LogIndex, hi: LogIndex) -> Result<Vec<Entry>, crate::StorageError> {
+        self.raft.log.slice(lo, hi, u64::MAX)
+    }
+
+    /// The first index still in the log (after the latest snapshot).
+    pub fn first_index(&self) -> LogIndex {
+        self.raft.log.first_index()
+    }
 }

@@ -53,12 +53,16 @@ pub trait Storage {
 }
 
 /// An in-memory [`Storage`], for tests and examples. The caller mutates it as a real store would.
+///
+/// Invariants: `entries[i].index == base.0 + 1 + i`, where `base` is the (index, term) of the entry just
+/// before the log; `base.0 <= snapshot.meta.index` (the log is only compacted up to a snapshot, so every
+/// compacted entry is covered by one).
 #[derive(Clone, Debug, Default)]
 pub struct MemStorage {
     hard_state: HardState,
     snapshot: Snapshot,
     membership: Membership,
-    /// `entries[i]` has index `snapshot.meta.index + 1 + i`.
+    base: (LogIndex, Term),
     entries: Vec<Entry>,
 }
 
@@ -92,21 +96,16 @@ impl MemStorage {
         self.hard_state = hs;
     }
 
-    /// Sets the membership reported by `initial_state` (the host does this after applying a change).
-    pub fn set_membership(&mut self, m: Membership) {
-        self.membership = m;
-    }
-
-    /// Appends entries, truncating any conflicting suffix. Entries below the first index are ignored.
+    /// Appends entries, truncating any conflicting suffix. Entries at or below the base are ignored.
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         let Some(first_new) = entries.first() else { return Ok(()) };
-        let first = self.snapshot.meta.index.0 + 1;
-        let last = first + self.entries.len() as u64;
-        if first_new.index.0 > last {
+        let first = self.base.0.0 + 1;
+        let next = first + self.entries.len() as u64;
+        if first_new.index.0 > next {
             return Err(StorageError::Other(format!(
                 "append at {} leaves a gap after last index {}",
                 first_new.index.0,
-                last - 1
+                next - 1
             )));
         }
         let skip = first.saturating_sub(first_new.index.0) as usize;
@@ -117,21 +116,22 @@ impl MemStorage {
         Ok(())
     }
 
-    /// Installs a snapshot, dropping the whole log (or just the covered prefix if the log matches).
+    /// Installs a snapshot received from the leader: the log restarts after it (a matching suffix is kept).
     pub fn apply_snapshot(&mut self, snap: Snapshot) -> Result<(), StorageError> {
         if snap.meta.index <= self.snapshot.meta.index {
             return Err(StorageError::Other("snapshot is older than the current one".into()));
         }
-        let keep_suffix = self.term(snap.meta.index).ok() == Some(snap.meta.term);
-        if keep_suffix {
-            let drop = (snap.meta.index.0 - self.snapshot.meta.index.0) as usize;
+        let i = snap.meta.index;
+        if self.term(i).ok() == Some(snap.meta.term) {
+            let drop = (i.0 - self.base.0.0) as usize;
             self.entries.drain(..drop.min(self.entries.len()));
         } else {
             self.entries.clear();
         }
+        self.base = (i, snap.meta.term);
         self.membership = snap.meta.membership.clone();
-        if self.hard_state.commit < snap.meta.index {
-            self.hard_state.commit = snap.meta.index;
+        if self.hard_state.commit < i {
+            self.hard_state.commit = i;
         }
         if self.hard_state.term < snap.meta.term {
             self.hard_state.term = snap.meta.term;
@@ -140,33 +140,39 @@ impl MemStorage {
         Ok(())
     }
 
-    /// Records a snapshot taken locally at `index` and drops log entries up to it.
+    /// Records a snapshot of the state machine taken at applied index `index` (the log is not compacted:
+    /// call [`MemStorage::compact`] for that).
     pub fn create_snapshot(
         &mut self,
         index: LogIndex,
         membership: Membership,
         data: bytes::Bytes,
     ) -> Result<(), StorageError> {
+        if index <= self.snapshot.meta.index {
+            return Err(StorageError::Other("snapshot is not newer than the current one".into()));
+        }
         let term = self.term(index)?;
-        self.compact(index)?;
+        // A restart resumes from the snapshot: its membership is the one as of the snapshot index.
+        self.membership = membership.clone();
         self.snapshot = Snapshot { meta: SnapshotMeta { index, term, membership }, data };
         Ok(())
     }
 
-    /// Drops entries up to and including `index`; the term of `index` is kept as the log's base.
+    /// Drops entries up to and including `index`, which must be covered by the latest snapshot.
     pub fn compact(&mut self, index: LogIndex) -> Result<(), StorageError> {
-        let base = self.snapshot.meta.index;
-        if index <= base {
+        if index <= self.base.0 {
             return Err(StorageError::Compacted);
         }
-        if index > self.last_index()? {
-            return Err(StorageError::Unavailable);
+        if index > self.snapshot.meta.index {
+            return Err(StorageError::Other(format!(
+                "cannot compact to {index}: the latest snapshot is at {}",
+                self.snapshot.meta.index
+            )));
         }
         let term = self.term(index)?;
-        let drop = (index.0 - base.0) as usize;
+        let drop = (index.0 - self.base.0.0) as usize;
         self.entries.drain(..drop);
-        self.snapshot.meta.index = index;
-        self.snapshot.meta.term = term;
+        self.base = (index, term);
         Ok(())
     }
 
@@ -182,7 +188,7 @@ impl Storage for MemStorage {
     }
 
     fn entries(&self, low: LogIndex, high: LogIndex, max_size: u64) -> Result<Vec<Entry>, StorageError> {
-        let base = self.snapshot.meta.index.0;
+        let base = self.base.0.0;
         if low.0 <= base {
             return Err(StorageError::Compacted);
         }
@@ -194,9 +200,9 @@ impl Storage for MemStorage {
     }
 
     fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
-        let base = self.snapshot.meta.index;
+        let (base, base_term) = self.base;
         if index == base {
-            return Ok(self.snapshot.meta.term);
+            return Ok(base_term);
         }
         if index < base {
             return Err(StorageError::Compacted);
@@ -205,11 +211,11 @@ impl Storage for MemStorage {
     }
 
     fn first_index(&self) -> Result<LogIndex, StorageError> {
-        Ok(self.snapshot.meta.index.next())
+        Ok(self.base.0.next())
     }
 
     fn last_index(&self) -> Result<LogIndex, StorageError> {
-        Ok(LogIndex(self.snapshot.meta.index.0 + self.entries.len() as u64))
+        Ok(LogIndex(self.base.0.0 + self.entries.len() as u64))
     }
 
     fn snapshot(&self) -> Result<Snapshot, StorageError> {
