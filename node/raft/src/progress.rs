@@ -110,7 +110,7 @@ impl Progress {
         if self.next.prev() != rejected {
             return false;
         }
-        self.next = LogIndex(rejected.0.min(hint.0 + 1).max(self.matched.0 + 1).max(1));
+        self.next = LogIndex(rejected.0.min(hint.0.saturating_add(1)).max(self.matched.0 + 1).max(1));
         self.probe_sent = false;
         true
     }

@@ -47,10 +47,10 @@ id_type!(
 );
 
 impl LogIndex {
-    /// The index after this one.
+    /// The index after this one (saturating: indices from peers are untrusted).
     #[must_use]
     pub fn next(self) -> Self {
-        Self(self.0 + 1)
+        Self(self.0.saturating_add(1))
     }
 
     /// The index before this one (saturating at 0).

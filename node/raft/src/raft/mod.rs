@@ -218,7 +218,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn become_candidate(&mut self) {
-        self.reset(Term(self.term.0 + 1));
+        self.reset(Term(self.term.0.saturating_add(1)));
         self.vote = Some(self.id);
         self.role = Role::Candidate;
     }
@@ -291,7 +291,7 @@ impl<S: Storage> Raft<S> {
     fn campaign(&mut self, pre: bool, transfer: bool) {
         let (kind, vote_term) = if pre {
             self.become_pre_candidate();
-            (MessageKind::RequestPreVote, Term(self.term.0 + 1))
+            (MessageKind::RequestPreVote, Term(self.term.0.saturating_add(1)))
         } else {
             self.become_candidate();
             (MessageKind::RequestVote, self.term)
