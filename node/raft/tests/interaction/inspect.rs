@@ -31,6 +31,7 @@ pub(super) fn summary(raw: &RawNode<MemStorage>) -> String {
 impl Env {
     pub(super) fn status(&mut self, tc: &TestCase, out: &mut String) {
         for id in self.ids_or_all(tc) {
+            let rate_limited = self.nodes.get(&id).is_some_and(|n| n.cfg.max_in_mem_log_size > 0);
             let Some(raw) = self.running(id, out) else { continue };
             let st = raw.status();
             writeln!(out, "{}", summary(raw)).unwrap();
@@ -47,7 +48,7 @@ impl Env {
             if st.dropped_messages > 0 {
                 extra.push(format!("dropped-msgs={}", st.dropped_messages));
             }
-            if st.in_mem_log_bytes > 0 {
+            if rate_limited {
                 extra.push(format!("in-mem-log-bytes={}", st.in_mem_log_bytes));
             }
             if !extra.is_empty() {

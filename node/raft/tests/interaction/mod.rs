@@ -19,8 +19,8 @@
 //!   persisted messages, apply, advance. With `async=true` the batch is only sent and applied; its writes and
 //!   persisted messages wait for `persist ID [count=N]`.
 //! - `stabilize [IDS]`: persist pending batches, handle Readies and deliver messages among IDS until quiet.
-//! - `deliver-msgs [IDS] [from=(..)] [type=Kind] [drop=true] [reverse=true]`: deliver (or drop) in-flight
-//!   messages to IDS, grouped by recipient. `dup-msgs [same filters]` duplicates them in flight;
+//! - `deliver-msgs [IDS] [from=(..)] [type=Kind] [drop=true] [reverse=true] [count=N]`: deliver (or drop)
+//!   in-flight messages to IDS, grouped by recipient, at most N per recipient. `dup-msgs [same filters]` duplicates them in flight;
 //!   `msgs` lists them; `inject-msg to=ID from=ID type=Kind [term= log-term= index= commit= entries=(t/i ..)]`
 //!   steps a hand-made message straight into a node.
 //! - `drop [from=(..)] [to=(..)]`, `partition IDS` (cut IDS off from the rest), `heal`: network filters

@@ -4,7 +4,9 @@
 use std::fmt::Write as _;
 
 use bytes::Bytes;
-use drakkar_raft::{Entry, LogIndex, Message, MessageKind, ReplicaId, Term};
+use drakkar_raft::{
+    Entry, LogIndex, Membership, Message, MessageKind, ReplicaId, Snapshot, SnapshotMeta, Term,
+};
 
 use super::datadriven::TestCase;
 use super::{Env, Rule, fail};
@@ -49,12 +51,13 @@ impl Env {
     }
 
     /// Takes the selected messages out of flight and delivers (or drops) them, grouped by recipient in id
-    /// order. Returns how many were taken.
+    /// order, at most `limit` per recipient (the rest stay in flight). Returns how many were taken.
     pub(super) fn deliver(
         &mut self,
         pick: impl Fn(&Message) -> bool,
         drop: bool,
         reverse: bool,
+        limit: usize,
         out: &mut String,
     ) -> usize {
         let (mut taken, rest): (Vec<Message>, Vec<Message>) =
@@ -64,9 +67,16 @@ impl Env {
             taken.reverse();
         }
         taken.sort_by_key(|m| m.to);
-        let n = taken.len();
+        let (mut n, mut kept) = (0, Vec::new());
         let mut current = None;
+        let mut per_to = 0;
         for m in taken {
+            per_to = if current == Some(m.to) { per_to + 1 } else { 1 };
+            if per_to > limit {
+                kept.push(m);
+                continue;
+            }
+            n += 1;
             if current != Some(m.to) {
                 current = Some(m.to);
                 writeln!(out, "> {} receiving messages", m.to.0).unwrap();
@@ -84,11 +94,13 @@ impl Env {
                 writeln!(out, "  dropped (down): {m}").unwrap();
             }
         }
+        self.inflight.splice(0..0, kept);
         n
     }
 
     pub(super) fn deliver_cmd(&mut self, tc: &TestCase, out: &mut String) {
-        if self.deliver(selector(tc), tc.flag("drop"), tc.flag("reverse"), out) == 0 {
+        let limit = tc.get("count").unwrap_or(usize::MAX);
+        if self.deliver(selector(tc), tc.flag("drop"), tc.flag("reverse"), limit, out) == 0 {
             writeln!(out, "no messages").unwrap();
         }
     }
@@ -129,6 +141,17 @@ impl Env {
             let num = |s: &str| s.parse().unwrap_or_else(|_| fail(tc, "entries are term/index"));
             let data = Bytes::from(format!("x{i}"));
             m.entries.push(Entry { term: Term(num(t)), index: LogIndex(num(i)), data, ..Default::default() });
+        }
+        if let Some(snap) = tc.vals("snapshot") {
+            let (t, i) = snap[0].split_once('/').unwrap_or_else(|| fail(tc, "snapshot is term/index"));
+            let num = |s: &str| s.parse().unwrap_or_else(|_| fail(tc, "snapshot is term/index"));
+            let voters = tc.id_list("voters").unwrap_or_default().into_iter().map(ReplicaId);
+            let meta = SnapshotMeta {
+                term: Term(num(t)),
+                index: LogIndex(num(i)),
+                membership: Membership::with_voters(voters),
+            };
+            m.snapshot = Some(Snapshot { meta, data: Bytes::from_static(b"injected") });
         }
         writeln!(out, "inject {m}").unwrap();
         let id = m.to.0;

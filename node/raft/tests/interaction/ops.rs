@@ -109,7 +109,7 @@ impl Env {
     }
 
     /// Ticks nodes in id order, one round at a time: `n` rounds, or an election / heartbeat timeout's worth
-    /// (each node's own configuration).
+    /// (each node's own configuration). Prints the ticks on which a node changed role or term, or quiesced.
     pub(super) fn tick(&mut self, tc: &TestCase, out: &mut String) {
         let ids = self.ids_or_all(tc);
         let rounds = |env: &Env, id: u64| {
@@ -121,16 +121,30 @@ impl Env {
             }
         };
         let max = ids.iter().map(|&id| rounds(self, id)).max().unwrap_or(0);
-        for round in 0..max {
+        for round in 1..=max {
             for &id in &ids {
-                if round < rounds(self, id)
+                if round <= rounds(self, id)
                     && let Some(n) = self.nodes.get_mut(&id)
                     && let Some(raw) = n.raw.as_mut()
                 {
+                    let before = raw.status();
                     raw.tick();
+                    let after = raw.status();
+                    let (r0, r1) = (before.soft_state.role, after.soft_state.role);
+                    if r0 != r1
+                        || before.hard_state.term != after.hard_state.term
+                        || before.quiesced != after.quiesced
+                    {
+                        let q = if after.quiesced { " (quiesced)" } else { "" };
+                        writeln!(
+                            out,
+                            "{id}: tick {round}: {r0:?} -> {r1:?} term={}{q}",
+                            after.hard_state.term.0
+                        )
+                        .unwrap();
+                    }
                 }
             }
         }
-        let _ = out;
     }
 }

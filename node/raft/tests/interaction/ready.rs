@@ -158,7 +158,7 @@ impl Env {
                 busy |= self.process_ready(id, false, out);
             }
             for &id in &ids {
-                busy |= self.deliver(|m| m.to.0 == id, false, false, out) > 0;
+                busy |= self.deliver(|m| m.to.0 == id, false, false, usize::MAX, out) > 0;
             }
             if !busy {
                 return;
