@@ -27,11 +27,12 @@ impl Env {
         }
     }
 
-    /// `propose ID DATA [count=N]` (N proposals DATA1..DATAN) or `propose ID size=N` (N bytes).
+    /// `propose ID DATA [count=N]` (N proposals DATA1..DATAN) or `propose ID size=N [count=N]` (N bytes each).
     pub(super) fn propose(&mut self, tc: &TestCase, out: &mut String) {
         let words = tc.positional();
         let id: u64 = words.first().and_then(|w| w.parse().ok()).unwrap_or_else(|| tc.one_id());
-        let base = match (words.get(1), tc.get::<usize>("size")) {
+        let size: Option<usize> = tc.get("size");
+        let base = match (words.get(1), size) {
             (Some(d), _) => d.to_string(),
             (None, Some(n)) => "x".repeat(n),
             (None, None) => tc.get("data").unwrap_or_else(|| fail(tc, "data")),
@@ -39,7 +40,7 @@ impl Env {
         let count: Option<usize> = tc.get("count");
         let Some(raw) = self.running(id, out) else { return };
         for i in 1..=count.unwrap_or(1) {
-            let data = if count.is_some() { format!("{base}{i}") } else { base.clone() };
+            let data = if count.is_some() && size.is_none() { format!("{base}{i}") } else { base.clone() };
             let shown = if data.len() > 24 { format!("{} bytes", data.len()) } else { format!("{data:?}") };
             let r = raw.propose(Bytes::from(data));
             proposal(out, id, &format!("propose {shown}"), r);
@@ -70,7 +71,7 @@ impl Env {
         let to: u64 = tc.get("to").unwrap_or_else(|| fail(tc, "to"));
         let Some(raw) = self.running(from, out) else { return };
         match raw.transfer_leader(ReplicaId(to)) {
-            Ok(()) => writeln!(out, "{from}: transfer to {to} started"),
+            Ok(()) => writeln!(out, "{from}: transfer to {to} accepted"),
             Err(e) => writeln!(out, "{from}: transfer to {to} refused: {e} ({e:?})"),
         }
         .unwrap();
