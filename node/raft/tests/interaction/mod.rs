@@ -21,8 +21,9 @@
 //! - `stabilize [IDS]`: persist pending batches, handle Readies and deliver messages among IDS until quiet.
 //! - `deliver-msgs [IDS] [from=(..)] [type=Kind] [drop=true] [reverse=true] [count=N]`: deliver (or drop)
 //!   in-flight messages to IDS, grouped by recipient, at most N per recipient. `dup-msgs [same filters]` duplicates them in flight;
-//!   `msgs` lists them; `inject-msg to=ID from=ID type=Kind [term= log-term= index= commit= entries=(t/i ..)]`
-//!   steps a hand-made message straight into a node.
+//!   `msgs` lists them; `inject-msg to=ID from=ID type=Kind [term= log-term= index= commit= reject hint=
+//!   ctx= entries=(t/i ..) snapshot=t/i voters=(..)] [at=ID]` steps a hand-made message straight into a
+//!   node (`to`, or `at` to misdeliver it).
 //! - `drop [from=(..)] [to=(..)]`, `partition IDS` (cut IDS off from the rest), `heal`: network filters
 //!   applied at delivery.
 //! - `crash ID` (keep only storage), `restart ID` (applied = snapshot index), `snapshot ID` (at the applied

@@ -121,7 +121,8 @@ impl Env {
         }
     }
 
-    /// Steps a hand-made message into its recipient and reports whether the core dropped it.
+    /// Steps a hand-made message into its recipient (or into replica `at=`, to misdeliver it) and reports
+    /// whether the core dropped it.
     pub(super) fn inject_msg(&mut self, tc: &TestCase, out: &mut String) {
         let num = |k: &str| tc.get::<u64>(k).unwrap_or(0);
         let mut m = Message::new(
@@ -154,7 +155,7 @@ impl Env {
             m.snapshot = Some(Snapshot { meta, data: Bytes::from_static(b"injected") });
         }
         writeln!(out, "inject {m}").unwrap();
-        let id = m.to.0;
+        let id = tc.get("at").unwrap_or(m.to.0);
         let Some(raw) = self.running(id, out) else { return };
         let before = raw.status().dropped_messages;
         if let Err(e) = raw.step(m) {
