@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 use drakkar_raft::{
-    Entry, LogIndex, Membership, Message, MessageKind, ReplicaId, Snapshot, SnapshotMeta, Term,
+    ConfChange, ConfChangeKind, Entry, EntryKind, LogIndex, Membership, Message, MessageKind, ReplicaId, Snapshot,
+    SnapshotMeta, Term,
 };
 
 use super::datadriven::TestCase;
@@ -31,6 +32,38 @@ const KINDS: [MessageKind; 15] = [
 
 fn kind(tc: &TestCase, name: &str) -> MessageKind {
     KINDS.into_iter().find(|k| format!("{k:?}") == name).unwrap_or_else(|| fail(tc, "unknown message type"))
+}
+
+fn bad_entry(tc: &TestCase) -> ! {
+    fail(tc, "entries are term/index[/meta|/change:id]")
+}
+
+/// An entry of `inject-msg`: `term/index` (normal data), `term/index/meta`, or `term/index/CHANGE:ID` with
+/// CHANGE one of add-voter, add-non-voter, add-witness, promote, remove.
+fn entry(tc: &TestCase, spec: &str) -> Entry {
+    let mut parts = spec.split('/');
+    let mut num = || parts.next().and_then(|s| s.parse::<u64>().ok()).unwrap_or_else(|| bad_entry(tc));
+    let (term, index) = (Term(num()), LogIndex(num()));
+    let mut e = Entry { term, index, data: Bytes::from(format!("x{}", index.0)), ..Default::default() };
+    match spec.splitn(3, '/').nth(2) {
+        None => {}
+        Some("meta") => (e.kind, e.data) = (EntryKind::Metadata, Bytes::new()),
+        Some(cc) => {
+            let (kind, id) = cc.split_once(':').unwrap_or_else(|| bad_entry(tc));
+            let kind = match kind {
+                "add-voter" => ConfChangeKind::AddVoter,
+                "add-non-voter" => ConfChangeKind::AddNonVoter,
+                "add-witness" => ConfChangeKind::AddWitness,
+                "promote" => ConfChangeKind::Promote,
+                "remove" => ConfChangeKind::Remove,
+                _ => bad_entry(tc),
+            };
+            let replica = ReplicaId(id.parse().unwrap_or_else(|_| bad_entry(tc)));
+            e.kind = EntryKind::ConfChange;
+            e.data = ConfChange { kind, replica, context: Bytes::new() }.encode();
+        }
+    }
+    e
 }
 
 /// The message filter of `deliver-msgs` / `dup-msgs`: recipients, senders, kind.
@@ -138,10 +171,7 @@ impl Env {
         m.reject_hint = LogIndex(num("hint"));
         m.context = Bytes::from(tc.get::<String>("ctx").unwrap_or_default());
         for e in tc.vals("entries").unwrap_or_default() {
-            let (t, i) = e.split_once('/').unwrap_or_else(|| fail(tc, "entries are term/index"));
-            let num = |s: &str| s.parse().unwrap_or_else(|_| fail(tc, "entries are term/index"));
-            let data = Bytes::from(format!("x{i}"));
-            m.entries.push(Entry { term: Term(num(t)), index: LogIndex(num(i)), data, ..Default::default() });
+            m.entries.push(entry(tc, e));
         }
         if let Some(snap) = tc.vals("snapshot") {
             let (t, i) = snap[0].split_once('/').unwrap_or_else(|| fail(tc, "snapshot is term/index"));
