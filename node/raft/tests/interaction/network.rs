@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 use drakkar_raft::{
-    ConfChange, ConfChangeKind, Entry, EntryKind, LogIndex, Membership, Message, MessageKind, ReplicaId, Snapshot,
-    SnapshotMeta, Term,
+    ConfChange, ConfChangeKind, Entry, EntryKind, LogIndex, Membership, Message, MessageKind, ReplicaId,
+    Snapshot, SnapshotMeta, Term,
 };
 
 use super::datadriven::TestCase;
