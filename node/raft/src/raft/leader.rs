@@ -100,19 +100,24 @@ impl<S: Storage> Raft<S> {
             return Err(ProposalError::Empty);
         }
         let first = self.log.last_index().next();
+        // Validate the whole batch before touching any state: a refused batch must leave no trace.
+        let mut pending_conf = None;
         for (i, e) in ents.iter_mut().enumerate() {
             match e.kind {
                 EntryKind::ConfChange => {
                     let cc = ConfChange::decode(&e.data).ok_or(ProposalError::MalformedConfChange)?;
-                    if self.pending_conf_index > self.log.applied {
+                    if self.pending_conf_index > self.log.applied || pending_conf.is_some() {
                         return Err(ProposalError::ConfChangePending);
                     }
                     self.membership.clone().apply(&cc).map_err(ProposalError::InvalidConfChange)?;
-                    self.pending_conf_index = LogIndex(first.0 + i as u64);
+                    pending_conf = Some(LogIndex(first.0 + i as u64));
                 }
                 EntryKind::Metadata => return Err(ProposalError::Empty),
                 _ => {}
             }
+        }
+        if let Some(i) = pending_conf {
+            self.pending_conf_index = i;
         }
         let last = self.append_entries(ents);
         self.bcast_append();

@@ -1,0 +1,462 @@
+//! Apply workers: each owns the state machines of a partition of the groups and applies their committed
+//! entries in batches, answers proposers, serves confirmed reads, and takes snapshots.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+use drakkar_raft::{GroupId, LogIndex, Membership, ReplicaId, Term};
+
+use crate::codec::{Payload, SessionRef};
+use crate::error::NodeError;
+use crate::rsm::SmHandle;
+use crate::session::{SessionCheck, Sessions, codes};
+use crate::snapshot::{self, SnapshotHeader};
+use crate::statemachine::{SmEntry, SmResult};
+
+/// Someone waiting for an entry to be applied or a read to be served.
+pub(crate) enum Waiter {
+    Propose(tokio::sync::oneshot::Sender<Result<SmResult, NodeError>>),
+    Read { query: Bytes, tx: tokio::sync::oneshot::Sender<Result<Bytes, NodeError>> },
+    Snapshot(tokio::sync::oneshot::Sender<Result<(LogIndex, PathBuf), NodeError>>),
+}
+
+impl Waiter {
+    /// Answers with an error, whatever the waiter waits for.
+    pub(crate) fn fail(self, e: NodeError) {
+        match self {
+            Waiter::Propose(tx) => drop(tx.send(Err(e))),
+            Waiter::Read { tx, .. } => drop(tx.send(Err(e))),
+            Waiter::Snapshot(tx) => drop(tx.send(Err(e))),
+        }
+    }
+}
+
+/// Membership as the host sees it: Raft's membership plus addresses and the last change's index.
+#[derive(Clone, Debug, Default)]
+pub struct GroupMembership {
+    /// Raft's membership.
+    pub membership: Membership,
+    /// Member addresses.
+    pub addresses: BTreeMap<ReplicaId, String>,
+    /// Log index of the last applied membership change (the optimistic-lock token).
+    pub conf_index: u64,
+}
+
+/// State shared between the API, the step worker and the apply worker of one group.
+pub(crate) struct GroupShared {
+    pub(crate) group: GroupId,
+    pub(crate) replica: ReplicaId,
+    pub(crate) waiters: std::sync::Mutex<HashMap<u64, Waiter>>,
+    pub(crate) sm: SmHandle,
+    pub(crate) leader: AtomicU64,
+    pub(crate) term: AtomicU64,
+    pub(crate) applied: AtomicU64,
+    pub(crate) info: std::sync::Mutex<GroupMembership>,
+}
+
+impl GroupShared {
+    pub(crate) fn take_waiter(&self, key: u64) -> Option<Waiter> {
+        if key == 0 {
+            return None;
+        }
+        self.waiters.lock().ok().and_then(|mut w| w.remove(&key))
+    }
+}
+
+/// One committed entry, as the step worker hands it over.
+pub(crate) enum ApplyItem {
+    Cmd {
+        index: LogIndex,
+        term: Term,
+        payload: Payload,
+    },
+    /// A membership change, already decided by the step worker (identically on every replica).
+    Conf {
+        index: LogIndex,
+        term: Term,
+        key: u64,
+        outcome: Result<GroupMembership, String>,
+    },
+    Noop {
+        index: LogIndex,
+        term: Term,
+    },
+}
+
+impl ApplyItem {
+    fn position(&self) -> (LogIndex, Term) {
+        match self {
+            ApplyItem::Cmd { index, term, .. }
+            | ApplyItem::Conf { index, term, .. }
+            | ApplyItem::Noop { index, term } => (*index, *term),
+        }
+    }
+}
+
+/// Work for an apply worker.
+pub(crate) enum ApplyTask {
+    Start(Box<ApplyGroup>),
+    Items(GroupId, Vec<ApplyItem>),
+    /// Replace the state with a snapshot (file absent: metadata only, e.g. a witness).
+    Restore {
+        group: GroupId,
+        header: SnapshotHeader,
+        file: Option<PathBuf>,
+    },
+    /// Serve the read waiting under `key` once `index` is applied.
+    Read {
+        group: GroupId,
+        key: u64,
+        index: LogIndex,
+    },
+    /// Take a snapshot now; answer the waiter under `key` (0: none).
+    Snapshot {
+        group: GroupId,
+        key: u64,
+    },
+    Stop(GroupId),
+}
+
+/// What the apply side tells the step side.
+pub(crate) enum ApplyEvent {
+    Applied { group: GroupId, index: LogIndex },
+    SnapshotTaken { group: GroupId, index: LogIndex, membership: Membership, file: String },
+    Failed { group: GroupId, reason: String },
+}
+
+/// The apply side of one group.
+pub(crate) struct ApplyGroup {
+    pub(crate) shared: Arc<GroupShared>,
+    pub(crate) sessions: Sessions,
+    pub(crate) applied: LogIndex,
+    pub(crate) applied_term: Term,
+    /// An on-disk state machine already holds every update up to here: entries at or below it only update
+    /// the host's bookkeeping (sessions, membership) when replayed.
+    pub(crate) disk_applied: LogIndex,
+    pub(crate) membership: GroupMembership,
+    pub(crate) snapshot_entries: u64,
+    pub(crate) since_snapshot: u64,
+    /// Index of the last snapshot this worker wrote.
+    pub(crate) last_snapshot: LogIndex,
+    pub(crate) reads: Vec<(LogIndex, u64)>,
+    pub(crate) snap_dir: PathBuf,
+    pub(crate) events: Sender<(usize, ApplyEvent)>,
+    pub(crate) worker: usize,
+    pub(crate) failed: bool,
+    /// Answers to proposers, held until the applied index was reported.
+    pub(crate) answers: Vec<(u64, Result<SmResult, NodeError>)>,
+}
+
+/// The snapshot file name for `index`.
+pub(crate) fn snapshot_file_name(index: LogIndex) -> String {
+    format!("snapshot-{:020}.snap", index.0)
+}
+
+impl ApplyGroup {
+    fn emit(&self, e: ApplyEvent) {
+        let _ = self.events.send((self.worker, e));
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.failed = true;
+        self.send_answers();
+        let g = self.shared.group;
+        self.emit(ApplyEvent::Failed { group: g, reason });
+    }
+
+    /// Queues an answer to a proposer; answers go out after the step worker was told the new applied index,
+    /// so a proposer's next request never finds Raft unaware of what it was just told.
+    fn complete(&mut self, key: u64, result: Result<SmResult, NodeError>) {
+        if key != 0 {
+            self.answers.push((key, result));
+        }
+    }
+
+    fn send_answers(&mut self) {
+        for (key, result) in self.answers.drain(..) {
+            if let Some(Waiter::Propose(tx)) = self.shared.take_waiter(key) {
+                let _ = tx.send(result);
+            }
+        }
+    }
+
+    /// Applies a batch of committed entries in order.
+    fn apply(&mut self, items: Vec<ApplyItem>) {
+        if self.failed {
+            return;
+        }
+        let mut batch: Vec<SmEntry> = Vec::new();
+        // Per entry of `batch`: its proposal key and session, to answer after the update.
+        let mut meta: Vec<(u64, Option<SessionRef>)> = Vec::new();
+        let mut in_batch: HashSet<(u64, u64)> = HashSet::new();
+        let Some(last) = items.last().map(ApplyItem::position) else { return };
+        for item in items {
+            let (index, _) = item.position();
+            if index <= self.applied {
+                continue;
+            }
+            match item {
+                ApplyItem::Cmd { index, payload, .. } => match payload {
+                    Payload::Plain { key, cmd } => {
+                        if index <= self.disk_applied {
+                            continue;
+                        }
+                        batch.push(SmEntry { index, cmd, result: SmResult::default() });
+                        meta.push((key, None));
+                    }
+                    Payload::Session { key, session, cmd } => {
+                        if in_batch.contains(&(session.client, session.series)) {
+                            // A retry of a proposal in this very batch: settle the first one first.
+                            if !self.flush(&mut batch, &mut meta) {
+                                return;
+                            }
+                            in_batch.clear();
+                        }
+                        match self.sessions.check(&session) {
+                            SessionCheck::Apply => {
+                                in_batch.insert((session.client, session.series));
+                                if index <= self.disk_applied {
+                                    // Already in the on-disk state: only the bookkeeping is replayed; the
+                                    // result was delivered before the restart.
+                                    self.sessions.record(&session, SmResult::default());
+                                    continue;
+                                }
+                                batch.push(SmEntry { index, cmd, result: SmResult::default() });
+                                meta.push((key, Some(session)));
+                            }
+                            SessionCheck::Duplicate(r) => self.complete(key, Ok(r)),
+                            SessionCheck::Expired => {
+                                self.complete(key, Ok(SmResult { value: codes::EXPIRED, data: Bytes::new() }))
+                            }
+                            SessionCheck::UnknownSession => self.complete(
+                                key,
+                                Err(NodeError::InvalidArgument("unknown or closed session".into())),
+                            ),
+                        }
+                    }
+                    Payload::Register { key, client } => {
+                        if !self.flush(&mut batch, &mut meta) {
+                            return;
+                        }
+                        let code = self.sessions.register(client);
+                        self.complete(key, Ok(SmResult { value: code, data: Bytes::new() }));
+                    }
+                    Payload::Unregister { key, client } => {
+                        if !self.flush(&mut batch, &mut meta) {
+                            return;
+                        }
+                        let code = self.sessions.unregister(client);
+                        self.complete(key, Ok(SmResult { value: code, data: Bytes::new() }));
+                    }
+                    Payload::Noop => {}
+                },
+                ApplyItem::Conf { key, outcome, index, .. } => {
+                    let result = match outcome {
+                        Ok(m) => {
+                            self.membership = m.clone();
+                            if let Ok(mut info) = self.shared.info.lock() {
+                                *info = m;
+                            }
+                            Ok(SmResult { value: index.0, data: Bytes::new() })
+                        }
+                        Err(e) => Err(NodeError::InvalidArgument(e)),
+                    };
+                    if !self.flush(&mut batch, &mut meta) {
+                        return;
+                    }
+                    self.complete(key, result);
+                }
+                ApplyItem::Noop { .. } => {}
+            }
+        }
+        if !self.flush(&mut batch, &mut meta) {
+            return;
+        }
+        let (index, term) = last;
+        if index > self.applied {
+            self.since_snapshot += index.0 - self.applied.0;
+            self.applied = index;
+            self.applied_term = term;
+        }
+        self.shared.applied.store(self.applied.0, Ordering::Release);
+        self.serve_reads();
+        let g = self.shared.group;
+        self.emit(ApplyEvent::Applied { group: g, index: self.applied });
+        self.send_answers();
+        if self.snapshot_entries > 0 && self.since_snapshot >= self.snapshot_entries {
+            self.take_snapshot(0);
+        }
+    }
+
+    /// Applies the accumulated batch and answers its proposers. False if the state machine failed.
+    fn flush(&mut self, batch: &mut Vec<SmEntry>, meta: &mut Vec<(u64, Option<SessionRef>)>) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        if let Err(e) = self.shared.sm.update(batch) {
+            self.fail(format!("state machine update failed: {e}"));
+            return false;
+        }
+        for (e, (key, session)) in batch.drain(..).zip(meta.drain(..)) {
+            if let Some(s) = session {
+                self.sessions.record(&s, e.result.clone());
+            }
+            self.complete(key, Ok(e.result));
+        }
+        true
+    }
+
+    fn serve_reads(&mut self) {
+        let applied = self.applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) = self.reads.drain(..).partition(|(i, _)| *i <= applied);
+        self.reads = waiting;
+        for (_, key) in ready {
+            if let Some(Waiter::Read { query, tx }) = self.shared.take_waiter(key) {
+                let r = self.shared.sm.lookup(&query).map_err(|e| NodeError::StateMachine(e.to_string()));
+                let _ = tx.send(r);
+            }
+        }
+    }
+
+    /// Writes a snapshot of the applied state and tells the step worker to record it.
+    fn take_snapshot(&mut self, key: u64) {
+        let answer = |s: &Self, r: Result<(LogIndex, PathBuf), NodeError>| {
+            if let Some(Waiter::Snapshot(tx)) = s.shared.take_waiter(key) {
+                let _ = tx.send(r);
+            }
+        };
+        if self.applied.0 == 0 || self.failed {
+            return answer(self, Err(NodeError::InvalidArgument("nothing applied yet".into())));
+        }
+        if key == 0 && self.applied == self.last_snapshot {
+            return;
+        }
+        if let Err(e) = self.shared.sm.sync() {
+            return self.fail(format!("state machine sync failed: {e}"));
+        }
+        let header = SnapshotHeader {
+            group: self.shared.group,
+            index: self.applied,
+            term: self.applied_term,
+            membership: self.membership.membership.clone(),
+            addresses: self.membership.addresses.clone(),
+            conf_index: self.membership.conf_index,
+            flags: 0,
+        };
+        let name = snapshot_file_name(self.applied);
+        let path = self.snap_dir.join(&name);
+        let sessions = &self.sessions;
+        let sm = &self.shared.sm;
+        let r = snapshot::write_snapshot(&path, &header, |w: &mut dyn Write| {
+            sessions.save(w)?;
+            sm.save(w).map_err(std::io::Error::other)
+        });
+        match r {
+            Ok(_) => {
+                self.since_snapshot = 0;
+                self.last_snapshot = self.applied;
+                let g = self.shared.group;
+                self.emit(ApplyEvent::SnapshotTaken {
+                    group: g,
+                    index: header.index,
+                    membership: header.membership,
+                    file: name,
+                });
+                answer(self, Ok((self.applied, path)));
+            }
+            Err(e) => answer(self, Err(NodeError::Storage(e.to_string()))),
+        }
+    }
+
+    /// Replaces the state with a snapshot's.
+    fn restore(&mut self, header: SnapshotHeader, file: Option<PathBuf>) {
+        if header.index <= self.applied {
+            return;
+        }
+        if let Some(path) = file {
+            match snapshot::open_snapshot(&path) {
+                Ok((_, mut body)) => {
+                    match Sessions::load(&mut body) {
+                        Ok(s) => self.sessions = s,
+                        Err(e) => return self.fail(format!("snapshot {}: {e}", path.display())),
+                    }
+                    if let Err(e) = self.shared.sm.recover(&mut body) {
+                        return self.fail(format!("state machine recovery failed: {e}"));
+                    }
+                }
+                Err(e) => return self.fail(e.to_string()),
+            }
+            self.disk_applied = LogIndex(0);
+        }
+        self.applied = header.index;
+        self.applied_term = header.term;
+        self.since_snapshot = 0;
+        self.membership = GroupMembership {
+            membership: header.membership,
+            addresses: header.addresses,
+            conf_index: header.conf_index,
+        };
+        if let Ok(mut info) = self.shared.info.lock() {
+            *info = self.membership.clone();
+        }
+        self.shared.applied.store(self.applied.0, Ordering::Release);
+        self.serve_reads();
+    }
+}
+
+/// Loads the latest snapshot of a restarting group into its state machine: returns the header.
+pub(crate) fn recover_from(
+    shared: &GroupShared,
+    path: &Path,
+) -> Result<(SnapshotHeader, Sessions), NodeError> {
+    let (header, mut body) = snapshot::open_snapshot(path).map_err(|e| NodeError::Storage(e.to_string()))?;
+    let sessions =
+        Sessions::load(&mut body).map_err(|e| NodeError::Storage(format!("{}: {e}", path.display())))?;
+    if !shared.sm.is_on_disk() {
+        shared.sm.recover(&mut body).map_err(|e| NodeError::StateMachine(e.to_string()))?;
+    }
+    Ok((header, sessions))
+}
+
+/// The apply worker's loop.
+pub(crate) fn run(rx: Receiver<ApplyTask>) {
+    let mut groups: HashMap<GroupId, ApplyGroup> = HashMap::new();
+    while let Ok(task) = rx.recv() {
+        match task {
+            ApplyTask::Start(g) => {
+                groups.insert(g.shared.group, *g);
+            }
+            ApplyTask::Items(group, items) => {
+                if let Some(g) = groups.get_mut(&group) {
+                    g.apply(items);
+                }
+            }
+            ApplyTask::Restore { group, header, file } => {
+                if let Some(g) = groups.get_mut(&group) {
+                    g.restore(header, file);
+                }
+            }
+            ApplyTask::Read { group, key, index } => {
+                if let Some(g) = groups.get_mut(&group) {
+                    g.reads.push((index, key));
+                    g.serve_reads();
+                }
+            }
+            ApplyTask::Snapshot { group, key } => {
+                if let Some(g) = groups.get_mut(&group) {
+                    g.take_snapshot(key);
+                }
+            }
+            ApplyTask::Stop(group) => {
+                if let Some(g) = groups.remove(&group) {
+                    let _ = g.shared.sm.sync();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,564 @@
+//! Step workers: each owns a partition of the groups. A round steps every group that has input, hands out
+//! their `Ready`s, sends what may go at once, saves every group's entries and hard state in ONE log store
+//! batch with one fsync, then sends the acknowledgements and hands committed entries to the apply workers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use crossbeam_channel::{Receiver, Sender, select};
+use drakkar_logdb::{GroupStorage, LogDb, WriteBatch};
+use drakkar_raft::{
+    ConfChange, ConfChangeKind, EntryKind, GroupId, LogIndex, Message, MessageKind, ProposalError, RawNode,
+    ReplicaId, Role, Storage,
+};
+
+use crate::apply::{ApplyEvent, ApplyItem, ApplyTask, GroupMembership, GroupShared, Waiter};
+use crate::codec::Payload;
+use crate::error::NodeError;
+use crate::snapshot::SnapshotHeader;
+use crate::transport::{MessageBatch, SnapshotRequest, Transport};
+
+/// Encodes a membership change's context: proposal key, expected conf index (0: any), address.
+pub(crate) fn encode_cc_context(key: u64, expected: u64, address: &str) -> Bytes {
+    let mut b = BytesMut::with_capacity(16 + address.len());
+    b.put_u64_le(key);
+    b.put_u64_le(expected);
+    b.put_slice(address.as_bytes());
+    b.freeze()
+}
+
+fn decode_cc_context(ctx: &Bytes) -> (u64, u64, String) {
+    if ctx.len() < 16 {
+        return (0, 0, String::new());
+    }
+    let mut b = ctx.clone();
+    let key = b.get_u64_le();
+    let expected = b.get_u64_le();
+    (key, expected, String::from_utf8_lossy(&b).into_owned())
+}
+
+/// Input to a step worker.
+pub(crate) enum Input {
+    Messages {
+        from: String,
+        messages: Vec<(GroupId, Message)>,
+    },
+    Propose {
+        group: GroupId,
+        key: u64,
+        data: Bytes,
+    },
+    ProposeConf {
+        group: GroupId,
+        key: u64,
+        cc: ConfChange,
+    },
+    ReadIndex {
+        group: GroupId,
+        key: u64,
+    },
+    Transfer {
+        group: GroupId,
+        to: ReplicaId,
+        tx: tokio::sync::oneshot::Sender<Result<(), NodeError>>,
+    },
+    Tick,
+    Start(Box<StepGroup>),
+    Stop {
+        group: GroupId,
+        tx: tokio::sync::oneshot::Sender<()>,
+    },
+    ReportSnapshot {
+        group: GroupId,
+        to: ReplicaId,
+        ok: bool,
+    },
+    /// A snapshot file arrived from the leader and was verified; step the message that refers to it.
+    SnapshotArrived {
+        group: GroupId,
+        msg: Box<Message>,
+        header: Option<Box<SnapshotHeader>>,
+    },
+    Shutdown,
+}
+
+/// The step side of one group.
+pub(crate) struct StepGroup {
+    pub(crate) shared: Arc<GroupShared>,
+    pub(crate) node: RawNode<GroupStorage>,
+    pub(crate) apply: Sender<ApplyTask>,
+    pub(crate) membership: GroupMembership,
+    pub(crate) compaction_overhead: u64,
+    pub(crate) snap_dir: PathBuf,
+}
+
+/// Everything a step worker needs.
+pub(crate) struct StepWorker {
+    pub(crate) index: usize,
+    pub(crate) db: Arc<LogDb>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) address: String,
+    pub(crate) incarnation: u128,
+    pub(crate) inbox: Receiver<Input>,
+    pub(crate) events: Receiver<(usize, ApplyEvent)>,
+    pub(crate) self_tx: Sender<Input>,
+    pub(crate) tick: Duration,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+}
+
+struct Round {
+    groups: HashMap<GroupId, StepGroup>,
+    dirty: Vec<GroupId>,
+    proposals: BTreeMap<GroupId, Vec<(u64, Bytes)>>,
+    outbox: HashMap<String, Vec<(GroupId, Message)>>,
+}
+
+fn map_proposal_error(group: GroupId, e: ProposalError) -> NodeError {
+    match e {
+        ProposalError::NoLeader => NodeError::NoLeader { group },
+        ProposalError::RateLimited => NodeError::RateLimited,
+        e => NodeError::Refused(e),
+    }
+}
+
+impl StepWorker {
+    pub(crate) fn run(self) {
+        let mut r = Round {
+            groups: HashMap::new(),
+            dirty: Vec::new(),
+            proposals: BTreeMap::new(),
+            outbox: HashMap::new(),
+        };
+        let mut inputs = Vec::with_capacity(4096);
+        loop {
+            let mut shutdown = false;
+            select! {
+                recv(self.inbox) -> i => match i {
+                    Ok(i) => inputs.push(i),
+                    Err(_) => shutdown = true,
+                },
+                recv(self.events) -> e => if let Ok((_, e)) = e { self.handle_event(&mut r, e) },
+                default(self.tick * 4) => {}
+            }
+            while inputs.len() < 4096 {
+                match self.inbox.try_recv() {
+                    Ok(i) => inputs.push(i),
+                    Err(_) => break,
+                }
+            }
+            // Apply progress first: an input may depend on it (a membership change after the previous one
+            // was applied).
+            while let Ok((_, e)) = self.events.try_recv() {
+                self.handle_event(&mut r, e);
+            }
+            for i in inputs.drain(..) {
+                shutdown |= self.handle(&mut r, i);
+            }
+            self.flush_proposals(&mut r);
+            for _ in 0..4 {
+                if !self.process_ready(&mut r) {
+                    break;
+                }
+            }
+            if shutdown {
+                for (_, g) in r.groups.drain() {
+                    stop_group(g, "node shutting down");
+                }
+                return;
+            }
+        }
+    }
+
+    fn mark(r: &mut Round, g: GroupId) {
+        r.dirty.push(g);
+    }
+
+    /// Handles one input. Returns true on shutdown.
+    fn handle(&self, r: &mut Round, input: Input) -> bool {
+        match input {
+            Input::Messages { from, messages } => {
+                for (gid, m) in messages {
+                    let Some(g) = r.groups.get_mut(&gid) else { continue };
+                    // Learn the sender's address (a joining replica knows nobody yet).
+                    g.membership.addresses.entry(m.from).or_insert_with(|| from.clone());
+                    if let Err(e) = g.node.step(m) {
+                        self.fail(r, gid, format!("step failed: {e}"));
+                        continue;
+                    }
+                    Self::mark(r, gid);
+                }
+            }
+            Input::Propose { group, key, data } => {
+                if r.groups.contains_key(&group) {
+                    r.proposals.entry(group).or_default().push((key, data));
+                } else {
+                    fail_waiter_on(None, key, NodeError::GroupNotFound(group));
+                }
+            }
+            Input::ProposeConf { group, key, cc } => {
+                let Some(g) = r.groups.get_mut(&group) else { return false };
+                match g.node.propose_conf_change(&cc) {
+                    Ok(_) => Self::mark(r, group),
+                    Err(e) => fail_waiter_on(Some(&g.shared), key, map_proposal_error(group, e)),
+                }
+            }
+            Input::ReadIndex { group, key } => {
+                let Some(g) = r.groups.get_mut(&group) else { return false };
+                match g.node.read_index(Bytes::copy_from_slice(&key.to_le_bytes())) {
+                    Ok(()) => Self::mark(r, group),
+                    Err(e) => fail_waiter_on(Some(&g.shared), key, map_proposal_error(group, e)),
+                }
+            }
+            Input::Transfer { group, to, tx } => {
+                let res = match r.groups.get_mut(&group) {
+                    Some(g) => g.node.transfer_leader(to).map_err(|e| map_proposal_error(group, e)),
+                    None => Err(NodeError::GroupNotFound(group)),
+                };
+                let _ = tx.send(res);
+                Self::mark(r, group);
+            }
+            Input::Tick => {
+                for (gid, g) in r.groups.iter_mut() {
+                    g.node.tick();
+                    if g.node.has_ready() {
+                        r.dirty.push(*gid);
+                    }
+                }
+            }
+            Input::Start(g) => {
+                let gid = g.shared.group;
+                r.groups.insert(gid, *g);
+                Self::mark(r, gid);
+            }
+            Input::Stop { group, tx } => {
+                if let Some(g) = r.groups.remove(&group) {
+                    stop_group(g, "stopped");
+                }
+                let _ = tx.send(());
+            }
+            Input::ReportSnapshot { group, to, ok } => {
+                if let Some(g) = r.groups.get_mut(&group) {
+                    g.node.report_snapshot(to, ok);
+                    Self::mark(r, group);
+                }
+            }
+            Input::SnapshotArrived { group, msg, header } => {
+                if let Some(g) = r.groups.get_mut(&group) {
+                    if let Some(h) = header {
+                        for (id, a) in h.addresses.clone() {
+                            g.membership.addresses.entry(id).or_insert(a);
+                        }
+                    }
+                    if let Err(e) = g.node.step(*msg) {
+                        self.fail(r, group, format!("step failed: {e}"));
+                    } else {
+                        Self::mark(r, group);
+                    }
+                }
+            }
+            Input::Shutdown => return true,
+        }
+        false
+    }
+
+    fn handle_event(&self, r: &mut Round, e: ApplyEvent) {
+        match e {
+            ApplyEvent::Applied { group, index } => {
+                if let Some(g) = r.groups.get_mut(&group) {
+                    g.node.advance_apply_to(index);
+                    Self::mark(r, group);
+                }
+            }
+            ApplyEvent::SnapshotTaken { group, index, membership, file } => {
+                let Some(g) = r.groups.get_mut(&group) else { return };
+                let store = g.node.storage();
+                let newer = store.snapshot().is_ok_and(|s| s.meta.index < index);
+                if !newer || store.term(index).is_err() {
+                    return;
+                }
+                let mut batch = WriteBatch::new();
+                batch.create_snapshot(group, index, membership, Bytes::from(file.clone()));
+                let compact_to = LogIndex(index.0.saturating_sub(g.compaction_overhead));
+                if compact_to >= store.first_index().unwrap_or_default() {
+                    batch.compact(group, compact_to);
+                }
+                match self.db.save(&batch) {
+                    Ok(()) => remove_old_snapshots(&g.snap_dir, &file),
+                    Err(e) => self.fatal(r, format!("log store failed recording a snapshot: {e}")),
+                }
+            }
+            ApplyEvent::Failed { group, reason } => self.fail(r, group, reason),
+        }
+    }
+
+    fn flush_proposals(&self, r: &mut Round) {
+        for (gid, props) in std::mem::take(&mut r.proposals) {
+            let Some(g) = r.groups.get_mut(&gid) else { continue };
+            let (keys, data): (Vec<u64>, Vec<Bytes>) = props.into_iter().unzip();
+            self.metrics.proposals.inc_by(keys.len() as u64);
+            match g.node.propose_batch(data) {
+                Ok(_) => r.dirty.push(gid),
+                Err(e) => {
+                    let err = map_proposal_error(gid, e);
+                    for k in keys {
+                        fail_waiter_on(Some(&g.shared), k, clone_err(&err, gid));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One persist round over the dirty groups. Returns true if another round may have work.
+    fn process_ready(&self, r: &mut Round) -> bool {
+        let mut dirty = std::mem::take(&mut r.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        let mut batch = WriteBatch::new();
+        let mut stash = Vec::new();
+        for gid in dirty {
+            let Some(g) = r.groups.get_mut(&gid) else { continue };
+            if !g.node.has_ready() {
+                continue;
+            }
+            let rd = match g.node.ready() {
+                Ok(rd) => rd,
+                Err(e) => {
+                    self.fail(r, gid, format!("ready failed: {e}"));
+                    continue;
+                }
+            };
+            if let Some(ss) = rd.soft_state {
+                let leader = ss.leader.map_or(0, |l| l.0);
+                g.shared.leader.store(leader, Ordering::Release);
+                if ss.role == Role::Leader {
+                    self.metrics.leader_changes.inc();
+                }
+            }
+            if let Some(hs) = rd.hard_state {
+                g.shared.term.store(hs.term.0, Ordering::Release);
+                batch.set_hard_state(gid, hs);
+            }
+            for m in &rd.messages {
+                self.route(g, gid, m.clone(), &mut r.outbox);
+            }
+            if let Some(s) = &rd.snapshot {
+                batch.apply_snapshot(gid, s.clone());
+            }
+            if !rd.entries.is_empty() {
+                batch.append(gid, rd.entries.clone());
+            }
+            stash.push((gid, rd));
+        }
+        self.flush_outbox(&mut r.outbox);
+        if !batch.is_empty() {
+            let start = std::time::Instant::now();
+            if let Err(e) = self.db.save(&batch) {
+                // A failed fsync cannot be retried safely: nothing more may be acknowledged.
+                self.fatal(r, format!("log store write failed: {e}"));
+                return false;
+            }
+            self.metrics.fsync_seconds.observe(start.elapsed().as_secs_f64());
+            self.metrics.batch_groups.observe(stash.len() as f64);
+        }
+        let mut more = false;
+        for (gid, rd) in stash {
+            let Some(g) = r.groups.get_mut(&gid) else { continue };
+            for m in &rd.persisted_messages {
+                self.route(g, gid, m.clone(), &mut r.outbox);
+            }
+            g.node.on_persisted(rd.number());
+            if let Some(s) = &rd.snapshot {
+                let file =
+                    (!s.data.is_empty()).then(|| g.snap_dir.join(String::from_utf8_lossy(&s.data).as_ref()));
+                let header = SnapshotHeader {
+                    group: gid,
+                    index: s.meta.index,
+                    term: s.meta.term,
+                    membership: s.meta.membership.clone(),
+                    addresses: g.membership.addresses.clone(),
+                    conf_index: g.membership.conf_index,
+                    flags: 0,
+                };
+                g.membership.membership = s.meta.membership.clone();
+                let _ = g.apply.send(ApplyTask::Restore { group: gid, header, file });
+            }
+            if !rd.committed_entries.is_empty() {
+                self.metrics.commits.inc_by(rd.committed_entries.len() as u64);
+                let items = committed_items(g, &rd.committed_entries);
+                let _ = g.apply.send(ApplyTask::Items(gid, items));
+            }
+            for rs in &rd.read_states {
+                let Some(key) = rs.context.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
+                else {
+                    continue;
+                };
+                let _ = g.apply.send(ApplyTask::Read { group: gid, key, index: rs.index });
+            }
+            if g.node.has_ready() {
+                r.dirty.push(gid);
+                more = true;
+            }
+        }
+        self.flush_outbox(&mut r.outbox);
+        more
+    }
+
+    /// Queues a message for its destination's address (snapshots go on their own path).
+    fn route(
+        &self,
+        g: &StepGroup,
+        gid: GroupId,
+        m: Message,
+        outbox: &mut HashMap<String, Vec<(GroupId, Message)>>,
+    ) {
+        let Some(addr) = g.membership.addresses.get(&m.to).cloned() else { return };
+        if m.kind == MessageKind::Snapshot {
+            let to = m.to;
+            if m.snapshot.as_ref().is_some_and(|s| s.meta.membership.role(to).is_none()) {
+                // The latest snapshot predates this replica's addition: Raft would refuse it. Take a new one
+                // (it will include the replica) and let Raft retry.
+                let _ = g.apply.send(ApplyTask::Snapshot { group: gid, key: 0 });
+                let _ = self.self_tx.try_send(Input::ReportSnapshot { group: gid, to, ok: false });
+                return;
+            }
+            let file = m
+                .snapshot
+                .as_ref()
+                .filter(|s| !s.data.is_empty())
+                .map(|s| g.snap_dir.join(String::from_utf8_lossy(&s.data).as_ref()));
+            let tx = self.self_tx.clone();
+            let req = SnapshotRequest { from: self.address.clone(), to: addr, group: gid, msg: m, file };
+            let transport = self.transport.clone();
+            // Streaming a snapshot can take long: never on the step worker's thread.
+            std::thread::spawn(move || {
+                transport.send_snapshot(
+                    req,
+                    Box::new(move |ok| {
+                        let _ = tx.send(Input::ReportSnapshot { group: gid, to, ok });
+                    }),
+                );
+            });
+            return;
+        }
+        outbox.entry(addr).or_default().push((gid, m));
+    }
+
+    fn flush_outbox(&self, outbox: &mut HashMap<String, Vec<(GroupId, Message)>>) {
+        for (to, messages) in outbox.drain() {
+            if to == self.address {
+                continue;
+            }
+            self.metrics.messages_sent.inc_by(messages.len() as u64);
+            self.transport.send(
+                &to,
+                MessageBatch { from: self.address.clone(), incarnation: self.incarnation, messages },
+            );
+        }
+    }
+
+    fn fail(&self, r: &mut Round, gid: GroupId, reason: String) {
+        if let Some(g) = r.groups.remove(&gid) {
+            stop_group(g, &reason);
+        }
+    }
+
+    fn fatal(&self, r: &mut Round, reason: String) {
+        for (_, g) in r.groups.drain() {
+            stop_group(g, &reason);
+        }
+    }
+}
+
+fn clone_err(e: &NodeError, group: GroupId) -> NodeError {
+    match e {
+        NodeError::RateLimited => NodeError::RateLimited,
+        NodeError::NoLeader { .. } => NodeError::NoLeader { group },
+        NodeError::Refused(p) => NodeError::Refused(p.clone()),
+        other => NodeError::InvalidArgument(other.to_string()),
+    }
+}
+
+fn fail_waiter_on(shared: Option<&GroupShared>, key: u64, e: NodeError) {
+    if let Some(w) = shared.and_then(|s| s.take_waiter(key)) {
+        w.fail(e);
+    }
+}
+
+/// Stops a group: its waiters fail, its apply side is dropped.
+fn stop_group(g: StepGroup, reason: &str) {
+    let _ = g.apply.send(ApplyTask::Stop(g.shared.group));
+    let waiters: Vec<Waiter> =
+        g.shared.waiters.lock().map(|mut w| w.drain().map(|(_, w)| w).collect()).unwrap_or_default();
+    for w in waiters {
+        w.fail(NodeError::Stopped {
+            group: g.shared.group,
+            replica: g.shared.replica,
+            reason: reason.to_string(),
+        });
+    }
+    g.shared.leader.store(0, Ordering::Release);
+}
+
+/// Converts committed entries for the apply worker, applying membership changes to Raft on the way (the
+/// outcome is decided here, identically on every replica, from the log alone).
+fn committed_items(g: &mut StepGroup, entries: &[drakkar_raft::Entry]) -> Vec<ApplyItem> {
+    entries
+        .iter()
+        .map(|e| match e.kind {
+            EntryKind::Normal => {
+                ApplyItem::Cmd { index: e.index, term: e.term, payload: Payload::decode(&e.data) }
+            }
+            EntryKind::ConfChange => {
+                let Some(cc) = ConfChange::decode(&e.data) else {
+                    return ApplyItem::Noop { index: e.index, term: e.term };
+                };
+                let (key, expected, address) = decode_cc_context(&cc.context);
+                let outcome = if expected != 0 && expected != g.membership.conf_index {
+                    Err(format!(
+                        "membership changed: expected config change index {expected}, current is {}",
+                        g.membership.conf_index
+                    ))
+                } else {
+                    match g.node.apply_conf_change(&cc) {
+                        Ok(m) => {
+                            g.membership.membership = m;
+                            g.membership.conf_index = e.index.0;
+                            match cc.kind {
+                                ConfChangeKind::Remove => {}
+                                _ if !address.is_empty() => {
+                                    g.membership.addresses.insert(cc.replica, address);
+                                }
+                                _ => {}
+                            }
+                            Ok(g.membership.clone())
+                        }
+                        Err(err) => Err(err.to_string()),
+                    }
+                };
+                ApplyItem::Conf { index: e.index, term: e.term, key, outcome }
+            }
+            _ => ApplyItem::Noop { index: e.index, term: e.term },
+        })
+        .collect()
+}
+
+/// Keeps the newest two snapshot files of a group (one may still be streaming to a follower).
+fn remove_old_snapshots(dir: &std::path::Path, current: &str) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("snapshot-") && n.ends_with(".snap"))
+        .collect();
+    names.sort();
+    let keep_from = names.len().saturating_sub(2);
+    for n in &names[..keep_from] {
+        if n != current {
+            let _ = std::fs::remove_file(dir.join(n));
+        }
+    }
+}

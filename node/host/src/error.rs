@@ -1,0 +1,74 @@
+//! Errors of the NodeHost API.
+
+use drakkar_raft::{GroupId, ReplicaId};
+
+/// Why a NodeHost request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// This NodeHost does not run a replica of the group.
+    #[error("group {0} is not running on this node")]
+    GroupNotFound(GroupId),
+    /// The group already runs here.
+    #[error("group {0} is already running on this node")]
+    GroupExists(GroupId),
+    /// No leader is known right now; retry.
+    #[error("group {group} has no leader right now")]
+    NoLeader {
+        /// The group.
+        group: GroupId,
+    },
+    /// The request did not complete in time. A write may or may not have been applied (use sessions).
+    #[error("request timed out")]
+    Timeout,
+    /// Queues are full: back off and retry.
+    #[error("node busy: queues are full")]
+    Busy,
+    /// Too many unapplied bytes in the group's log: retry after it catches up.
+    #[error("rate limited")]
+    RateLimited,
+    /// The proposal was refused by Raft (transfer in progress, pending membership change, ...).
+    #[error("proposal refused: {0}")]
+    Refused(#[from] drakkar_raft::ProposalError),
+    /// A membership change named an unexpected configuration index (optimistic lock).
+    #[error("membership changed: expected config change index {expected}, current is {current}")]
+    StaleConfChange {
+        /// What the caller expected.
+        expected: u64,
+        /// The current one.
+        current: u64,
+    },
+    /// The request is invalid.
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    /// The state machine refused a lookup.
+    #[error("state machine: {0}")]
+    StateMachine(String),
+    /// The replica was stopped (shut down, removed, or failed).
+    #[error("replica {replica} of group {group} stopped: {reason}")]
+    Stopped {
+        /// The group.
+        group: GroupId,
+        /// The replica.
+        replica: ReplicaId,
+        /// Why.
+        reason: String,
+    },
+    /// A replica id was reused on a node whose data was lost: it must be replaced, not restarted.
+    #[error("replica {replica} of group {group} lost its data and must be replaced under a new id")]
+    ReplicaIdReused {
+        /// The group.
+        group: GroupId,
+        /// The replica.
+        replica: ReplicaId,
+    },
+    /// Storage failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The NodeHost is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
+}
+
+/// Result alias.
+pub type Result<T, E = NodeError> = std::result::Result<T, E>;

@@ -1,0 +1,211 @@
+//! How NodeHosts reach each other: the [`Transport`] trait, and [`InProcessNetwork`], a transport between
+//! NodeHosts in one process (tests and benchmarks) that can drop, duplicate, delay and partition.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use drakkar_raft::{GroupId, Message, Rng};
+
+/// Messages from one NodeHost to another, batched.
+#[derive(Clone, Debug, Default)]
+pub struct MessageBatch {
+    /// The sender's address.
+    pub from: String,
+    /// The sender's data-directory incarnation id (see [`crate::NodeHost::incarnation`]).
+    pub incarnation: u128,
+    /// Messages, each for one group.
+    pub messages: Vec<(GroupId, Message)>,
+}
+
+/// The receiving side: what a transport hands incoming traffic to (a NodeHost).
+pub trait MessageSink: Send + Sync {
+    /// Delivers a batch. Never blocks; may drop messages when queues are full.
+    fn deliver(&self, batch: MessageBatch);
+    /// Receives a snapshot file's bytes for `group`, then the `Snapshot` message that refers to it.
+    fn receive_snapshot(&self, group: GroupId, msg: Message, data: Bytes) -> Result<(), String>;
+}
+
+/// Called when a snapshot transfer ends: `true` if the receiver accepted it.
+pub type SnapshotDone = Box<dyn FnOnce(bool) + Send>;
+
+/// The sending side.
+pub trait Transport: Send + Sync {
+    /// Sends a batch to the NodeHost at `to`. Never blocks; messages may be lost (Raft retries).
+    fn send(&self, to: &str, batch: MessageBatch);
+    /// Streams the snapshot file at `file` to `to`, then delivers `msg` there; reports the outcome.
+    fn send_snapshot(&self, req: SnapshotRequest, done: SnapshotDone);
+}
+
+/// A snapshot to stream to a peer.
+#[derive(Debug)]
+pub struct SnapshotRequest {
+    /// Sender's address.
+    pub from: String,
+    /// Receiver's address.
+    pub to: String,
+    /// The group.
+    pub group: GroupId,
+    /// The `Snapshot` message to deliver once the file arrived.
+    pub msg: Message,
+    /// The snapshot file (none for metadata-only snapshots, e.g. to witnesses).
+    pub file: Option<PathBuf>,
+}
+
+/// Fault settings of an [`InProcessNetwork`].
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Percent of messages dropped.
+    pub drop_pct: u64,
+    /// Percent of messages delivered twice.
+    pub dup_pct: u64,
+    /// Extra delivery delay (each delayed batch waits this long on a timer thread).
+    pub delay: Option<Duration>,
+    /// Addresses cut off from everyone not in the same set.
+    pub partition: Option<BTreeSet<String>>,
+}
+
+struct NetState {
+    sinks: HashMap<String, Weak<dyn MessageSink>>,
+    faults: Faults,
+    rng: Rng,
+    delayed: Vec<(Instant, String, MessageBatch)>,
+}
+
+/// A network of NodeHosts inside one process.
+#[derive(Clone)]
+pub struct InProcessNetwork {
+    state: Arc<Mutex<NetState>>,
+}
+
+impl Default for InProcessNetwork {
+    fn default() -> Self {
+        Self::new(1)
+    }
+}
+
+impl InProcessNetwork {
+    /// An empty network; `seed` drives its fault decisions.
+    pub fn new(seed: u64) -> Self {
+        let state = NetState {
+            sinks: HashMap::new(),
+            faults: Faults::default(),
+            rng: Rng::new(seed),
+            delayed: Vec::new(),
+        };
+        InProcessNetwork { state: Arc::new(Mutex::new(state)) }
+    }
+
+    /// Makes `sink` reachable at `address`.
+    pub fn register(&self, address: &str, sink: Weak<dyn MessageSink>) {
+        if let Ok(mut s) = self.state.lock() {
+            s.sinks.insert(address.to_string(), sink);
+        }
+    }
+
+    /// Replaces the fault settings.
+    pub fn set_faults(&self, faults: Faults) {
+        if let Ok(mut s) = self.state.lock() {
+            s.faults = faults;
+        }
+    }
+
+    /// A transport for the NodeHost at `address`.
+    pub fn transport(&self) -> Arc<dyn Transport> {
+        Arc::new(self.clone())
+    }
+
+    fn cut(faults: &Faults, a: &str, b: &str) -> bool {
+        faults.partition.as_ref().is_some_and(|p| p.contains(a) != p.contains(b))
+    }
+
+    /// Delivers delayed batches that are due. Called on every send, and by [`InProcessNetwork::flush`].
+    fn release_due(&self) {
+        type Due = (String, MessageBatch, Option<Arc<dyn MessageSink>>);
+        let due: Vec<Due> = {
+            let Ok(mut s) = self.state.lock() else { return };
+            let now = Instant::now();
+            let (ready, later): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut s.delayed).into_iter().partition(|d| d.0 <= now);
+            s.delayed = later;
+            ready
+                .into_iter()
+                .map(|(_, to, b)| {
+                    let sink = s.sinks.get(&to).and_then(Weak::upgrade);
+                    (to, b, sink)
+                })
+                .collect()
+        };
+        for (_, b, sink) in due {
+            if let Some(sink) = sink {
+                sink.deliver(b);
+            }
+        }
+    }
+
+    /// Delivers every delayed batch now.
+    pub fn flush(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            for d in &mut s.delayed {
+                d.0 = Instant::now();
+            }
+        }
+        self.release_due();
+    }
+}
+
+impl Transport for InProcessNetwork {
+    fn send(&self, to: &str, mut batch: MessageBatch) {
+        self.release_due();
+        let (sink, dup) = {
+            let Ok(mut s) = self.state.lock() else { return };
+            if Self::cut(&s.faults, &batch.from, to) {
+                return;
+            }
+            let (drop_pct, dup_pct) = (s.faults.drop_pct, s.faults.dup_pct);
+            if drop_pct > 0 {
+                let mut kept = Vec::with_capacity(batch.messages.len());
+                for m in batch.messages {
+                    if !s.rng.chance(drop_pct, 100) {
+                        kept.push(m);
+                    }
+                }
+                batch.messages = kept;
+            }
+            let dup = dup_pct > 0 && s.rng.chance(dup_pct, 100);
+            if let Some(d) = s.faults.delay {
+                let at = Instant::now() + d;
+                s.delayed.push((at, to.to_string(), batch));
+                return;
+            }
+            (s.sinks.get(to).and_then(Weak::upgrade), dup)
+        };
+        if let Some(sink) = sink {
+            if dup {
+                sink.deliver(batch.clone());
+            }
+            sink.deliver(batch);
+        }
+    }
+
+    fn send_snapshot(&self, req: SnapshotRequest, done: SnapshotDone) {
+        let sink = {
+            let Ok(s) = self.state.lock() else { return done(false) };
+            if Self::cut(&s.faults, &req.from, &req.to) {
+                return done(false);
+            }
+            s.sinks.get(&req.to).and_then(Weak::upgrade)
+        };
+        let Some(sink) = sink else { return done(false) };
+        let data = match req.file {
+            Some(path) => match std::fs::read(&path) {
+                Ok(d) => Bytes::from(d),
+                Err(_) => return done(false),
+            },
+            None => Bytes::new(),
+        };
+        done(sink.receive_snapshot(req.group, req.msg, data).is_ok());
+    }
+}

@@ -1,0 +1,139 @@
+//! NodeHost end to end: three NodeHosts in one process on the in-process network, real files.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Cluster, T, fast_group};
+use drakkar_node::NodeError;
+use drakkar_raft::{GroupId, MemberRole, ReplicaId};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn propose_and_read_on_every_replica() {
+    let c = Cluster::new(3);
+    c.start_group(1, &[1, 2, 3], fast_group());
+    let l = c.leader(1).await;
+    let r = c.hosts[&l].propose(GroupId(1), Bytes::from_static(b"a=1"), T).await.unwrap();
+    assert_eq!(r.value, 1);
+    // Proposals through followers are forwarded to the leader.
+    for i in 1..=3u64 {
+        let cmd = Bytes::from(format!("k{i}=v{i}"));
+        c.hosts[&i].propose(GroupId(1), cmd, T).await.unwrap();
+    }
+    // Linearizable reads on every replica see every acknowledged write.
+    for i in 1..=3u64 {
+        let v = c.hosts[&i].read(GroupId(1), Bytes::from_static(b"k3"), T).await.unwrap();
+        assert_eq!(v, Bytes::from_static(b"v3"), "replica {i}");
+    }
+    assert!(c.hosts[&1].metrics_text().contains("drakkar_proposals_total"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_groups_on_three_hosts() {
+    let c = Cluster::new(3);
+    for g in 1..=20 {
+        c.start_group(g, &[1, 2, 3], fast_group());
+    }
+    for g in 1..=20 {
+        let l = c.leader(g).await;
+        c.hosts[&l].propose(GroupId(g), Bytes::from(format!("g={g}")), T).await.unwrap();
+    }
+    for g in 1..=20 {
+        let v = c.hosts[&1].read(GroupId(g), Bytes::from_static(b"g"), T).await.unwrap();
+        assert_eq!(v, Bytes::from(g.to_string()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_apply_a_retried_proposal_once() {
+    let c = Cluster::new(3);
+    c.start_group(1, &[1, 2, 3], fast_group());
+    let l = c.leader(1).await;
+    let h = &c.hosts[&l];
+    let mut s = h.open_session(GroupId(1), T).await.unwrap();
+    let first = h.propose_in_session(&s, Bytes::from_static(b"x=1"), T).await.unwrap();
+    // A retry (same series id) returns the first result and does not apply again.
+    let again = h.propose_in_session(&s, Bytes::from_static(b"x=1"), T).await.unwrap();
+    assert_eq!(first, again);
+    s.proposal_completed();
+    let next = h.propose_in_session(&s, Bytes::from_static(b"y=2"), T).await.unwrap();
+    assert_eq!(next.value, first.value + 1, "exactly one update between them");
+    h.close_session(s.clone(), T).await.unwrap();
+    assert!(h.propose_in_session(&s, Bytes::from_static(b"z=3"), T).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_recovers_from_snapshot_and_log() {
+    let mut c = Cluster::new(3);
+    c.start_group(1, &[1, 2, 3], fast_group());
+    let l = c.leader(1).await;
+    for i in 0..30 {
+        c.hosts[&l].propose(GroupId(1), Bytes::from(format!("k{i}=v{i}")), T).await.unwrap();
+    }
+    let idx = c.hosts[&1].request_snapshot(GroupId(1), None, T).await.unwrap();
+    assert!(idx.0 >= 30);
+    for i in 30..40 {
+        c.hosts[&l].propose(GroupId(1), Bytes::from(format!("k{i}=v{i}")), T).await.unwrap();
+    }
+    // Restart host 1 from its data directory.
+    c.hosts[&1].close();
+    c.hosts.remove(&1);
+    let h1 = c.start_host(1);
+    h1.start_replica(GroupId(1), ReplicaId(1), drakkar_node::StartMode::Joining, common::sm(), fast_group())
+        .unwrap();
+    let v = h1.read(GroupId(1), Bytes::from_static(b"k39"), T).await.unwrap();
+    assert_eq!(v, Bytes::from_static(b"v39"));
+    assert_eq!(h1.stale_read(GroupId(1), b"k5").unwrap(), Bytes::from_static(b"v5"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_a_replica_that_catches_up_by_snapshot() {
+    let mut c = Cluster::new(3);
+    c.start_group(1, &[1, 2, 3], fast_group());
+    let l = c.leader(1).await;
+    for i in 0..50 {
+        c.hosts[&l].propose(GroupId(1), Bytes::from(format!("k{i}=v{i}")), T).await.unwrap();
+    }
+    // Compact the leader's log so the new replica needs a snapshot.
+    c.hosts[&l].request_snapshot(GroupId(1), None, T).await.unwrap();
+    let h4 = c.start_host(4);
+    let m = c.hosts[&l]
+        .add_replica(GroupId(1), ReplicaId(4), &common::addr(4), MemberRole::NonVoter, 0, T)
+        .await
+        .unwrap();
+    assert!(m.membership.non_voters.contains(&ReplicaId(4)));
+    h4.start_replica(GroupId(1), ReplicaId(4), drakkar_node::StartMode::Joining, common::sm(), fast_group())
+        .unwrap();
+    // Stale conf-change index: refused.
+    let stale = c.hosts[&l].promote_replica(GroupId(1), ReplicaId(4), 1, T).await;
+    assert!(matches!(stale, Err(NodeError::StaleConfChange { .. })), "{stale:?}");
+    let m = c.hosts[&l].promote_replica(GroupId(1), ReplicaId(4), m.conf_index, T).await.unwrap();
+    assert!(m.membership.voters.contains(&ReplicaId(4)));
+    let v = h4.read(GroupId(1), Bytes::from_static(b"k49"), T).await.unwrap();
+    assert_eq!(v, Bytes::from_static(b"v49"));
+    let removed = c.hosts[&l].remove_replica(GroupId(1), ReplicaId(4), 0, T).await.unwrap();
+    assert!(removed.membership.removed.contains(&ReplicaId(4)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_transfer_and_leader_loss() {
+    let mut c = Cluster::new(3);
+    c.start_group(1, &[1, 2, 3], fast_group());
+    let l = c.leader(1).await;
+    let target = if l == 1 { 2 } else { 1 };
+    c.hosts[&l].transfer_leader(GroupId(1), ReplicaId(target)).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while c.hosts[&target].leader(GroupId(1)).unwrap().map(|x| x.0.0) != Some(target) {
+        assert!(std::time::Instant::now() < deadline, "transfer did not complete");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.hosts[&target].propose(GroupId(1), Bytes::from_static(b"before=1"), T).await.unwrap();
+    // Lose the leader: the others elect a new one and keep every acknowledged write.
+    c.hosts[&target].close();
+    c.hosts.remove(&target);
+    let l2 = c.leader(1).await;
+    assert_ne!(l2, target);
+    let v = c.hosts[&l2].read(GroupId(1), Bytes::from_static(b"before"), T).await.unwrap();
+    assert_eq!(v, Bytes::from_static(b"1"));
+}
