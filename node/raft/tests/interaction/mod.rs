@@ -18,12 +18,14 @@
 //! - `process-ready [IDS] [async=true]`: print and handle each node's Ready. Synchronously: persist, send the
 //!   persisted messages, apply, advance. With `async=true` the batch is only sent and applied; its writes and
 //!   persisted messages wait for `persist ID [count=N]`.
-//! - `stabilize [IDS]`: persist pending batches, handle Readies and deliver messages among IDS until quiet.
+//! - `stabilize [IDS]`: persist pending batches, then handle Readies (synchronously) and deliver messages
+//!   among IDS until nothing is left to do; each step is printed.
 //! - `deliver-msgs [IDS] [from=(..)] [type=Kind] [drop=true] [reverse=true] [count=N]`: deliver (or drop)
-//!   in-flight messages to IDS, grouped by recipient, at most N per recipient. `dup-msgs [same filters]` duplicates them in flight;
-//!   `msgs` lists them; `inject-msg to=ID from=ID type=Kind [term= log-term= index= commit= reject hint=
-//!   ctx= entries=(t/i ..) snapshot=t/i voters=(..)] [at=ID]` steps a hand-made message straight into a
-//!   node (`to`, or `at` to misdeliver it).
+//!   in-flight messages to IDS, grouped by recipient, at most N per recipient. `dup-msgs [same filters]`
+//!   duplicates them in flight; `msgs` lists them.
+//! - `inject-msg to=ID from=ID type=Kind [term= log-term= index= commit= reject hint= ctx=
+//!   entries=(t/i[/meta|/change:id] ..) snapshot=t/i voters=(..)] [at=ID]`: steps a hand-made message
+//!   straight into a node (`to`, or `at` to misdeliver it) and prints the node's dropped-message count.
 //! - `drop [from=(..)] [to=(..)]`, `partition IDS` (cut IDS off from the rest), `heal`: network filters
 //!   applied at delivery.
 //! - `crash ID` (keep only storage), `restart ID` (applied = snapshot index), `snapshot ID` (at the applied
