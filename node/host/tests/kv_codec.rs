@@ -10,12 +10,10 @@ use kv_support::{command, query, value};
 use proptest::prelude::*;
 
 fn meta() -> impl Strategy<Value = KeyMeta> {
-    (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(version, mod_index, create_index)| {
-        KeyMeta {
-            version,
-            mod_index,
-            create_index,
-        }
+    (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(version, mod_index, create_index)| KeyMeta {
+        version,
+        mod_index,
+        create_index,
     })
 }
 
@@ -124,10 +122,7 @@ fn huge_declared_lengths_are_refused_without_allocating() {
     // Put with a key length of u32::MAX.
     let mut b = vec![1u8, 1];
     b.extend_from_slice(&u32::MAX.to_le_bytes());
-    assert!(matches!(
-        Command::decode(&b),
-        Err(CodecError::TooLong { what: "key", .. })
-    ));
+    assert!(matches!(Command::decode(&b), Err(CodecError::TooLong { what: "key", .. })));
     // A scan result claiming u32::MAX items.
     let mut b = vec![1u8, 2];
     b.extend_from_slice(&u32::MAX.to_le_bytes());
@@ -135,25 +130,15 @@ fn huge_declared_lengths_are_refused_without_allocating() {
     // A txn claiming the maximum of compares, with no bytes for them.
     let mut b = vec![1u8, 5];
     b.extend_from_slice(&(limits::MAX_TXN_COMPARES as u32).to_le_bytes());
-    assert!(matches!(
-        Command::decode(&b),
-        Err(CodecError::Truncated { .. })
-    ));
+    assert!(matches!(Command::decode(&b), Err(CodecError::Truncated { .. })));
 }
 
 #[test]
 fn unknown_version_and_tag_are_clear_errors() {
-    assert_eq!(
-        Command::decode(&[9, 1]),
-        Err(CodecError::UnsupportedVersion(9))
-    );
+    assert_eq!(Command::decode(&[9, 1]), Err(CodecError::UnsupportedVersion(9)));
     assert!(matches!(
         Command::decode(&[1, 200]),
-        Err(CodecError::UnknownTag {
-            what: "command",
-            tag: 200,
-            ..
-        })
+        Err(CodecError::UnknownTag { what: "command", tag: 200, .. })
     ));
     assert_eq!(Query::decode(&[]), Err(CodecError::Empty));
     let err = Command::decode(&[1, 200]).unwrap_err().to_string();
@@ -163,8 +148,5 @@ fn unknown_version_and_tag_are_clear_errors() {
 #[test]
 fn oversize_value_is_refused_by_the_encoder() {
     let big = Bytes::from(vec![0u8; limits::MAX_VALUE_LEN + 1]);
-    assert!(matches!(
-        Command::put("k", big).encode(),
-        Err(CodecError::TooLong { what: "value", .. })
-    ));
+    assert!(matches!(Command::put("k", big).encode(), Err(CodecError::TooLong { what: "value", .. })));
 }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use drakkar_node::kv::{
-    CasExpect, CasNew, Command, CommandResult, Compare, CompareTarget, DiskKv, KeyMeta, KeyRange,
-    KeyValue, MemKv, Op, OpResult, Query, QueryResult, limits,
+    CasExpect, CasNew, Command, CommandResult, Compare, CompareTarget, DiskKv, KeyMeta, KeyRange, KeyValue,
+    MemKv, Op, OpResult, Query, QueryResult, limits,
 };
 use drakkar_node::statemachine::{ConcurrentStateMachine, OnDiskStateMachine, SmEntry};
 use drakkar_raft::LogIndex;
@@ -23,26 +23,14 @@ struct Model {
 
 impl Model {
     fn kv(&self, key: &Bytes) -> Option<KeyValue> {
-        self.map.get(key).map(|(v, m)| KeyValue {
-            key: key.clone(),
-            value: v.clone(),
-            meta: *m,
-        })
+        self.map.get(key).map(|(v, m)| KeyValue { key: key.clone(), value: v.clone(), meta: *m })
     }
 
     fn put(&mut self, index: u64, key: &Bytes, value: &Bytes) -> (Option<KeyMeta>, KeyMeta) {
         let prev = self.map.get(key).map(|(_, m)| *m);
         let new = match prev {
-            Some(p) => KeyMeta {
-                version: p.version + 1,
-                mod_index: index,
-                create_index: p.create_index,
-            },
-            None => KeyMeta {
-                version: 1,
-                mod_index: index,
-                create_index: index,
-            },
+            Some(p) => KeyMeta { version: p.version + 1, mod_index: index, create_index: p.create_index },
+            None => KeyMeta { version: 1, mod_index: index, create_index: index },
         };
         self.map.insert(key.clone(), (value.clone(), new));
         (prev, new)
@@ -78,9 +66,7 @@ impl Model {
         let cmd = match Command::decode(raw) {
             Ok(c) => c,
             Err(e) => {
-                return Some(CommandResult::Rejected {
-                    reason: e.to_string(),
-                });
+                return Some(CommandResult::Rejected { reason: e.to_string() });
             }
         };
         Some(match cmd {
@@ -88,12 +74,10 @@ impl Model {
                 let (prev, new) = self.put(index, &key, &value);
                 CommandResult::Put { prev, new }
             }
-            Command::Delete { key } => CommandResult::Delete {
-                prev: self.delete(&key),
-            },
-            Command::DeleteRange { range } => CommandResult::DeleteRange {
-                deleted: self.delete_range(&range),
-            },
+            Command::Delete { key } => CommandResult::Delete { prev: self.delete(&key) },
+            Command::DeleteRange { range } => {
+                CommandResult::DeleteRange { deleted: self.delete_range(&range) }
+            }
             Command::CompareAndSwap { key, expected, new } => {
                 let prev = self.kv(&key);
                 let ok = match (&expected, &prev) {
@@ -113,10 +97,7 @@ impl Model {
                         other => panic!("model lacks {other:?}"),
                     }
                 }
-                CommandResult::CompareAndSwap {
-                    succeeded: ok,
-                    prev,
-                }
+                CommandResult::CompareAndSwap { succeeded: ok, prev }
             }
             Command::Txn(txn) => {
                 let succeeded = txn.compares.iter().all(|c| self.holds(c));
@@ -128,12 +109,10 @@ impl Model {
                             let (prev, new) = self.put(index, &key, &value);
                             OpResult::Put { prev, new }
                         }
-                        Op::Delete { key } => OpResult::Delete {
-                            prev: self.delete(&key),
-                        },
-                        Op::DeleteRange { range } => OpResult::DeleteRange {
-                            deleted: self.delete_range(&range),
-                        },
+                        Op::Delete { key } => OpResult::Delete { prev: self.delete(&key) },
+                        Op::DeleteRange { range } => {
+                            OpResult::DeleteRange { deleted: self.delete_range(&range) }
+                        }
                         Op::Get { key } => OpResult::Get(self.kv(&key)),
                         other => panic!("model lacks {other:?}"),
                     })
@@ -147,11 +126,7 @@ impl Model {
     fn query(&self, q: &Query) -> QueryResult {
         match q {
             Query::Get { key } => QueryResult::Get(self.kv(key)),
-            Query::Scan {
-                range,
-                limit,
-                keys_only,
-            } => {
+            Query::Scan { range, limit, keys_only } => {
                 let limit = match *limit as usize {
                     0 => limits::MAX_SCAN_ITEMS,
                     n => n,
@@ -168,10 +143,7 @@ impl Model {
                         kv
                     })
                     .collect();
-                QueryResult::Scan {
-                    items,
-                    more: all.next().is_some(),
-                }
+                QueryResult::Scan { items, more: all.next().is_some() }
             }
             other => panic!("model lacks {other:?}"),
         }

@@ -98,6 +98,7 @@
 mod apply;
 pub mod command;
 pub mod disk;
+mod encoding;
 pub mod memory;
 pub mod snapshot;
 mod wire;

@@ -4,8 +4,7 @@
 
 use bytes::Bytes;
 use drakkar_node::kv::{
-    CasExpect, CasNew, Command, Compare, CompareOp, CompareTarget, DiskKv, KeyRange, MemKv, Op,
-    Query, Txn,
+    CasExpect, CasNew, Command, Compare, CompareOp, CompareTarget, DiskKv, KeyRange, MemKv, Op, Query, Txn,
 };
 use drakkar_node::statemachine::{ConcurrentStateMachine, OnDiskStateMachine, SmEntry, SmResult};
 use drakkar_raft::LogIndex;
@@ -13,18 +12,8 @@ use proptest::prelude::*;
 
 /// Few, overlapping keys, so commands collide and prefixes/ranges matter.
 pub fn key() -> impl Strategy<Value = Bytes> {
-    prop::sample::select(vec![
-        &b""[..],
-        b"a",
-        b"ab",
-        b"abc",
-        b"b",
-        b"ba",
-        b"c",
-        b"\xff",
-        b"\xff\xff",
-    ])
-    .prop_map(Bytes::from_static)
+    prop::sample::select(vec![&b""[..], b"a", b"ab", b"abc", b"b", b"ba", b"c", b"\xff", b"\xff\xff"])
+        .prop_map(Bytes::from_static)
 }
 
 pub fn value() -> impl Strategy<Value = Bytes> {
@@ -44,12 +33,7 @@ pub fn range() -> impl Strategy<Value = KeyRange> {
 }
 
 pub fn compare_op() -> impl Strategy<Value = CompareOp> {
-    prop_oneof![
-        Just(CompareOp::Eq),
-        Just(CompareOp::Ne),
-        Just(CompareOp::Lt),
-        Just(CompareOp::Gt)
-    ]
+    prop_oneof![Just(CompareOp::Eq), Just(CompareOp::Ne), Just(CompareOp::Lt), Just(CompareOp::Gt)]
 }
 
 pub fn compare() -> impl Strategy<Value = Compare> {
@@ -78,11 +62,7 @@ pub fn txn() -> impl Strategy<Value = Txn> {
         prop::collection::vec(op(), 0..4),
         prop::collection::vec(op(), 0..4),
     )
-        .prop_map(|(compares, success, failure)| Txn {
-            compares,
-            success,
-            failure,
-        })
+        .prop_map(|(compares, success, failure)| Txn { compares, success, failure })
 }
 
 pub fn command() -> impl Strategy<Value = Command> {
@@ -129,23 +109,13 @@ pub fn query() -> impl Strategy<Value = Query> {
 pub fn entries(first: u64, cmds: &[Bytes]) -> Vec<SmEntry> {
     cmds.iter()
         .zip(first..)
-        .map(|(cmd, i)| SmEntry {
-            index: LogIndex(i),
-            cmd: cmd.clone(),
-            result: SmResult::default(),
-        })
+        .map(|(cmd, i)| SmEntry { index: LogIndex(i), cmd: cmd.clone(), result: SmResult::default() })
         .collect()
 }
 
 /// Every key, in order, with values (a scan of everything).
 pub fn everything() -> Bytes {
-    Query::Scan {
-        range: KeyRange::prefix(""),
-        limit: 0,
-        keys_only: false,
-    }
-    .encode()
-    .expect("within limits")
+    Query::Scan { range: KeyRange::prefix(""), limit: 0, keys_only: false }.encode().expect("within limits")
 }
 
 pub fn mem_snapshot(kv: &MemKv) -> Vec<u8> {
