@@ -57,9 +57,31 @@ pub(crate) struct GroupShared {
     pub(crate) term: AtomicU64,
     pub(crate) applied: AtomicU64,
     pub(crate) info: std::sync::Mutex<GroupMembership>,
+    /// Set once the replica stopped, with the reason.
+    pub(crate) stopped: std::sync::Mutex<Option<StopReason>>,
+}
+
+/// Why a replica stopped.
+#[derive(Clone, Debug)]
+pub(crate) enum StopReason {
+    Stopped(String),
+    ReplicaIdReused,
 }
 
 impl GroupShared {
+    /// The error requests get once the replica stopped.
+    pub(crate) fn stopped_error(&self) -> Option<NodeError> {
+        let r = self.stopped.lock().ok()?.clone()?;
+        Some(match r {
+            StopReason::Stopped(reason) => {
+                NodeError::Stopped { group: self.group, replica: self.replica, reason }
+            }
+            StopReason::ReplicaIdReused => {
+                NodeError::ReplicaIdReused { group: self.group, replica: self.replica }
+            }
+        })
+    }
+
     pub(crate) fn take_waiter(&self, key: u64) -> Option<Waiter> {
         if key == 0 {
             return None;

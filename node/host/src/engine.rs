@@ -16,9 +16,10 @@ use drakkar_raft::{
     ReplicaId, Role, Storage,
 };
 
-use crate::apply::{ApplyEvent, ApplyItem, ApplyTask, GroupMembership, GroupShared, Waiter};
+use crate::apply::{ApplyEvent, ApplyItem, ApplyTask, GroupMembership, GroupShared, StopReason, Waiter};
 use crate::codec::Payload;
 use crate::error::NodeError;
+use crate::identity::{PeerIdentities, Verdict};
 use crate::snapshot::SnapshotHeader;
 use crate::transport::{MessageBatch, SnapshotRequest, Transport};
 
@@ -45,7 +46,10 @@ fn decode_cc_context(ctx: &Bytes) -> (u64, u64, String) {
 pub(crate) enum Input {
     Messages {
         from: String,
+        incarnation: u128,
         messages: Vec<(GroupId, Message)>,
+        /// Our replicas the sender refuses (their ids were reused after data loss).
+        reused: Vec<(GroupId, ReplicaId)>,
     },
     Propose {
         group: GroupId,
@@ -108,6 +112,7 @@ pub(crate) struct StepWorker {
     pub(crate) self_tx: Sender<Input>,
     pub(crate) tick: Duration,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) identities: Arc<PeerIdentities>,
 }
 
 struct Round {
@@ -166,7 +171,7 @@ impl StepWorker {
             }
             if shutdown {
                 for (_, g) in r.groups.drain() {
-                    stop_group(g, "node shutting down");
+                    stop_group(g, StopReason::Stopped("node shutting down".into()));
                 }
                 return;
             }
@@ -180,9 +185,29 @@ impl StepWorker {
     /// Handles one input. Returns true on shutdown.
     fn handle(&self, r: &mut Round, input: Input) -> bool {
         match input {
-            Input::Messages { from, messages } => {
+            Input::Messages { from, incarnation, messages, reused } => {
+                for (gid, rid) in reused {
+                    if r.groups.get(&gid).is_some_and(|g| g.shared.replica == rid)
+                        && let Some(g) = r.groups.remove(&gid)
+                    {
+                        stop_group(g, StopReason::ReplicaIdReused);
+                    }
+                }
+                let mut refused = Vec::new();
                 for (gid, m) in messages {
                     let Some(g) = r.groups.get_mut(&gid) else { continue };
+                    match self.identities.check(gid, m.from, incarnation) {
+                        Ok(Verdict::Accept) => {}
+                        Ok(Verdict::Reused) => {
+                            // A wiped node speaking under an old replica id: never let it vote or ack.
+                            refused.push((gid, m.from));
+                            continue;
+                        }
+                        Err(e) => {
+                            self.fatal(r, format!("recording a peer's identity failed: {e}"));
+                            return false;
+                        }
+                    }
                     // Learn the sender's address (a joining replica knows nobody yet).
                     g.membership.addresses.entry(m.from).or_insert_with(|| from.clone());
                     if let Err(e) = g.node.step(m) {
@@ -190,6 +215,17 @@ impl StepWorker {
                         continue;
                     }
                     Self::mark(r, gid);
+                }
+                if !refused.is_empty() {
+                    refused.sort_unstable();
+                    refused.dedup();
+                    let batch = MessageBatch {
+                        from: self.address.clone(),
+                        incarnation: self.incarnation,
+                        messages: Vec::new(),
+                        reused: refused,
+                    };
+                    self.transport.send(&from, batch);
                 }
             }
             Input::Propose { group, key, data } => {
@@ -236,7 +272,7 @@ impl StepWorker {
             }
             Input::Stop { group, tx } => {
                 if let Some(g) = r.groups.remove(&group) {
-                    stop_group(g, "stopped");
+                    stop_group(g, StopReason::Stopped("stopped".into()));
                 }
                 let _ = tx.send(());
             }
@@ -455,20 +491,25 @@ impl StepWorker {
             self.metrics.messages_sent.inc_by(messages.len() as u64);
             self.transport.send(
                 &to,
-                MessageBatch { from: self.address.clone(), incarnation: self.incarnation, messages },
+                MessageBatch {
+                    from: self.address.clone(),
+                    incarnation: self.incarnation,
+                    messages,
+                    reused: Vec::new(),
+                },
             );
         }
     }
 
     fn fail(&self, r: &mut Round, gid: GroupId, reason: String) {
         if let Some(g) = r.groups.remove(&gid) {
-            stop_group(g, &reason);
+            stop_group(g, StopReason::Stopped(reason.clone()));
         }
     }
 
     fn fatal(&self, r: &mut Round, reason: String) {
         for (_, g) in r.groups.drain() {
-            stop_group(g, &reason);
+            stop_group(g, StopReason::Stopped(reason.clone()));
         }
     }
 }
@@ -489,16 +530,17 @@ fn fail_waiter_on(shared: Option<&GroupShared>, key: u64, e: NodeError) {
 }
 
 /// Stops a group: its waiters fail, its apply side is dropped.
-fn stop_group(g: StepGroup, reason: &str) {
+fn stop_group(g: StepGroup, reason: StopReason) {
+    if let Ok(mut s) = g.shared.stopped.lock() {
+        s.get_or_insert(reason);
+    }
     let _ = g.apply.send(ApplyTask::Stop(g.shared.group));
     let waiters: Vec<Waiter> =
         g.shared.waiters.lock().map(|mut w| w.drain().map(|(_, w)| w).collect()).unwrap_or_default();
     for w in waiters {
-        w.fail(NodeError::Stopped {
-            group: g.shared.group,
-            replica: g.shared.replica,
-            reason: reason.to_string(),
-        });
+        if let Some(e) = g.shared.stopped_error() {
+            w.fail(e);
+        }
     }
     g.shared.leader.store(0, Ordering::Release);
 }

@@ -17,6 +17,7 @@ pub mod codec;
 pub mod config;
 mod engine;
 pub mod error;
+mod identity;
 pub mod kv;
 pub mod metrics;
 mod nodehost;

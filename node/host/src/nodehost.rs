@@ -21,6 +21,7 @@ use crate::codec::{Payload, SessionRef};
 use crate::config::{GroupConfig, NodeHostConfig};
 use crate::engine::{Input, StepGroup, StepWorker, encode_cc_context};
 use crate::error::{NodeError, Result};
+use crate::identity::PeerIdentities;
 use crate::metrics::Metrics;
 use crate::rsm::{SmHandle, StateMachineBox};
 use crate::session::Sessions;
@@ -130,6 +131,7 @@ impl NodeHost {
             LogDb::open(cfg.data_dir.join("logdb"), opts).map_err(|e| NodeError::Storage(e.to_string()))?,
         );
         let metrics = Arc::new(Metrics::new());
+        let identities = Arc::new(PeerIdentities::open(&cfg.data_dir)?);
         let mut threads = Vec::new();
         let mut appliers = Vec::new();
         for i in 0..cfg.apply_workers.max(1) {
@@ -156,6 +158,7 @@ impl NodeHost {
                 self_tx: tx,
                 tick: cfg.tick_interval,
                 metrics: metrics.clone(),
+                identities: identities.clone(),
             });
         }
         for w in pending {
@@ -224,6 +227,15 @@ impl NodeHost {
     }
 
     fn shared(&self, g: GroupId) -> Result<Arc<GroupShared>> {
+        let s = self.any_shared(g)?;
+        match s.stopped_error() {
+            Some(e) => Err(e),
+            None => Ok(s),
+        }
+    }
+
+    /// The group's shared state even if the replica stopped.
+    fn any_shared(&self, g: GroupId) -> Result<Arc<GroupShared>> {
         self.inner.groups.read().ok().and_then(|m| m.get(&g).cloned()).ok_or(NodeError::GroupNotFound(g))
     }
 
@@ -246,7 +258,7 @@ impl NodeHost {
         if replica.0 == 0 {
             return Err(NodeError::InvalidArgument("replica id 0 is reserved".into()));
         }
-        if self.shared(group).is_ok() {
+        if self.any_shared(group).is_ok() {
             return Err(NodeError::GroupExists(group));
         }
         let snap_dir = self.snap_dir(group);
@@ -284,6 +296,7 @@ impl NodeHost {
             term: AtomicU64::new(0),
             applied: AtomicU64::new(0),
             info: Mutex::new(GroupMembership::default()),
+            stopped: Mutex::new(None),
         });
         // Recover from the latest snapshot.
         let snap = storage.snapshot().map_err(st)?;
@@ -356,7 +369,7 @@ impl NodeHost {
 
     /// Stops the replica of `group` on this node (its data stays).
     pub async fn stop_replica(&self, group: GroupId) -> Result<()> {
-        let shared = self.shared(group)?;
+        let shared = self.any_shared(group)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.worker_of(group).send(Input::Stop { group, tx }).map_err(|_| NodeError::ShuttingDown)?;
         let _ = rx.await;
@@ -370,7 +383,7 @@ impl NodeHost {
     /// Stops the replica (if running) and deletes its log and snapshots. Use once it was removed from the
     /// group: a replica id is never reused.
     pub async fn remove_data(&self, group: GroupId) -> Result<()> {
-        if self.shared(group).is_ok() {
+        if self.any_shared(group).is_ok() {
             self.stop_replica(group).await?;
         }
         let mut batch = WriteBatch::new();
@@ -719,6 +732,20 @@ fn bootstrap_entries(members: &BTreeMap<ReplicaId, String>) -> Vec<Entry> {
 impl MessageSink for Inner {
     fn deliver(&self, batch: MessageBatch) {
         let n = self.workers.len() as u64;
+        let mut reused = batch.reused;
+        if !reused.is_empty() && batch.messages.is_empty() {
+            // Notices only: every worker must see them (any may host the refused replica).
+            for w in &self.workers {
+                let input = Input::Messages {
+                    from: batch.from.clone(),
+                    incarnation: batch.incarnation,
+                    messages: Vec::new(),
+                    reused: reused.clone(),
+                };
+                let _ = w.send(input);
+            }
+            return;
+        }
         let mut per: Vec<Vec<(GroupId, Message)>> = vec![Vec::new(); self.workers.len()];
         for (g, m) in batch.messages {
             per[(g.0 % n) as usize].push((g, m));
@@ -726,7 +753,13 @@ impl MessageSink for Inner {
         for (w, messages) in per.into_iter().enumerate() {
             if !messages.is_empty() {
                 // Full queue: drop; Raft retransmits.
-                let _ = self.workers[w].try_send(Input::Messages { from: batch.from.clone(), messages });
+                let input = Input::Messages {
+                    from: batch.from.clone(),
+                    incarnation: batch.incarnation,
+                    messages,
+                    reused: std::mem::take(&mut reused),
+                };
+                let _ = self.workers[w].try_send(input);
             }
         }
     }

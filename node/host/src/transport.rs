@@ -18,6 +18,9 @@ pub struct MessageBatch {
     pub incarnation: u128,
     /// Messages, each for one group.
     pub messages: Vec<(GroupId, Message)>,
+    /// Replicas of the receiver that the sender refuses: their ids were reused by a node that lost its
+    /// data (see [`crate::NodeHost::incarnation`]). They must be replaced under new ids.
+    pub reused: Vec<(GroupId, drakkar_raft::ReplicaId)>,
 }
 
 /// The receiving side: what a transport hands incoming traffic to (a NodeHost).

@@ -137,3 +137,59 @@ async fn leader_transfer_and_leader_loss() {
     let v = c.hosts[&l2].read(GroupId(1), Bytes::from_static(b"before"), T).await.unwrap();
     assert_eq!(v, Bytes::from_static(b"1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_replica_cannot_rejoin_under_its_old_id() {
+    let mut c = Cluster::new(3);
+    c.start_group(1, &[1, 2, 3], fast_group());
+    let l = c.leader(1).await;
+    c.hosts[&l].propose(GroupId(1), Bytes::from_static(b"a=1"), T).await.unwrap();
+    // Host 3 loses its disk and comes back empty, claiming to be replica 3 of a new group.
+    c.hosts[&3].close();
+    c.hosts.remove(&3);
+    std::fs::remove_dir_all(&c.dirs[&3]).unwrap();
+    let h3 = c.start_host(3);
+    let members = Cluster::members([1, 2, 3]);
+    h3.start_replica(
+        GroupId(1),
+        ReplicaId(3),
+        drakkar_node::StartMode::Founding(members),
+        common::sm(),
+        fast_group(),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match h3.propose(GroupId(1), Bytes::from_static(b"b=2"), Duration::from_millis(200)).await {
+            Err(NodeError::ReplicaIdReused { replica, .. }) => {
+                assert_eq!(replica, ReplicaId(3));
+                break;
+            }
+            other => {
+                assert!(other.is_err(), "a wiped replica must never get a write accepted: {other:?}");
+                assert!(std::time::Instant::now() < deadline, "the reused id was never detected: {other:?}");
+            }
+        }
+    }
+    // The healthy majority keeps working and kept its data.
+    let l = c.leader(1).await;
+    assert_ne!(l, 3);
+    let v = c.hosts[&l].read(GroupId(1), Bytes::from_static(b"a"), T).await.unwrap();
+    assert_eq!(v, Bytes::from_static(b"1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_groups_on_one_nodehost() {
+    let c = Cluster::new(1);
+    let cfg = drakkar_node::GroupConfig { election_ticks: 5, ..fast_group() };
+    for g in 1..=1000 {
+        c.start_group(g, &[1], cfg.clone());
+    }
+    for g in 1..=1000u64 {
+        c.hosts[&1].propose(GroupId(g), Bytes::from(format!("g={g}")), T).await.unwrap();
+    }
+    for g in [1u64, 500, 1000] {
+        let v = c.hosts[&1].read(GroupId(g), Bytes::from_static(b"g"), T).await.unwrap();
+        assert_eq!(v, Bytes::from(g.to_string()));
+    }
+}

@@ -40,6 +40,10 @@ impl<S: Storage> Raft<S> {
             }
             MessageKind::Quiesce => {
                 if self.leader == Some(m.from) && m.commit <= self.log.last_index() {
+                    // The leader quiesces only once every follower matches its whole log, so its commit
+                    // index is safe to adopt; without it a follower that missed the last commit update
+                    // would sit on committed, unapplied entries for as long as the group stays idle.
+                    let _ = self.log.commit_to(m.commit);
                     self.quiesced = true;
                 } else {
                     self.dropped += 1;
