@@ -1,6 +1,6 @@
 //! The built-in key-value state machines: [`MemKv`] (in memory, a [`ConcurrentStateMachine`] and a
 //! [`StateMachine`]) and [`DiskKv`] (on disk in redb, an [`OnDiskStateMachine`]). Both execute the same
-//! commands with the same code ([`apply`] module), so for the same log they return the same results,
+//! commands with the same code (`kv/apply.rs`), so for the same log they return the same results,
 //! hold the same keys with the same metadata, and write byte-identical snapshots; either kind can recover
 //! from the other's snapshot.
 //!
@@ -97,9 +97,9 @@
 
 mod apply;
 pub mod command;
-pub mod disk;
+mod disk;
 mod encoding;
-pub mod memory;
+mod memory;
 pub mod snapshot;
 mod wire;
 
@@ -111,7 +111,7 @@ pub use command::{
     CasExpect, CasNew, Command, CommandResult, Compare, CompareOp, CompareTarget, KeyMeta, KeyRange,
     KeyValue, Op, OpResult, Query, QueryResult, Status, Txn, limits,
 };
-pub use disk::{DiskKv, DiskKvOptions};
+pub use disk::{DISK_FORMAT, DiskKv, DiskKvOptions};
 pub use memory::MemKv;
 pub use snapshot::SnapshotError;
 pub use wire::CodecError;
@@ -150,6 +150,7 @@ impl From<KvError> for SmError {
     fn from(e: KvError) -> Self {
         match e {
             KvError::Snapshot(s) => snapshot_error(s),
+            KvError::Storage(redb::Error::Io(io)) => SmError::Io(io),
             other => SmError::Other(other.to_string()),
         }
     }

@@ -3,7 +3,7 @@
 //! Written and read record by record: neither side holds the whole snapshot in a buffer. The layout is in
 //! the [`kv`](super) module documentation. The reader checks the magic, the version, the limits, that
 //! keys strictly ascend, the record count and the CRC-32C; callers apply nothing until
-//! [`SnapshotReader::next_record`] has returned `Ok(None)` (trailer verified).
+//! the reader has returned `Ok(None)` (trailer verified).
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
 
