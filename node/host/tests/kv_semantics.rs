@@ -398,3 +398,25 @@ fn lookups_run_concurrently_with_updates() {
     let dir = tempfile::tempdir().unwrap();
     readers_see_whole_batches(Arc::new(open_disk(&dir, "kv.redb")));
 }
+
+#[test]
+fn disk_kv_recovered_state_survives_a_reopen() {
+    let source = MemKv::new();
+    source.apply(1, &[Command::put("a", "1"), Command::put("b", "2")]);
+    let snap = source.snapshot();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.redb");
+    let mut options = drakkar_node::kv::DiskKvOptions::default();
+    options.durable_batches = true;
+    {
+        let disk = DiskKv::with_options(&path, options.clone());
+        disk.open().unwrap();
+        disk.apply(1, &[Command::put("gone", "x")]);
+        disk.recover(&snap).unwrap();
+        disk.apply(3, &[Command::put("c", "3")]);
+    }
+    let disk = DiskKv::with_options(&path, options);
+    assert_eq!(disk.open().unwrap(), LogIndex(3));
+    source.apply(3, &[Command::put("c", "3")]);
+    assert_eq!(disk.snapshot(), source.snapshot());
+}
