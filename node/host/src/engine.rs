@@ -259,6 +259,10 @@ impl StepWorker {
             }
             Input::Tick => {
                 for (gid, g) in r.groups.iter_mut() {
+                    if g.node.is_quiesced() {
+                        // Idle groups cost nothing: no timers run until something wakes them.
+                        continue;
+                    }
                     g.node.tick();
                     if g.node.has_ready() {
                         r.dirty.push(*gid);

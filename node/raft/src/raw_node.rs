@@ -229,6 +229,12 @@ impl<S: Storage> RawNode<S> {
         self.raft.report_snapshot(to, ok);
     }
 
+    /// True while the replica is quiesced: ticks do nothing until a message or request wakes it, so a host
+    /// can skip it entirely on ticks.
+    pub fn is_quiesced(&self) -> bool {
+        self.raft.quiesced
+    }
+
     /// Wakes a quiesced replica (e.g. the host noticed a peer went away).
     pub fn wake(&mut self) {
         self.raft.wake();

@@ -91,7 +91,7 @@ fn drain(n: &mut RawNode<MemStorage>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
     #[test]
     fn random_messages_never_panic(as_leader in any::<bool>(), msgs in proptest::collection::vec(message(), 1..40)) {
@@ -118,4 +118,21 @@ proptest! {
         drain(&mut n);
         prop_assert!(matches!(n.status().soft_state.role, Role::Follower | Role::Leader | Role::Candidate | Role::PreCandidate));
     }
+}
+
+/// Found by the property above: a snapshot at index u64::MAX was installed and overflowed the log's index
+/// arithmetic when persisted. Implausible indices and terms are now dropped on arrival.
+#[test]
+fn snapshot_at_the_end_of_index_space_is_dropped() {
+    let m = Membership::with_voters([1, 2, 3].map(ReplicaId));
+    let mut n = RawNode::new(Config::new(ReplicaId(1)), MemStorage::bootstrap(m.clone())).unwrap();
+    let mut msg = Message::new(MessageKind::Snapshot, ReplicaId(2), ReplicaId(1), Term(3));
+    msg.snapshot = Some(Snapshot {
+        meta: SnapshotMeta { index: LogIndex(u64::MAX), term: Term(3), membership: m },
+        data: Bytes::new(),
+    });
+    n.step(msg).unwrap();
+    drain(&mut n);
+    assert_eq!(n.status().dropped_messages, 1);
+    assert_eq!(n.status().hard_state.term, Term(1), "a dropped message changes nothing");
 }

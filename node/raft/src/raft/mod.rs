@@ -22,6 +22,23 @@ use crate::{Error, ProposalError};
 /// The context of a vote request sent because of a leader transfer: it overrides followers' leases.
 pub(crate) const CAMPAIGN_TRANSFER: &[u8] = b"transfer";
 
+/// No real log or term gets anywhere near this (2^62 entries at ten million a second take 14,000 years);
+/// a peer's value above it is garbage, and refusing it keeps every index and term computation far from
+/// overflow.
+const MAX_PLAUSIBLE: u64 = 1 << 62;
+
+/// False for a message carrying an index or term no correct peer can produce.
+fn plausible(m: &Message) -> bool {
+    let ok = |v: u64| v < MAX_PLAUSIBLE;
+    ok(m.term.0)
+        && ok(m.log_term.0)
+        && ok(m.index.0)
+        && ok(m.commit.0)
+        && ok(m.reject_hint.0)
+        && m.entries.iter().all(|e| ok(e.index.0) && ok(e.term.0))
+        && m.snapshot.as_ref().is_none_or(|s| ok(s.meta.index.0) && ok(s.meta.term.0))
+}
+
 /// The role a replica currently plays in its group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -338,7 +355,7 @@ impl<S: Storage> Raft<S> {
 
     /// Handles one message from a peer. Malformed or impossible messages are dropped and counted.
     pub fn step(&mut self, m: Message) -> Result<(), Error> {
-        if m.from.0 == 0 || m.to != self.id || m.from == self.id {
+        if m.from.0 == 0 || m.to != self.id || m.from == self.id || !plausible(&m) {
             self.dropped += 1;
             return Ok(());
         }
