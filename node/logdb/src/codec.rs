@@ -26,6 +26,9 @@ mod tag {
     pub const REMOVE: u8 = 7;
 }
 
+/// The largest log index the store accepts (far beyond any real log): index arithmetic never overflows.
+pub(crate) const MAX_INDEX: u64 = u64::MAX / 4;
+
 /// Bytes before an entry's data: term u64, kind u8, data length u32.
 pub(crate) const ENTRY_HEADER_LEN: usize = 13;
 
@@ -263,8 +266,15 @@ impl<'a> Reader<'a> {
         Ok(Bytes::copy_from_slice(self.bytes(n)?))
     }
 
+    fn index(&mut self) -> Result<LogIndex, DecodeError> {
+        match self.u64()? {
+            i if i <= MAX_INDEX => Ok(LogIndex(i)),
+            _ => self.err("index out of range"),
+        }
+    }
+
     fn snapshot(&mut self) -> Result<Snapshot, DecodeError> {
-        let index = LogIndex(self.u64()?);
+        let index = self.index()?;
         let term = Term(self.u64()?);
         let membership = self.membership()?;
         let data = self.data()?;
@@ -358,9 +368,9 @@ pub(crate) fn decode_batch<'a>(
         let group = GroupId(r.u64()?);
         let d = match t {
             tag::APPEND => {
-                let first = LogIndex(r.u64()?);
+                let first = r.index()?;
                 let count = r.u32()?;
-                if first.0 == 0 || count == 0 || first.0.checked_add(u64::from(count)).is_none() {
+                if first.0 == 0 || count == 0 || first.0 + u64::from(count) > MAX_INDEX {
                     return r.err("bad append");
                 }
                 let start = r.pos;
@@ -383,7 +393,7 @@ pub(crate) fn decode_batch<'a>(
                 Decoded::InstallSnapshot { group, keep_suffix, snapshot: r.snapshot()? }
             }
             tag::SET_SNAPSHOT => Decoded::SetSnapshot { group, snapshot: r.snapshot()? },
-            tag::COMPACT => Decoded::Compact { group, index: LogIndex(r.u64()?), term: Term(r.u64()?) },
+            tag::COMPACT => Decoded::Compact { group, index: r.index()?, term: Term(r.u64()?) },
             tag::REMOVE => Decoded::Remove { group },
             _ => return Err(DecodeError { at, what: format!("unknown effect tag {t}") }),
         };
@@ -418,8 +428,8 @@ pub(crate) fn decode_checkpoint(payload: &[u8]) -> Result<Vec<CheckpointGroup>, 
         let hard_state = r.hard_state()?;
         let membership = r.membership()?;
         let snapshot = r.snapshot()?;
-        let base = (LogIndex(r.u64()?), Term(r.u64()?));
-        let last = LogIndex(r.u64()?);
+        let base = (r.index()?, Term(r.u64()?));
+        let last = r.index()?;
         if last < base.0 || base.0 > snapshot.meta.index {
             return Err(DecodeError { at, what: "inconsistent group".into() });
         }

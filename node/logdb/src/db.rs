@@ -275,6 +275,9 @@ impl LogDb {
             let path = self.inner.segment_path(w.active.number);
             let file = w.active.file.clone();
             if let Err(e) = file.append(&w.buf).and_then(|()| file.sync()) {
+                // Best effort: cut what may have reached the file, so that a reopen by a process that does
+                // not crash first cannot pick up a batch whose pages the kernel may have dropped.
+                let _ = file.truncate(w.active.size).and_then(|()| file.sync());
                 return Err(poison(w, Error::io(path, e)));
             }
             let off = w.active.size;
@@ -321,12 +324,17 @@ impl LogDb {
             file.sync()?;
             Ok(file)
         });
+        let undo = |w: &mut Writer, e: Error| {
+            // Best effort, as above: the new segment must not be picked up by a reopen without a crash.
+            let _ = self.inner.fs.remove(&path).and_then(|()| self.inner.fs.sync_dir(&self.inner.dir));
+            poison(w, e)
+        };
         let file = match result {
             Ok(f) => f,
-            Err(e) => return Err(poison(w, Error::io(path, e))),
+            Err(e) => return Err(undo(w, Error::io(&path, e))),
         };
         if let Err(e) = self.inner.fs.sync_dir(&self.inner.dir) {
-            return Err(poison(w, Error::io(&self.inner.dir, e)));
+            return Err(undo(w, Error::io(&self.inner.dir, e)));
         }
         let size = w.roll_buf.len() as u64;
         w.active = Active { number, file: file.clone(), size, data_start, salt };

@@ -103,6 +103,9 @@ pub enum OpError {
     /// An entry kind this version of the format cannot store.
     #[error("entry kind {0} cannot be stored")]
     UnsupportedKind(String),
+    /// An index beyond `u64::MAX / 4`, which no log reaches.
+    #[error("index {0} is out of range")]
+    IndexTooLarge(u64),
     /// The encoded batch would exceed the maximum record size.
     #[error("batch of {0} bytes exceeds the maximum record size")]
     TooLarge(u64),

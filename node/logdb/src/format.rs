@@ -245,6 +245,35 @@ pub fn find_later_frame(b: &[u8], from: usize, salt: u32, after_seq: u64) -> Opt
     })
 }
 
+/// A segment holding `records` (type, payload) as valid frames with sequence numbers from 1 (tests and
+/// fuzzing: lets random payloads reach replay).
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn build_segment(number: u64, salt: u32, records: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    SegmentHeader { version: VERSION, number, salt }.encode(&mut out);
+    for (k, (kind, payload)) in records.iter().enumerate() {
+        let start = begin_frame(&mut out);
+        out.extend_from_slice(payload);
+        if finish_frame(&mut out, start, *kind, k as u64 + 1, salt).is_err() {
+            out.truncate(start);
+        }
+    }
+    out
+}
+
+/// The (type, payload) of every valid frame of a segment, in order (tests).
+#[cfg(test)]
+pub fn records(segment: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let Ok(h) = SegmentHeader::decode(segment) else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut pos = SEGMENT_HEADER_LEN;
+    while let Ok(f) = parse_frame(segment, pos, h.salt) {
+        out.push((f.kind, segment[f.payload.clone()].to_vec()));
+        pos = f.end;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,30 +53,6 @@ pub use db::{LogDb, Options, Stats};
 pub use error::{Error, OpError, Result};
 pub use storage::GroupStorage;
 
-/// Entry points for the fuzz targets under `/fuzz` (feature `fuzzing`); not a stable API.
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
-pub mod fuzzing {
-    /// Decodes `data` as a batch payload and as a checkpoint payload; must never panic.
-    pub fn decode_payloads(data: &[u8]) {
-        let _ = crate::codec::decode_batch(data, |d| {
-            if let crate::codec::Decoded::Append { entries, .. } = d {
-                entries.for_each(drop);
-            }
-            Ok(())
-        });
-        let _ = crate::codec::decode_checkpoint(data);
-        let _ = crate::codec::decode_entry(data, drakkar_raft::LogIndex(1));
-    }
-
-    /// Parses `data` as a segment: header, then every frame; must never panic.
-    pub fn parse_segment(data: &[u8]) {
-        let Ok(h) = crate::format::SegmentHeader::decode(data) else { return };
-        let mut pos = crate::format::SEGMENT_HEADER_LEN;
-        while let Ok(f) = crate::format::parse_frame(data, pos, h.salt) {
-            decode_payloads(&data[f.payload.clone()]);
-            pos = f.end;
-        }
-        let _ = crate::format::find_later_frame(data, pos + 1, h.salt, 0);
-    }
-}
+pub mod fuzzing;

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use drakkar_raft::{Entry, HardState, LogIndex, Membership, Snapshot, Term};
 
 use crate::batch::Op;
+use crate::codec::MAX_INDEX;
 use crate::error::OpError;
 use crate::index::GroupState;
 
@@ -78,15 +79,22 @@ impl Shape for GroupState {
     }
 }
 
+fn check_index(i: LogIndex) -> Result<LogIndex, OpError> {
+    if i.0 > MAX_INDEX { Err(OpError::IndexTooLarge(i.0)) } else { Ok(i) }
+}
+
 /// Checks `op` against `shape` and returns its effect (`None` when it changes nothing).
 pub(crate) fn plan<'a>(shape: &impl Shape, op: &'a Op) -> Result<Option<Effect<'a>>, OpError> {
     Ok(Some(match op {
         Op::Append(entries) => {
             let Some(first_new) = entries.first() else { return Ok(None) };
             for w in entries.windows(2) {
-                if w[1].index.0 != w[0].index.0 + 1 {
+                if w[0].index.0.checked_add(1) != Some(w[1].index.0) {
                     return Err(OpError::NotConsecutive(w[1].index.0, w[0].index.0));
                 }
+            }
+            if let Some(e) = entries.last() {
+                check_index(e.index)?;
             }
             let (base, _) = shape.base();
             let last = shape.last();
@@ -102,7 +110,7 @@ pub(crate) fn plan<'a>(shape: &impl Shape, op: &'a Op) -> Result<Option<Effect<'
         Op::HardState(hs) => Effect::HardState(*hs),
         Op::Membership(m) => Effect::Membership(m),
         Op::ApplySnapshot(snap) => {
-            let i = snap.meta.index;
+            let i = check_index(snap.meta.index)?;
             if i <= shape.snapshot_index() {
                 return Err(OpError::StaleSnapshot(i.0, shape.snapshot_index().0));
             }
@@ -110,6 +118,7 @@ pub(crate) fn plan<'a>(shape: &impl Shape, op: &'a Op) -> Result<Option<Effect<'
             Effect::InstallSnapshot { snapshot: snap, keep_suffix }
         }
         Op::CreateSnapshot { index, membership, data } => {
+            check_index(*index)?;
             if *index <= shape.snapshot_index() {
                 return Err(OpError::StaleSnapshot(index.0, shape.snapshot_index().0));
             }
