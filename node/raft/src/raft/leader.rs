@@ -261,7 +261,10 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         let was_paused = pr.is_paused();
-        if !pr.maybe_update(m.index) {
+        // An answer to a probe that confirms exactly the known match still proves the logs agree there:
+        // start streaming (as etcd does) instead of waiting for the next heartbeat.
+        let confirms_probe = pr.state == ProgressState::Probe && pr.matched == m.index;
+        if !pr.maybe_update(m.index) && !confirms_probe {
             return Ok(());
         }
         match pr.state {
