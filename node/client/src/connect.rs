@@ -1,0 +1,161 @@
+//! Making gRPC channels: host names resolved at every connect (never an IP cached across reconnects),
+//! TCP with `TCP_NODELAY`, then TLS (rustls) when configured.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::tls::ClientTls;
+
+/// A connection: plain TCP or TLS over TCP.
+#[derive(Debug)]
+pub enum Io {
+    /// Plaintext (`--insecure`).
+    Plain(TcpStream),
+    /// TLS.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// The tower connector tonic calls for every (re)connection.
+#[derive(Clone)]
+pub struct Connector {
+    tls: Option<Arc<dyn ClientTls>>,
+    timeout: Duration,
+}
+
+impl Connector {
+    /// A connector using `tls` (None: plaintext), giving up on a connection attempt after `timeout`.
+    pub fn new(tls: Option<Arc<dyn ClientTls>>, timeout: Duration) -> Self {
+        Connector { tls, timeout }
+    }
+
+    /// Resolves `host` now, connects to the first address that answers, then runs the TLS handshake.
+    pub async fn connect(&self, host: &str, port: u16) -> io::Result<Io> {
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let fut = async {
+            let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"));
+            let mut stream = None;
+            for addr in tokio::net::lookup_host((host.as_str(), port)).await? {
+                match TcpStream::connect(addr).await {
+                    Ok(s) => {
+                        stream = Some(s);
+                        break;
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            let tcp = stream.ok_or(last)?;
+            tcp.set_nodelay(true)?;
+            match &self.tls {
+                None => Ok(Io::Plain(tcp)),
+                Some(tls) => {
+                    let name = rustls::pki_types::ServerName::try_from(host.clone())
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                    let tls = tokio_rustls::TlsConnector::from(tls.config()).connect(name, tcp).await?;
+                    Ok(Io::Tls(Box::new(tls)))
+                }
+            }
+        };
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {host}:{port}")))?
+    }
+}
+
+impl tower::Service<Uri> for Connector {
+    type Response = TokioIo<Io>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<Io>>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let host = uri.host().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host"))?;
+            let port = uri.port_u16().unwrap_or(443);
+            this.connect(host, port).await.map(TokioIo::new)
+        })
+    }
+}
+
+/// `host:port` from an endpoint written as `host:port`, `http://host:port` or `https://host:port`.
+pub fn host_port(endpoint: &str) -> &str {
+    let e = endpoint.trim();
+    let e = e.strip_prefix("https://").or_else(|| e.strip_prefix("http://")).unwrap_or(e);
+    e.trim_end_matches('/')
+}
+
+/// A lazily connecting channel to `endpoint` (`host:port`); it reconnects (resolving the name again)
+/// whenever the connection breaks.
+pub fn channel(endpoint: &str, connector: Connector) -> Result<Channel, crate::ClientError> {
+    let uri = format!("http://{}", host_port(endpoint));
+    let ep = Endpoint::from_shared(uri.clone())
+        .map_err(|e| crate::ClientError::Endpoint { endpoint: endpoint.into(), message: e.to_string() })?
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    Ok(ep.connect_with_connector_lazy(connector))
+}
