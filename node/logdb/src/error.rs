@@ -66,6 +66,26 @@ impl Error {
         Error::Io { path: path.into(), source }
     }
 
+    /// A copy of this error, for every batch of a group commit that it failed.
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Error::Io { path, source } => {
+                Error::Io { path: path.clone(), source: io::Error::new(source.kind(), source.to_string()) }
+            }
+            Error::Corruption { path, offset, reason } => {
+                Error::Corruption { path: path.clone(), offset: *offset, reason: reason.clone() }
+            }
+            Error::UnsupportedVersion { path, version } => {
+                Error::UnsupportedVersion { path: path.clone(), version: *version }
+            }
+            Error::Locked(p) => Error::Locked(p.clone()),
+            Error::Poisoned(s) => Error::Poisoned(s.clone()),
+            Error::Rejected { group, source } => Error::Rejected { group: *group, source: source.clone() },
+            Error::TooLarge(s) => Error::TooLarge(s.clone()),
+            Error::InvalidOptions(s) => Error::InvalidOptions(s.clone()),
+        }
+    }
+
     /// A corruption at `offset` of `path`.
     pub(crate) fn corrupt(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
         Error::Corruption { path: path.into(), offset, reason: reason.into() }

@@ -155,6 +155,18 @@ pub fn finish_frame(out: &mut Vec<u8>, start: usize, kind: u8, seq: u64, salt: u
     Ok(())
 }
 
+/// Rewrites the sequence number and checksums of the finished frame at `start` for another salt (a frame
+/// planned for one segment and written to the next).
+pub fn reseal_frame(out: &mut [u8], start: usize, seq: u64, salt: u32) {
+    let len = u32_at(out, start + 4) as usize;
+    let payload = start + FRAME_HEADER_LEN..start + FRAME_HEADER_LEN + len;
+    let pc = crc(salt, &out[payload.clone()]);
+    out[payload.end..payload.end + 4].copy_from_slice(&pc.to_le_bytes());
+    out[start + 12..start + 20].copy_from_slice(&seq.to_le_bytes());
+    let hc = crc(salt, &out[start + 4..start + 20]);
+    out[start..start + 4].copy_from_slice(&hc.to_le_bytes());
+}
+
 /// A frame that passed every check.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
@@ -319,6 +331,15 @@ mod tests {
         for cut in 0..b.len() {
             assert!(parse_frame(&b[..cut], 0, 1234).unwrap_err().looks_torn(), "cut {cut}");
         }
+    }
+
+    #[test]
+    fn resealed_frames_validate_with_the_new_salt() {
+        let mut b = frame(b"payload", 3, 1);
+        reseal_frame(&mut b, 0, 4, 2);
+        let f = parse_frame(&b, 0, 2).unwrap();
+        assert_eq!((f.seq, &b[f.payload]), (4, &b"payload"[..]));
+        assert!(parse_frame(&b, 0, 1).is_err());
     }
 
     #[test]

@@ -39,6 +39,7 @@
 mod batch;
 mod cache;
 mod codec;
+mod commit;
 mod db;
 mod error;
 mod format;
@@ -47,6 +48,7 @@ mod index;
 mod plan;
 mod recovery;
 mod storage;
+mod write;
 
 pub use batch::WriteBatch;
 pub use db::{LogDb, Options, Stats};

@@ -143,6 +143,7 @@ pub(crate) fn plan<'a>(shape: &impl Shape, op: &'a Op) -> Result<Option<Effect<'
 ///
 /// Invariant: entries in `(base, real_upto]` are the stored ones; `chunks` hold the entries after
 /// `real_upto`, consecutive.
+#[derive(Clone)]
 pub(crate) struct Overlay<'s, 'b> {
     real: Option<&'s GroupState>,
     base: (LogIndex, Term),

@@ -52,6 +52,10 @@ struct Faults {
     dead: bool,
 }
 
+/// Not a fault: how long each file sync takes (lets concurrent writers overlap in tests).
+#[derive(Clone, Copy, Debug, Default)]
+struct Latency(std::time::Duration);
+
 #[derive(Clone, Debug, Default)]
 struct State {
     nodes: HashMap<u64, Node>,
@@ -61,6 +65,7 @@ struct State {
     locks: HashSet<PathBuf>,
     generation: u64,
     faults: Faults,
+    sync_latency: Latency,
     stats: FsStats,
 }
 
@@ -164,6 +169,10 @@ impl FsFile for MemFile {
     }
 
     fn sync(&self) -> io::Result<()> {
+        let latency = lock(&self.state).sync_latency.0;
+        if !latency.is_zero() {
+            std::thread::sleep(latency);
+        }
         let mut st = self.live()?;
         st.mutate("sync")?;
         if let Some(left) = st.faults.syncs_left.as_mut() {
@@ -214,6 +223,11 @@ impl MemFs {
 
     fn st(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    /// Makes every file sync take `d` (not a fault; it survives crashes and forks).
+    pub fn set_sync_latency(&self, d: std::time::Duration) {
+        self.st().sync_latency = Latency(d);
     }
 
     /// After `n` more successful appends, every append fails, first writing `partial` bytes of its data.

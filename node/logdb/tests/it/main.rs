@@ -1,6 +1,7 @@
 //! Integration tests of drakkar-logdb, in one binary.
 
 mod common;
+mod concurrent;
 mod contract;
 mod corruption;
 mod crash;
