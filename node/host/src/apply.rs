@@ -14,7 +14,7 @@ use drakkar_raft::{GroupId, LogIndex, Membership, ReplicaId, Term};
 use crate::codec::{Payload, SessionRef};
 use crate::error::NodeError;
 use crate::rsm::SmHandle;
-use crate::session::{SessionCheck, Sessions, codes};
+use crate::session::{SessionCheck, Sessions};
 use crate::snapshot::{self, SnapshotHeader};
 use crate::statemachine::{SmEntry, SmResult};
 
@@ -142,6 +142,8 @@ pub(crate) enum ApplyTask {
         key: u64,
     },
     Stop(GroupId),
+    /// The NodeHost is closing: sync every state machine and exit.
+    Shutdown,
 }
 
 /// What the apply side tells the step side.
@@ -252,9 +254,12 @@ impl ApplyGroup {
                                 meta.push((key, Some(session)));
                             }
                             SessionCheck::Duplicate(r) => self.complete(key, Ok(r)),
-                            SessionCheck::Expired => {
-                                self.complete(key, Ok(SmResult { value: codes::EXPIRED, data: Bytes::new() }))
-                            }
+                            SessionCheck::Expired => self.complete(
+                                key,
+                                Err(NodeError::InvalidArgument(
+                                    "this session proposal's result was already acknowledged".into(),
+                                )),
+                            ),
                             SessionCheck::UnknownSession => self.complete(
                                 key,
                                 Err(NodeError::InvalidArgument("unknown or closed session".into())),
@@ -478,6 +483,12 @@ pub(crate) fn run(rx: Receiver<ApplyTask>) {
                 if let Some(g) = groups.remove(&group) {
                     let _ = g.shared.sm.sync();
                 }
+            }
+            ApplyTask::Shutdown => {
+                for g in groups.values() {
+                    let _ = g.shared.sm.sync();
+                }
+                return;
             }
         }
     }

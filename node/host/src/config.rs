@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Configuration of one NodeHost (one process, many groups).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NodeHostConfig {
     /// Where the log, snapshots and the identity file live.
     pub data_dir: PathBuf,
@@ -23,6 +23,9 @@ pub struct NodeHostConfig {
     pub log_cache_bytes: u64,
     /// Log segment size.
     pub log_segment_bytes: u64,
+    /// The filesystem the log store uses (tests inject `drakkar_logdb::fs::MemFs` to simulate crashes that
+    /// lose unsynced bytes). `None`: the real one.
+    pub log_fs: Option<std::sync::Arc<dyn drakkar_logdb::fs::FileSystem>>,
 }
 
 impl NodeHostConfig {
@@ -38,6 +41,7 @@ impl NodeHostConfig {
             queue_capacity: 65_536,
             log_cache_bytes: 64 << 20,
             log_segment_bytes: 64 << 20,
+            log_fs: None,
         }
     }
 }

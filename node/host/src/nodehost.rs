@@ -127,9 +127,12 @@ impl NodeHost {
             cache_capacity: cfg.log_cache_bytes,
             ..Options::default()
         };
-        let db = Arc::new(
-            LogDb::open(cfg.data_dir.join("logdb"), opts).map_err(|e| NodeError::Storage(e.to_string()))?,
-        );
+        let dir = cfg.data_dir.join("logdb");
+        let opened = match &cfg.log_fs {
+            Some(fs) => LogDb::open_with_fs(fs.clone(), &dir, opts),
+            None => LogDb::open(&dir, opts),
+        };
+        let db = Arc::new(opened.map_err(|e| NodeError::Storage(e.to_string()))?);
         let metrics = Arc::new(Metrics::new());
         let identities = Arc::new(PeerIdentities::open(&cfg.data_dir)?);
         let mut threads = Vec::new();
@@ -509,11 +512,7 @@ impl NodeHost {
     pub async fn propose_in_session(&self, s: &Session, cmd: Bytes, timeout: Duration) -> Result<SmResult> {
         let key = self.key();
         let session = SessionRef { client: s.client, series: s.series, responded_to: s.responded_to };
-        let r = self.propose_payload(s.group, key, Payload::Session { key, session, cmd }, timeout).await?;
-        if r.value == crate::session::codes::EXPIRED && r.data.is_empty() {
-            return Err(NodeError::InvalidArgument("this proposal's result was already acknowledged".into()));
-        }
-        Ok(r)
+        self.propose_payload(s.group, key, Payload::Session { key, session, cmd }, timeout).await
     }
 
     /// Closes a session.
@@ -650,6 +649,19 @@ impl NodeHost {
             .map_err(|_| NodeError::StateMachine("membership lock poisoned".into()))
     }
 
+    /// The groups with a replica on this node, in id order.
+    pub fn groups(&self) -> Vec<GroupId> {
+        let mut g: Vec<GroupId> =
+            self.inner.groups.read().map(|m| m.keys().copied().collect()).unwrap_or_default();
+        g.sort_unstable();
+        g
+    }
+
+    /// This node's replica id in `group`.
+    pub fn replica_of(&self, group: GroupId) -> Result<ReplicaId> {
+        Ok(self.shared(group)?.replica)
+    }
+
     /// The index applied to this replica's state machine.
     pub fn applied_index(&self, group: GroupId) -> Result<LogIndex> {
         Ok(LogIndex(self.shared(group)?.applied.load(Ordering::Acquire)))
@@ -688,15 +700,19 @@ impl NodeHost {
         }
         let threads: Vec<JoinHandle<()>> =
             self.inner.threads.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
-        // Step workers exit on Shutdown; apply workers once their queues close, which needs every sender
-        // gone: the NodeHost's own are dropped with `inner`, so only the step workers are joined here.
+        // Step workers first (they hand work to the apply workers), then the apply workers.
         let (step, rest): (Vec<_>, Vec<_>) = threads
             .into_iter()
             .partition(|t| t.thread().name().is_some_and(|n| n.starts_with("drakkar-step")));
         for t in step {
             let _ = t.join();
         }
-        drop(rest);
+        for a in &self.inner.appliers {
+            let _ = a.send(ApplyTask::Shutdown);
+        }
+        for t in rest {
+            let _ = t.join();
+        }
         if let Ok(mut m) = self.inner.groups.write() {
             m.clear();
         }

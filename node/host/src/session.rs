@@ -55,8 +55,6 @@ pub mod codes {
     pub const UNKNOWN_OR_EXISTS: u64 = 1;
     /// Too many sessions.
     pub const FULL: u64 = 2;
-    /// The proposal's result was already acknowledged and forgotten.
-    pub const EXPIRED: u64 = 3;
 }
 
 impl Sessions {

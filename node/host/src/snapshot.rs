@@ -165,7 +165,11 @@ pub fn write_snapshot(
     body: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> Result<u64, SnapshotError> {
     let io_err = |source| SnapshotError::Io { path: path.to_path_buf(), source };
-    let tmp = path.with_extension("tmp");
+    // A unique temporary name: two writers of the same snapshot (a closing and a restarted NodeHost) must
+    // never interleave in one file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
     let file = File::create(&tmp).map_err(io_err)?;
     let mut w = CrcWriter { inner: BufWriter::new(file), crc: 0 };
     let h = header.encode();

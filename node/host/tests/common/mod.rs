@@ -14,7 +14,8 @@ use drakkar_node::transport::InProcessNetwork;
 use drakkar_node::{GroupConfig, NodeHost, NodeHostConfig, StartMode, StateMachineBox};
 use drakkar_raft::{GroupId, ReplicaId};
 
-/// "key=value" sets a key; a query is a key. The result of an update is the number of updates so far.
+/// "key=value" sets a key; a query is a key ("#updates": how many updates were applied). The result of an
+/// update is the number of updates so far.
 #[derive(Default)]
 pub struct TestKv {
     pub map: BTreeMap<String, String>,
@@ -35,6 +36,9 @@ impl StateMachine for TestKv {
     }
 
     fn lookup(&self, query: &[u8]) -> Result<Bytes, SmError> {
+        if query == b"#updates" {
+            return Ok(Bytes::from(self.updates.to_string()));
+        }
         let k = String::from_utf8_lossy(query);
         Ok(self.map.get(k.as_ref()).map(|v| Bytes::from(v.clone())).unwrap_or_default())
     }
