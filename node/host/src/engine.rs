@@ -13,12 +13,13 @@ use crossbeam_channel::{Receiver, Sender, select};
 use drakkar_logdb::{GroupStorage, LogDb, WriteBatch};
 use drakkar_raft::{
     ConfChange, ConfChangeKind, EntryKind, GroupId, LogIndex, Message, MessageKind, ProposalError, RawNode,
-    ReplicaId, Role, Storage,
+    ReplicaId, Role, Storage, Term,
 };
 
 use crate::apply::{ApplyEvent, ApplyItem, ApplyTask, GroupMembership, GroupShared, StopReason, Waiter};
 use crate::codec::Payload;
 use crate::error::NodeError;
+use crate::events::{Event, EventBus};
 use crate::identity::{PeerIdentities, Verdict};
 use crate::snapshot::SnapshotHeader;
 use crate::transport::{MessageBatch, SnapshotRequest, Transport};
@@ -113,6 +114,7 @@ pub(crate) struct StepWorker {
     pub(crate) tick: Duration,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     pub(crate) identities: Arc<PeerIdentities>,
+    pub(crate) bus: EventBus,
 }
 
 struct Round {
@@ -171,7 +173,7 @@ impl StepWorker {
             }
             if shutdown {
                 for (_, g) in r.groups.drain() {
-                    stop_group(g, StopReason::Stopped("node shutting down".into()));
+                    stop_group(g, StopReason::Stopped("node shutting down".into()), &self.bus);
                 }
                 return;
             }
@@ -190,7 +192,7 @@ impl StepWorker {
                     if r.groups.get(&gid).is_some_and(|g| g.shared.replica == rid)
                         && let Some(g) = r.groups.remove(&gid)
                     {
-                        stop_group(g, StopReason::ReplicaIdReused);
+                        stop_group(g, StopReason::ReplicaIdReused, &self.bus);
                     }
                 }
                 let mut refused = Vec::new();
@@ -276,7 +278,7 @@ impl StepWorker {
             }
             Input::Stop { group, tx } => {
                 if let Some(g) = r.groups.remove(&group) {
-                    stop_group(g, StopReason::Stopped("stopped".into()));
+                    stop_group(g, StopReason::Stopped("stopped".into()), &self.bus);
                 }
                 let _ = tx.send(());
             }
@@ -323,11 +325,18 @@ impl StepWorker {
                 let mut batch = WriteBatch::new();
                 batch.create_snapshot(group, index, membership, Bytes::from(file.clone()));
                 let compact_to = LogIndex(index.0.saturating_sub(g.compaction_overhead));
-                if compact_to >= store.first_index().unwrap_or_default() {
+                let compacts = compact_to >= store.first_index().unwrap_or_default();
+                if compacts {
                     batch.compact(group, compact_to);
                 }
                 match self.db.save(&batch) {
-                    Ok(()) => remove_old_snapshots(&g.snap_dir, &file),
+                    Ok(()) => {
+                        remove_old_snapshots(&g.snap_dir, &file);
+                        self.bus.emit(Event::SnapshotCreated { group, index });
+                        if compacts {
+                            self.bus.emit(Event::LogCompacted { group, index: compact_to });
+                        }
+                    }
                     Err(e) => self.fatal(r, format!("log store failed recording a snapshot: {e}")),
                 }
             }
@@ -373,7 +382,10 @@ impl StepWorker {
             };
             if let Some(ss) = rd.soft_state {
                 let leader = ss.leader.map_or(0, |l| l.0);
-                g.shared.leader.store(leader, Ordering::Release);
+                if g.shared.leader.swap(leader, Ordering::AcqRel) != leader {
+                    let term = rd.hard_state.map_or(Term(g.shared.term.load(Ordering::Acquire)), |h| h.term);
+                    self.bus.emit(Event::LeaderChanged { group: gid, leader: ss.leader, term });
+                }
                 if ss.role == Role::Leader {
                     self.metrics.leader_changes.inc();
                 }
@@ -426,10 +438,11 @@ impl StepWorker {
                 };
                 g.membership.membership = s.meta.membership.clone();
                 let _ = g.apply.send(ApplyTask::Restore { group: gid, header, file });
+                self.bus.emit(Event::SnapshotReceived { group: gid, index: s.meta.index });
             }
             if !rd.committed_entries.is_empty() {
                 self.metrics.commits.inc_by(rd.committed_entries.len() as u64);
-                let items = committed_items(g, &rd.committed_entries);
+                let items = committed_items(g, &rd.committed_entries, &self.bus);
                 let _ = g.apply.send(ApplyTask::Items(gid, items));
             }
             for rs in &rd.read_states {
@@ -508,13 +521,13 @@ impl StepWorker {
 
     fn fail(&self, r: &mut Round, gid: GroupId, reason: String) {
         if let Some(g) = r.groups.remove(&gid) {
-            stop_group(g, StopReason::Stopped(reason.clone()));
+            stop_group(g, StopReason::Stopped(reason.clone()), &self.bus);
         }
     }
 
     fn fatal(&self, r: &mut Round, reason: String) {
         for (_, g) in r.groups.drain() {
-            stop_group(g, StopReason::Stopped(reason.clone()));
+            stop_group(g, StopReason::Stopped(reason.clone()), &self.bus);
         }
     }
 }
@@ -535,7 +548,12 @@ fn fail_waiter_on(shared: Option<&GroupShared>, key: u64, e: NodeError) {
 }
 
 /// Stops a group: its waiters fail, its apply side is dropped.
-fn stop_group(g: StepGroup, reason: StopReason) {
+fn stop_group(g: StepGroup, reason: StopReason, bus: &EventBus) {
+    let text = match &reason {
+        StopReason::Stopped(r) => r.clone(),
+        StopReason::ReplicaIdReused => "replica id reused after data loss: replace it under a new id".into(),
+    };
+    bus.emit(Event::ReplicaStopped { group: g.shared.group, reason: text });
     if let Ok(mut s) = g.shared.stopped.lock() {
         s.get_or_insert(reason);
     }
@@ -552,7 +570,7 @@ fn stop_group(g: StepGroup, reason: StopReason) {
 
 /// Converts committed entries for the apply worker, applying membership changes to Raft on the way (the
 /// outcome is decided here, identically on every replica, from the log alone).
-fn committed_items(g: &mut StepGroup, entries: &[drakkar_raft::Entry]) -> Vec<ApplyItem> {
+fn committed_items(g: &mut StepGroup, entries: &[drakkar_raft::Entry], bus: &EventBus) -> Vec<ApplyItem> {
     entries
         .iter()
         .map(|e| match e.kind {
@@ -581,6 +599,11 @@ fn committed_items(g: &mut StepGroup, entries: &[drakkar_raft::Entry]) -> Vec<Ap
                                 }
                                 _ => {}
                             }
+                            bus.emit(Event::MembershipChanged {
+                                group: g.shared.group,
+                                membership: g.membership.membership.clone(),
+                                conf_index: e.index.0,
+                            });
                             Ok(g.membership.clone())
                         }
                         Err(err) => Err(err.to_string()),

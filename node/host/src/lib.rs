@@ -10,18 +10,21 @@
 //! - Apply workers (`apply`) own the state machines and apply committed entries in batches.
 //! - [`statemachine`] defines the three kinds of state machine; [`kv`] holds the built-in KV stores.
 //! - [`transport`] defines how NodeHosts talk; [`transport::InProcessNetwork`] connects NodeHosts in one
-//!   process (tests, benchmarks).
+//!   process (tests, benchmarks); [`grpc::GrpcTransport`] connects them over the network.
+//! - [`server`] is the gRPC API (`drakkar.v1`, see `docs/api.md`); the `drakkar` binary runs it.
 
 mod apply;
 pub mod codec;
 pub mod config;
 mod engine;
 pub mod error;
+pub mod events;
 mod identity;
 pub mod kv;
 pub mod metrics;
 mod nodehost;
 mod rsm;
+pub mod server;
 pub mod session;
 pub mod snapshot;
 pub mod statemachine;
@@ -30,5 +33,6 @@ pub mod transport;
 pub use apply::GroupMembership;
 pub use config::{GroupConfig, NodeHostConfig, SmKind};
 pub use error::{NodeError, Result};
+pub use events::Event;
 pub use nodehost::{NodeHost, Session, StartMode};
 pub use rsm::StateMachineBox;

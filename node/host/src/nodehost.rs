@@ -21,6 +21,7 @@ use crate::codec::{Payload, SessionRef};
 use crate::config::{GroupConfig, NodeHostConfig};
 use crate::engine::{Input, StepGroup, StepWorker, encode_cc_context};
 use crate::error::{NodeError, Result};
+use crate::events::EventBus;
 use crate::identity::PeerIdentities;
 use crate::metrics::Metrics;
 use crate::rsm::{SmHandle, StateMachineBox};
@@ -43,6 +44,7 @@ struct Inner {
     closed: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
+    bus: EventBus,
 }
 
 /// One process's host of many Raft groups.
@@ -135,6 +137,7 @@ impl NodeHost {
         let db = Arc::new(opened.map_err(|e| NodeError::Storage(e.to_string()))?);
         let metrics = Arc::new(Metrics::new());
         let identities = Arc::new(PeerIdentities::open(&cfg.data_dir)?);
+        let bus = EventBus::new();
         let mut threads = Vec::new();
         let mut appliers = Vec::new();
         for i in 0..cfg.apply_workers.max(1) {
@@ -162,6 +165,7 @@ impl NodeHost {
                 tick: cfg.tick_interval,
                 metrics: metrics.clone(),
                 identities: identities.clone(),
+                bus: bus.clone(),
             });
         }
         for w in pending {
@@ -180,6 +184,7 @@ impl NodeHost {
             closed: AtomicBool::new(false),
             threads: Mutex::new(threads),
             metrics,
+            bus,
         });
         let ticker = {
             let weak = Arc::downgrade(&inner);
@@ -218,6 +223,12 @@ impl NodeHost {
     /// This NodeHost's address.
     pub fn address(&self) -> &str {
         &self.inner.cfg.address
+    }
+
+    /// Subscribes to this NodeHost's events (leader and membership changes, snapshots, compactions,
+    /// stopped replicas). A subscriber that falls behind by more than 4,096 events misses the oldest.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<crate::events::Event> {
+        self.inner.bus.subscribe()
     }
 
     /// Prometheus metrics in text format.

@@ -193,3 +193,35 @@ async fn a_thousand_groups_on_one_nodehost() {
         assert_eq!(v, Bytes::from(g.to_string()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_report_leaders_membership_and_snapshots() {
+    use drakkar_node::Event;
+    let c = Cluster::new(3);
+    let mut ev = c.hosts[&1].events();
+    c.start_group(1, &[1, 2, 3], fast_group());
+    let l = c.leader(1).await;
+    for i in 0..10 {
+        c.hosts[&l].propose(GroupId(1), Bytes::from(format!("k{i}=v")), T).await.unwrap();
+    }
+    c.hosts[&1].read(GroupId(1), Bytes::from_static(b"k9"), T).await.unwrap();
+    let idx = c.hosts[&1].request_snapshot(GroupId(1), None, T).await.unwrap();
+    c.hosts[&l]
+        .add_replica(GroupId(1), ReplicaId(9), "node-9:7000", MemberRole::NonVoter, 0, T)
+        .await
+        .unwrap();
+    let (mut leader, mut membership, mut snapshot, mut compacted) = (false, false, false, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !(leader && membership && snapshot && compacted) {
+        let e = tokio::time::timeout_at(deadline, ev.recv()).await.expect("events arrive").expect("no lag");
+        match e {
+            Event::LeaderChanged { group: GroupId(1), leader: Some(_), .. } => leader = true,
+            Event::MembershipChanged { membership: m, .. } if m.non_voters.contains(&ReplicaId(9)) => {
+                membership = true
+            }
+            Event::SnapshotCreated { index, .. } if index == idx => snapshot = true,
+            Event::LogCompacted { .. } => compacted = true,
+            _ => {}
+        }
+    }
+}
