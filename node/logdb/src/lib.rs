@@ -30,6 +30,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Concurrent `save` calls from several threads are grouped: one write and one fdatasync for all of them,
+//! each batch still atomic and validated on its own.
+//!
 //! Durability: a batch is durable when `save` returns `Ok`. After a crash, every batch whose `save`
 //! returned `Ok` is intact, and a batch in flight is entirely visible or entirely absent. A failed write or
 //! fsync poisons the store (every later write is refused): reopen it. The on-disk format is described in

@@ -18,7 +18,15 @@ use crate::index::{GroupState, Loc};
 
 /// Reads of one group. Cheap to create and clone; every call sees the state as of the last completed
 /// [`LogDb::save`]. The rules are those of [`drakkar_raft::MemStorage`]: `term(first_index - 1)` is the
-/// term of the log's base (the latest compaction point or installed snapshot).
+/// term of the log's base (the latest compaction point or installed snapshot); `entries` returns at least
+/// one entry and stops once the total `Entry::size` passes `max_size`.
+///
+/// `initial_state` returns the stored hard state and the group's membership: the one recorded last by
+/// [`crate::WriteBatch::set_membership`], [`crate::WriteBatch::create_snapshot`] or
+/// [`crate::WriteBatch::apply_snapshot`] (the host records the latest applied membership with the first, or
+/// relies on snapshots only). A group with no state answers like an empty `MemStorage`.
+///
+/// A view holds the store open (and its directory lock) while it lives.
 #[derive(Clone, Debug)]
 pub struct GroupStorage {
     db: LogDb,

@@ -2,22 +2,41 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use super::{FileSystem, FsFile, FsLock};
 
-/// The operating system's file system. Appends use `O_APPEND`, syncs use `fdatasync`, directory syncs open
+/// The operating system's file system. Appends use `O_APPEND`, reads `pread`, syncs `fdatasync`, directory syncs open
 /// the directory and `fsync` it, locks are `flock`-style advisory locks ([`File::try_lock`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StdFs;
 
 struct StdFile(File);
 
+#[cfg(unix)]
+fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(f, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_exact_at(f: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    // `seek_read` moves the cursor, which appends ignore: they always go to the end.
+    while !buf.is_empty() {
+        match std::os::windows::fs::FileExt::seek_read(f, buf, offset)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl FsFile for StdFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.0.read_exact_at(buf, offset)
+        read_exact_at(&self.0, buf, offset)
     }
 
     fn append(&self, data: &[u8]) -> io::Result<()> {
