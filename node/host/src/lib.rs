@@ -24,7 +24,6 @@ pub mod kv;
 pub mod metrics;
 mod nodehost;
 mod rsm;
-pub mod server;
 pub mod session;
 pub mod snapshot;
 pub mod statemachine;
