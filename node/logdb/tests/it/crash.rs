@@ -75,6 +75,16 @@ fn crash_and_check(
                     ),
                 },
             };
+            // Hard state never goes backwards past the acknowledged one (unless the batch in flight itself
+            // lowers it: a group removed and started over).
+            let ge = |a: HardState, b: HardState| a.term >= b.term && a.commit >= b.commit;
+            for (g, s) in &before.groups {
+                let (was, next, now) =
+                    (s.hard_state(), after.get(*g).hard_state(), db.group(*g).hard_state());
+                if ge(next, was) {
+                    assert!(ge(now, was), "tear {t}/{unsynced}: group {g}: {was:?} -> {now:?}");
+                }
+            }
             outcomes.push((f, db, model.clone()));
         }
     }
