@@ -174,6 +174,7 @@ pub(crate) struct ApplyGroup {
     pub(crate) failed: bool,
     /// Answers to proposers, held until the applied index was reported.
     pub(crate) answers: Vec<(u64, Result<SmResult, NodeError>)>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The snapshot file name for `index`.
@@ -329,6 +330,7 @@ impl ApplyGroup {
             self.fail(format!("state machine update failed: {e}"));
             return false;
         }
+        self.metrics.applies.inc_by(batch.len() as u64);
         for (e, (key, session)) in batch.drain(..).zip(meta.drain(..)) {
             if let Some(s) = session {
                 self.sessions.record(&s, e.result.clone());
@@ -377,26 +379,32 @@ impl ApplyGroup {
         };
         let name = snapshot_file_name(self.applied);
         let path = self.snap_dir.join(&name);
-        let sessions = &self.sessions;
-        let sm = &self.shared.sm;
-        let r = snapshot::write_snapshot(&path, &header, |w: &mut dyn Write| {
-            sessions.save(w)?;
-            sm.save(w).map_err(std::io::Error::other)
-        });
-        match r {
-            Ok(_) => {
-                self.since_snapshot = 0;
-                self.last_snapshot = self.applied;
-                let g = self.shared.group;
-                self.emit(ApplyEvent::SnapshotTaken {
-                    group: g,
-                    index: header.index,
-                    membership: header.membership,
-                    file: name,
-                });
-                answer(self, Ok((self.applied, path)));
+        let prepared = match self.shared.sm.prepare() {
+            Ok(p) => p,
+            Err(e) => return answer(self, Err(NodeError::StateMachine(e.to_string()))),
+        };
+        self.since_snapshot = 0;
+        self.last_snapshot = self.applied;
+        let job = SnapshotJob {
+            shared: self.shared.clone(),
+            events: self.events.clone(),
+            worker: self.worker,
+            sessions: self.sessions.clone(),
+            header,
+            path,
+            name,
+            key,
+        };
+        if prepared.is_some() {
+            // Concurrent and on-disk state machines save from a captured view: off the apply thread, so
+            // updates go on meanwhile.
+            let spawned =
+                std::thread::Builder::new().name("drakkar-snapshot".into()).spawn(move || job.run(prepared));
+            if let Err(e) = spawned {
+                answer(self, Err(NodeError::Storage(format!("spawning the snapshot thread: {e}"))));
             }
-            Err(e) => answer(self, Err(NodeError::Storage(e.to_string()))),
+        } else {
+            job.run(None);
         }
     }
 
@@ -433,6 +441,47 @@ impl ApplyGroup {
         }
         self.shared.applied.store(self.applied.0, Ordering::Release);
         self.serve_reads();
+    }
+}
+
+/// A snapshot being written, possibly on its own thread.
+struct SnapshotJob {
+    shared: Arc<GroupShared>,
+    events: Sender<(usize, ApplyEvent)>,
+    worker: usize,
+    sessions: Sessions,
+    header: SnapshotHeader,
+    path: PathBuf,
+    name: String,
+    key: u64,
+}
+
+impl SnapshotJob {
+    fn run(self, prepared: Option<Box<dyn std::any::Any + Send>>) {
+        let SnapshotJob { shared, events, worker, sessions, header, path, name, key } = self;
+        let sm = &shared.sm;
+        let r = snapshot::write_snapshot(&path, &header, |w: &mut dyn Write| {
+            sessions.save(w)?;
+            sm.save_prepared(prepared, w).map_err(std::io::Error::other)
+        });
+        let answer = match r {
+            Ok(_) => {
+                let _ = events.send((
+                    worker,
+                    ApplyEvent::SnapshotTaken {
+                        group: shared.group,
+                        index: header.index,
+                        membership: header.membership.clone(),
+                        file: name,
+                    },
+                ));
+                Ok((header.index, path))
+            }
+            Err(e) => Err(NodeError::Storage(e.to_string())),
+        };
+        if let Some(Waiter::Snapshot(tx)) = shared.take_waiter(key) {
+            let _ = tx.send(answer);
+        }
     }
 }
 

@@ -165,6 +165,8 @@ impl StepWorker {
             for i in inputs.drain(..) {
                 shutdown |= self.handle(&mut r, i);
             }
+            let depth = vec![("worker".to_string(), self.index.to_string())];
+            self.metrics.queue_depth.get_or_create(&depth).set(self.inbox.len() as i64);
             self.flush_proposals(&mut r);
             for _ in 0..4 {
                 if !self.process_ready(&mut r) {
@@ -382,6 +384,8 @@ impl StepWorker {
             };
             if let Some(ss) = rd.soft_state {
                 let leader = ss.leader.map_or(0, |l| l.0);
+                let labels = crate::metrics::group_labels(gid.0);
+                self.metrics.group_leader.get_or_create(&labels).set(leader as i64);
                 if g.shared.leader.swap(leader, Ordering::AcqRel) != leader {
                     let term = rd.hard_state.map_or(Term(g.shared.term.load(Ordering::Acquire)), |h| h.term);
                     self.bus.emit(Event::LeaderChanged { group: gid, leader: ss.leader, term });
@@ -391,7 +395,10 @@ impl StepWorker {
                 }
             }
             if let Some(hs) = rd.hard_state {
-                g.shared.term.store(hs.term.0, Ordering::Release);
+                if g.shared.term.swap(hs.term.0, Ordering::AcqRel) != hs.term.0 {
+                    let labels = crate::metrics::group_labels(gid.0);
+                    self.metrics.group_term.get_or_create(&labels).set(hs.term.0 as i64);
+                }
                 batch.set_hard_state(gid, hs);
             }
             // The Ready is ours: move its parts instead of cloning entries (hot path).

@@ -1,6 +1,7 @@
 //! Prometheus metrics of a NodeHost (prometheus-client). Rendered by [`crate::NodeHost::metrics_text`].
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -21,7 +22,23 @@ pub struct Metrics {
     pub batch_groups: Histogram,
     /// Groups running here.
     pub groups: Gauge,
+    /// Entries applied to state machines.
+    pub applies: Counter,
+    /// Per group: the current term.
+    pub group_term: Family<Labels, Gauge>,
+    /// Per group: the leader's replica id (0: none known).
+    pub group_leader: Family<Labels, Gauge>,
+    /// Per step worker: inputs waiting in its queue.
+    pub queue_depth: Family<Labels, Gauge>,
     registry: Registry,
+}
+
+/// Label pairs of a metric family.
+pub type Labels = Vec<(String, String)>;
+
+/// The labels of one group's series.
+pub fn group_labels(group: u64) -> Labels {
+    vec![("group".to_string(), group.to_string())]
 }
 
 impl Metrics {
@@ -34,6 +51,10 @@ impl Metrics {
             fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             batch_groups: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             groups: Gauge::default(),
+            applies: Counter::default(),
+            group_term: Family::default(),
+            group_leader: Family::default(),
+            queue_depth: Family::default(),
             registry: Registry::with_prefix("drakkar"),
         };
         let mut reg = Registry::with_prefix("drakkar");
@@ -48,6 +69,14 @@ impl Metrics {
         );
         reg.register("logdb_batch_groups", "Groups persisted per log store batch", m.batch_groups.clone());
         reg.register("groups", "Groups running on this node", m.groups.clone());
+        reg.register("applies", "Entries applied to state machines", m.applies.clone());
+        reg.register("group_term", "Current term of each group", m.group_term.clone());
+        reg.register(
+            "group_leader",
+            "Leader replica id of each group (0: none known)",
+            m.group_leader.clone(),
+        );
+        reg.register("step_queue_depth", "Inputs waiting in each step worker's queue", m.queue_depth.clone());
         Metrics { registry: reg, ..m }
     }
 

@@ -364,6 +364,7 @@ impl NodeHost {
             worker: wi,
             failed: false,
             answers: Vec::new(),
+            metrics: self.inner.metrics.clone(),
         };
         let _ = apply_tx.send(ApplyTask::Start(Box::new(ag)));
         let sg = StepGroup {

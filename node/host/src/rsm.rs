@@ -1,5 +1,6 @@
 //! The engine's handle on a group's state machine, whatever its kind.
 
+use std::any::Any;
 use std::io::{Read, Write};
 use std::sync::{Arc, RwLock};
 
@@ -79,6 +80,29 @@ impl SmHandle {
                 let p = sm.prepare_snapshot()?;
                 sm.save_snapshot(p, w)
             }
+        }
+    }
+
+    /// Captures a point-in-time view to save later, concurrently with updates (`None` for the regular kind,
+    /// whose save must hold the lock and so runs in place).
+    pub(crate) fn prepare(&self) -> Result<Option<Box<dyn Any + Send>>, SmError> {
+        match self {
+            SmHandle::Regular(_) => Ok(None),
+            SmHandle::Concurrent(sm) => sm.prepare_snapshot().map(Some),
+            SmHandle::OnDisk(sm) => sm.prepare_snapshot().map(Some),
+        }
+    }
+
+    /// Writes a view captured by [`SmHandle::prepare`] (or, for the regular kind, the current state).
+    pub(crate) fn save_prepared(
+        &self,
+        prepared: Option<Box<dyn Any + Send>>,
+        w: &mut dyn Write,
+    ) -> Result<(), SmError> {
+        match (self, prepared) {
+            (SmHandle::Concurrent(sm), Some(p)) => sm.save_snapshot(p, w),
+            (SmHandle::OnDisk(sm), Some(p)) => sm.save_snapshot(p, w),
+            _ => self.save(w),
         }
     }
 
