@@ -12,8 +12,8 @@ use bytes::Bytes;
 use crossbeam_channel::{Sender, TrySendError};
 use drakkar_logdb::{LogDb, Options, WriteBatch};
 use drakkar_raft::{
-    ConfChange, ConfChangeKind, Config, Entry, EntryKind, GroupId, HardState, LogIndex, MemberRole, Message,
-    RawNode, ReadOnlyOption, ReplicaId, Storage, Term,
+    ConfChange, ConfChangeKind, Config, Entry, EntryKind, GroupId, HardState, LogIndex, MemberRole,
+    Membership, Message, RawNode, ReadOnlyOption, ReplicaId, Storage, Term,
 };
 
 use crate::apply::{self, ApplyEvent, ApplyGroup, ApplyTask, GroupMembership, GroupShared, Waiter};
@@ -700,6 +700,82 @@ impl NodeHost {
                 .map_err(|e| NodeError::Storage(format!("export to {}: {e}", dest.display())))?;
         }
         Ok(index)
+    }
+
+    /// Repairs a group that lost its quorum (Dragonboat's `ImportSnapshot`): installs an exported snapshot
+    /// (see [`NodeHost::request_snapshot`]) as this replica's whole state, with a new membership `members`
+    /// (all voters, with their addresses). Run it on every replica of the new membership while the group
+    /// is not running here, then start the replicas again (any [`StartMode`]: the imported state wins).
+    /// Members of the old membership that are not in the new one are recorded as removed, so their ids can
+    /// never come back; their data must be destroyed before they could talk to the group again.
+    pub fn import_snapshot(
+        &self,
+        group: GroupId,
+        replica: ReplicaId,
+        exported: &Path,
+        members: BTreeMap<ReplicaId, String>,
+    ) -> Result<LogIndex> {
+        if self.any_shared(group).is_ok() {
+            return Err(NodeError::InvalidArgument(format!(
+                "stop group {group} before importing a snapshot"
+            )));
+        }
+        if !members.contains_key(&replica) {
+            return Err(NodeError::InvalidArgument(format!(
+                "replica {replica} is not in the new membership"
+            )));
+        }
+        let corrupt = |e: snapshot::SnapshotError| NodeError::InvalidArgument(e.to_string());
+        let (old, mut body) = snapshot::open_snapshot(exported).map_err(corrupt)?;
+        if old.group != group {
+            return Err(NodeError::InvalidArgument(format!(
+                "{} is a snapshot of group {}, not {group}",
+                exported.display(),
+                old.group
+            )));
+        }
+        let mut membership = Membership::default();
+        membership.voters = members.keys().copied().collect();
+        membership.removed = old.membership.removed.clone();
+        for id in old.membership.members() {
+            if !members.contains_key(&id) {
+                membership.removed.insert(id);
+            }
+        }
+        if let Some(id) = members.keys().find(|id| membership.removed.contains(id)) {
+            return Err(NodeError::InvalidArgument(format!(
+                "replica id {id} was removed from this group once"
+            )));
+        }
+        let header = snapshot::SnapshotHeader {
+            group,
+            index: old.index,
+            term: old.term,
+            membership: membership.clone(),
+            addresses: members,
+            conf_index: old.index.0,
+            flags: old.flags,
+        };
+        // Start from a clean slate: no older snapshot file may shadow the imported one.
+        let dir = self.snap_dir(group);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(NodeError::Storage(format!("{}: {e}", dir.display()))),
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| NodeError::Storage(format!("{}: {e}", dir.display())))?;
+        let name = apply::snapshot_file_name(old.index);
+        snapshot::write_snapshot(&dir.join(&name), &header, |w| std::io::copy(&mut body, w).map(|_| ()))
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
+        let mut batch = WriteBatch::new();
+        let snap = drakkar_raft::Snapshot {
+            meta: drakkar_raft::SnapshotMeta { index: old.index, term: old.term, membership },
+            data: Bytes::from(name),
+        };
+        let hs = HardState { term: old.term, vote: None, commit: old.index };
+        batch.remove_group(group).apply_snapshot(group, snap).set_hard_state(group, hs);
+        self.inner.db.save(&batch).map_err(|e| NodeError::Storage(e.to_string()))?;
+        Ok(old.index)
     }
 
     /// Stops every group and the workers.

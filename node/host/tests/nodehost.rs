@@ -225,3 +225,64 @@ async fn events_report_leaders_membership_and_snapshots() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_snapshot_repairs_a_group_that_lost_quorum() {
+    let mut c = Cluster::new(3);
+    c.start_group(1, &[1, 2, 3], fast_group());
+    let l = c.leader(1).await;
+    for i in 0..20 {
+        c.hosts[&l].propose(GroupId(1), Bytes::from(format!("k{i}=v{i}")), T).await.unwrap();
+    }
+    c.hosts[&1].read(GroupId(1), Bytes::from_static(b"k19"), T).await.unwrap();
+    let export = c.dirs[&1].join("backup.snap");
+    c.hosts[&1].request_snapshot(GroupId(1), Some(&export), T).await.unwrap();
+    // Hosts 2 and 3 are gone for good: the group has no quorum.
+    for i in [2, 3] {
+        c.hosts[&i].close();
+        c.hosts.remove(&i);
+    }
+    assert!(
+        c.hosts[&1]
+            .propose(GroupId(1), Bytes::from_static(b"x=1"), Duration::from_millis(300))
+            .await
+            .is_err()
+    );
+    c.hosts[&1].stop_replica(GroupId(1)).await.unwrap();
+    // Repair: the survivor and two new replicas on new hosts, all from the exported snapshot.
+    let members = Cluster::members([1, 4, 5]);
+    for i in [4, 5] {
+        c.start_host(i);
+    }
+    for i in [1, 4, 5] {
+        c.hosts[&i].import_snapshot(GroupId(1), ReplicaId(i), &export, members.clone()).unwrap();
+        c.hosts[&i]
+            .start_replica(
+                GroupId(1),
+                ReplicaId(i),
+                drakkar_node::StartMode::Joining,
+                common::sm(),
+                fast_group(),
+            )
+            .unwrap();
+    }
+    let l = c.leader(1).await;
+    assert!([1, 4, 5].contains(&l));
+    c.hosts[&l].propose(GroupId(1), Bytes::from_static(b"after=repair"), T).await.unwrap();
+    for i in [1, 4, 5] {
+        let h = &c.hosts[&i];
+        assert_eq!(
+            h.read(GroupId(1), Bytes::from_static(b"k19"), T).await.unwrap(),
+            Bytes::from_static(b"v19")
+        );
+        assert_eq!(
+            h.read(GroupId(1), Bytes::from_static(b"after"), T).await.unwrap(),
+            Bytes::from_static(b"repair")
+        );
+        let m = h.membership(GroupId(1)).unwrap();
+        assert!(m.membership.removed.contains(&ReplicaId(2)) && m.membership.removed.contains(&ReplicaId(3)));
+    }
+    // An imported snapshot of another group, or a corrupt one, is refused.
+    let wrong = c.hosts[&1].import_snapshot(GroupId(2), ReplicaId(1), &export, members.clone());
+    assert!(wrong.is_err());
+}
