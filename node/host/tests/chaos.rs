@@ -131,13 +131,60 @@ async fn chaos_no_acknowledged_write_lost_and_sessions_exactly_once() {
             while !stop.load(Ordering::Relaxed) {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let g = n % GROUPS + 1;
-                let Some(h) = env.host(r.range(1, 4)) else { continue };
+                let Some(h) = env.host(r.range(1, 4)) else {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                };
                 let (k, v) = (format!("w{n}"), format!("v{n}"));
                 if h.propose(GroupId(g), Bytes::from(format!("{k}={v}")), Duration::from_millis(500))
                     .await
                     .is_ok()
                 {
                     acked.lock().unwrap().push((g, k, v));
+                }
+            }
+        }));
+    }
+    // Readers: linearizable reads of single-write registers. A key whose write was acknowledged, or whose
+    // value a completed read returned, before this read began must read back that value; no read may
+    // return anything but the one value ever written (or nothing, for a write still in flight).
+    let visible: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let reads_checked = Arc::new(AtomicU64::new(0));
+    for rd in 0..2u64 {
+        let (env, stop, acked, next, visible, reads_checked) =
+            (env.clone(), stop.clone(), acked.clone(), next.clone(), visible.clone(), reads_checked.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut r = Rng::new(seed ^ (1000 + rd));
+            while !stop.load(Ordering::Relaxed) {
+                let hi = next.load(Ordering::Relaxed);
+                if hi == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                let n = r.range(hi.saturating_sub(64), hi);
+                let (g, k, v) = (n % GROUPS + 1, format!("w{n}"), format!("v{n}"));
+                let must_see = visible.lock().unwrap().contains(&k)
+                    || acked.lock().unwrap().iter().rev().take(256).any(|(_, ak, _)| *ak == k);
+                let Some(h) = env.host(r.range(1, 4)) else {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                };
+                if let Ok(got) = h.read(GroupId(g), Bytes::from(k.clone()), Duration::from_millis(500)).await
+                {
+                    if got.is_empty() {
+                        assert!(
+                            !must_see,
+                            "seed {seed}: stale read of {k}: the write was visible before the read began"
+                        );
+                    } else {
+                        assert_eq!(
+                            got,
+                            Bytes::from(v.clone()),
+                            "seed {seed}: read of {k} returned a value never written"
+                        );
+                        visible.lock().unwrap().insert(k);
+                    }
+                    reads_checked.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }));
@@ -158,7 +205,10 @@ async fn chaos_no_acknowledged_write_lost_and_sessions_exactly_once() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             };
             while !stop.load(Ordering::Relaxed) {
-                let Some(h) = env.host(r.range(1, 4)) else { continue };
+                let Some(h) = env.host(r.range(1, 4)) else {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                };
                 let cmd = Bytes::from(format!("s{}={}", session.series, session.series));
                 match h.propose_in_session(&session, cmd, Duration::from_millis(500)).await {
                     Ok(_) => {
@@ -170,8 +220,16 @@ async fn chaos_no_acknowledged_write_lost_and_sessions_exactly_once() {
                 }
             }
             // Finish the series in flight so the count is exact.
+            let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                let Some(h) = env.host(r.range(1, 4)) else { continue };
+                assert!(
+                    Instant::now() < deadline,
+                    "seed {seed}: the session group made no progress for 30 s after the faults stopped"
+                );
+                let Some(h) = env.host(r.range(1, 4)) else {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                };
                 let cmd = Bytes::from(format!("s{}={}", session.series, session.series));
                 if h.propose_in_session(&session, cmd, Duration::from_secs(1)).await.is_ok() {
                     series_done.fetch_add(1, Ordering::Relaxed);
@@ -242,8 +300,9 @@ async fn chaos_no_acknowledged_write_lost_and_sessions_exactly_once() {
         );
     }
     eprintln!(
-        "chaos seed {seed}: {} writes acknowledged, {} session proposals, {crashes} crashes",
+        "chaos seed {seed}: {} writes acknowledged, {} reads checked, {} session proposals, {crashes} crashes",
         acked.len(),
+        reads_checked.load(Ordering::Relaxed),
         series_done.load(Ordering::Relaxed)
     );
     for h in env.hosts.lock().unwrap().values() {
