@@ -28,6 +28,18 @@ pub mod reason {
     pub const GROUP_NOT_FOUND: &str = "group-not-found";
     /// The node is shutting down (UNAVAILABLE).
     pub const SHUTTING_DOWN: &str = "shutting-down";
+    /// A leader transfer is in progress (UNAVAILABLE): the request never entered the log.
+    pub const LEADER_TRANSFER: &str = "leader-transfer";
+    /// Another membership change is not applied yet (UNAVAILABLE): the request never entered the log.
+    pub const CONF_CHANGE_PENDING: &str = "conf-change-pending";
+    /// The replica stopped (UNAVAILABLE).
+    pub const STOPPED: &str = "stopped";
+    /// Bad input (INVALID_ARGUMENT).
+    pub const INVALID: &str = "invalid";
+    /// The group does not run the built-in KV state machine (FAILED_PRECONDITION).
+    pub const NOT_KV: &str = "not-kv";
+    /// The replica's id was reused after its node lost its data (FAILED_PRECONDITION).
+    pub const REPLICA_ID_REUSED: &str = "replica-id-reused";
 }
 
 /// Why a client call failed.
@@ -117,7 +129,13 @@ impl ClientError {
         let ClientError::Status { code, reason, .. } = self else { return false };
         let never_entered = matches!(
             reason.as_deref(),
-            Some(reason::NO_LEADER | reason::BUSY | reason::RATE_LIMITED | reason::GROUP_NOT_FOUND)
+            Some(
+                reason::NO_LEADER
+                    | reason::BUSY
+                    | reason::RATE_LIMITED
+                    | reason::LEADER_TRANSFER
+                    | reason::CONF_CHANGE_PENDING
+            )
         );
         match code {
             Code::Unavailable | Code::ResourceExhausted => idempotent || never_entered,

@@ -1,0 +1,232 @@
+//! `drakkar admin members|add|promote|remove|transfer|status|snapshot|start|stop`.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use drakkar_client::pb;
+
+use super::{ClientArgs, SmArg};
+
+/// `drakkar admin`.
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum RoleArg {
+    Voter,
+    NonVoter,
+    Witness,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// A group's members, leader and configuration index.
+    Members {
+        /// The group.
+        #[arg(long)]
+        group: u64,
+    },
+    /// Add a replica to a group (then start it on its node with `admin start --join`).
+    Add {
+        /// The group.
+        #[arg(long)]
+        group: u64,
+        /// The new replica's id (never used before in this group).
+        #[arg(long)]
+        replica: u64,
+        /// host:port of its node.
+        #[arg(long)]
+        address: String,
+        /// Its role.
+        #[arg(long, value_enum, default_value = "non-voter")]
+        role: RoleArg,
+        /// The configuration index last seen (0: any).
+        #[arg(long, default_value_t = 0)]
+        expected_conf_index: u64,
+    },
+    /// Promote a non-voter to voter.
+    Promote {
+        /// The group.
+        #[arg(long)]
+        group: u64,
+        /// The replica.
+        #[arg(long)]
+        replica: u64,
+        /// The configuration index last seen (0: any).
+        #[arg(long, default_value_t = 0)]
+        expected_conf_index: u64,
+    },
+    /// Remove a replica from a group.
+    Remove {
+        /// The group.
+        #[arg(long)]
+        group: u64,
+        /// The replica.
+        #[arg(long)]
+        replica: u64,
+        /// The configuration index last seen (0: any).
+        #[arg(long, default_value_t = 0)]
+        expected_conf_index: u64,
+    },
+    /// Move a group's leadership to a voter.
+    Transfer {
+        /// The group.
+        #[arg(long)]
+        group: u64,
+        /// The voter to lead.
+        #[arg(long)]
+        to: u64,
+    },
+    /// Every node's identity and groups (or one node's with --endpoint).
+    Status {
+        /// Only this node.
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
+    /// Export a snapshot of a group to a file.
+    Snapshot {
+        /// The group.
+        #[arg(long)]
+        group: u64,
+        /// Output file.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Start a replica of a KV group on one node.
+    Start {
+        /// The node.
+        #[arg(long)]
+        endpoint: String,
+        /// The group.
+        #[arg(long)]
+        group: u64,
+        /// The replica id on that node.
+        #[arg(long)]
+        replica: u64,
+        /// Founding members `id=host:port`, comma separated (omit with --join).
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+        /// The replica was added with `admin add`: it learns everything from the leader.
+        #[arg(long)]
+        join: bool,
+        /// State machine.
+        #[arg(long, value_enum, default_value = "memory")]
+        state_machine: SmArg,
+    },
+    /// Stop a replica on one node.
+    Stop {
+        /// The node.
+        #[arg(long)]
+        endpoint: String,
+        /// The group.
+        #[arg(long)]
+        group: u64,
+        /// Also delete its data (only once it was removed from the group).
+        #[arg(long)]
+        remove_data: bool,
+    },
+}
+
+fn print_members(m: &pb::MembershipResponse) {
+    println!("group {} conf_index {} leader {} term {}", m.group, m.conf_index, m.leader, m.term);
+    for x in &m.members {
+        let role = pb::Role::try_from(x.role).map(|r| r.as_str_name()).unwrap_or("?");
+        let lead = if x.replica == m.leader { " (leader)" } else { "" };
+        println!(
+            "  replica {} {} {}{lead}",
+            x.replica,
+            x.address,
+            role.trim_start_matches("ROLE_").to_lowercase()
+        );
+    }
+    if !m.removed.is_empty() {
+        println!("  removed: {:?}", m.removed);
+    }
+}
+
+pub async fn run(a: AdminArgs) -> Result<()> {
+    let c = a.client.client()?;
+    match a.command {
+        AdminCommand::Members { group } => print_members(&c.membership(group).await?),
+        AdminCommand::Add { group, replica, address, role, expected_conf_index } => {
+            let role = match role {
+                RoleArg::Voter => pb::Role::Voter,
+                RoleArg::NonVoter => pb::Role::NonVoter,
+                RoleArg::Witness => pb::Role::Witness,
+            };
+            print_members(&c.add_replica(group, replica, &address, role, expected_conf_index).await?);
+        }
+        AdminCommand::Promote { group, replica, expected_conf_index } => {
+            print_members(&c.promote_replica(group, replica, expected_conf_index).await?);
+        }
+        AdminCommand::Remove { group, replica, expected_conf_index } => {
+            print_members(&c.remove_replica(group, replica, expected_conf_index).await?);
+        }
+        AdminCommand::Transfer { group, to } => {
+            c.transfer_leader(group, to).await?;
+            println!("transfer of group {group} to replica {to} requested");
+        }
+        AdminCommand::Status { endpoint } => {
+            let endpoints = match endpoint {
+                Some(e) => vec![e],
+                None => c.endpoints().to_vec(),
+            };
+            for e in endpoints {
+                match c.status(&e).await {
+                    Ok(s) => {
+                        let n = s.node.unwrap_or_default();
+                        println!(
+                            "node {} incarnation {} version {} ready {}",
+                            n.address, n.incarnation, n.version, n.ready
+                        );
+                        for g in s.groups {
+                            println!(
+                                "  group {} replica {} leader {} term {} applied {} members {} {}",
+                                g.group, g.replica, g.leader, g.term, g.applied_index, g.members, g.kind
+                            );
+                        }
+                    }
+                    Err(err) => println!("node {e}: unreachable: {err}"),
+                }
+            }
+        }
+        AdminCommand::Snapshot { group, out } => {
+            let mut f =
+                tokio::fs::File::create(&out).await.with_context(|| format!("creating {}", out.display()))?;
+            let (index, bytes) = c.export_snapshot(group, &mut f).await?;
+            f.sync_all().await?;
+            println!("group {group}: snapshot at index {index}, {bytes} bytes, written to {}", out.display());
+        }
+        AdminCommand::Start { endpoint, group, replica, members, join, state_machine } => {
+            let mut initial = Vec::new();
+            for m in &members {
+                let Some((id, addr)) = m.split_once('=') else {
+                    bail!("--members takes id=host:port, got {m}")
+                };
+                let id: u64 = id.parse().with_context(|| format!("replica id in {m}"))?;
+                initial.push(pb::Member {
+                    replica: id,
+                    address: addr.to_string(),
+                    role: pb::Role::Voter as i32,
+                });
+            }
+            let kind = match state_machine {
+                SmArg::Memory => pb::StateMachineKind::KvMemory,
+                SmArg::Disk => pb::StateMachineKind::KvDisk,
+            };
+            let req =
+                pb::StartGroupRequest { group, replica, initial_members: initial, join, kind: kind as i32 };
+            c.start_group(&endpoint, req).await?;
+            println!("group {group}: replica {replica} started on {endpoint}");
+        }
+        AdminCommand::Stop { endpoint, group, remove_data } => {
+            c.stop_group(&endpoint, group, remove_data).await?;
+            println!("group {group}: stopped on {endpoint}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! `drakkar cert`: a development CA and node/client certificates (rcgen).
+//!
+//! Files: `ca.pem` + `ca-key.pem`; `<name>.pem` + `<name>-key.pem` per certificate. Node certificates
+//! carry the server and client extended key usages and the node's DNS names and IPs (they serve, and
+//! authenticate the node to its peers); client certificates carry the client usage only and no names, so
+//! they can call the API but never speak Raft. The CA is re-created from its key and fixed subject when
+//! issuing (no certificate parsing needed). Keys are written with mode 0600.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+const CA_NAME: &str = "Drakkar development CA";
+
+/// What a certificate is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CertKind {
+    /// A node: server and client usages, the given DNS names and IPs.
+    Node,
+    /// A client: client usage only.
+    Client,
+}
+
+fn ca_params() -> Result<CertificateParams> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(DnType::CommonName, CA_NAME);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    Ok(p)
+}
+
+fn write_key(path: &Path, pem: &str) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(pem.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Creates `dir/ca.pem` and `dir/ca-key.pem`.
+pub fn create_ca(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key = KeyPair::generate()?;
+    let cert = ca_params()?.self_signed(&key)?;
+    std::fs::write(dir.join("ca.pem"), cert.pem()).context("writing ca.pem")?;
+    write_key(&dir.join("ca-key.pem"), &key.serialize_pem())
+}
+
+/// Issues `out/<name>.pem` and `out/<name>-key.pem`, signed by the CA in `ca_dir`. Returns the two paths.
+pub fn issue(
+    ca_dir: &Path,
+    name: &str,
+    sans: &[String],
+    kind: CertKind,
+    out: &Path,
+) -> Result<(PathBuf, PathBuf)> {
+    let ca_key_pem = std::fs::read_to_string(ca_dir.join("ca-key.pem"))
+        .with_context(|| format!("reading {}", ca_dir.join("ca-key.pem").display()))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem).context("parsing the CA key")?;
+    let issuer = Issuer::new(ca_params()?, ca_key);
+    let names = match kind {
+        CertKind::Node => sans.to_vec(),
+        CertKind::Client => Vec::new(),
+    };
+    let mut p = CertificateParams::new(names).context("a name is not a valid DNS name or IP")?;
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = match kind {
+        CertKind::Node => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        CertKind::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+    };
+    p.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate()?;
+    let cert = p.signed_by(&key, &issuer)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let (c, k) = (out.join(format!("{name}.pem")), out.join(format!("{name}-key.pem")));
+    std::fs::write(&c, cert.pem()).with_context(|| format!("writing {}", c.display()))?;
+    write_key(&k, &key.serialize_pem())?;
+    Ok((c, k))
+}
+
+/// The names every development node certificate carries (loopback).
+pub fn loopback_names() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
+}
+
+/// A development PKI in `dir`: a CA, `node-1` ... `node-<nodes>` for loopback, and `client`.
+pub fn dev_pki(dir: &Path, nodes: usize) -> Result<()> {
+    create_ca(dir)?;
+    for i in 1..=nodes {
+        issue(dir, &format!("node-{i}"), &loopback_names(), CertKind::Node, dir)?;
+    }
+    issue(dir, "client", &[], CertKind::Client, dir)?;
+    Ok(())
+}

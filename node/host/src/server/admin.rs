@@ -1,0 +1,334 @@
+//! The Admin service: membership, leadership, status, snapshot export, groups, node identity.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use drakkar_client::pb::{self, admin_client::AdminClient};
+use drakkar_raft::{GroupId, MemberRole, ReplicaId};
+use tokio::io::AsyncReadExt;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::forward::forwarded;
+use super::ops::Route;
+use super::status::{invalid, to_status};
+use super::{KvKind, ServerState};
+use crate::{GroupMembership, NodeHost, StartMode};
+
+/// The Admin service.
+pub(super) struct AdminService(pub(super) Arc<ServerState>);
+
+const CHUNK: usize = 1 << 20;
+
+macro_rules! forward_admin {
+    ($s:expr, $g:expr, $call:expr, $req:expr, $method:ident) => {{
+        let (t, r) = ($call.timeout, $req);
+        return $s
+            .forward
+            .forward(&$s.host, $g, |ch| {
+                let r = r.clone();
+                async move { AdminClient::new(ch).$method(forwarded(r, t)).await }
+            })
+            .await
+            .map(Response::new);
+    }};
+}
+
+fn role_of(role: i32) -> Result<MemberRole, Status> {
+    match pb::Role::try_from(role) {
+        Ok(pb::Role::Voter) => Ok(MemberRole::Voter),
+        Ok(pb::Role::NonVoter) => Ok(MemberRole::NonVoter),
+        Ok(pb::Role::Witness) => Ok(MemberRole::Witness),
+        Err(_) => Err(invalid(format!("unknown role {role}"))),
+    }
+}
+
+fn replica(id: u64) -> Result<ReplicaId, Status> {
+    if id == 0 { Err(invalid("replica id 0 is reserved")) } else { Ok(ReplicaId(id)) }
+}
+
+/// The membership as the protocol shows it, with the leader this replica knows.
+fn membership(host: &NodeHost, g: GroupId, m: GroupMembership) -> pb::MembershipResponse {
+    let roles = [
+        (&m.membership.voters, pb::Role::Voter),
+        (&m.membership.non_voters, pb::Role::NonVoter),
+        (&m.membership.witnesses, pb::Role::Witness),
+    ];
+    let mut members = Vec::new();
+    for (ids, role) in roles {
+        for id in ids {
+            let address = m.addresses.get(id).cloned().unwrap_or_default();
+            members.push(pb::Member { replica: id.0, address, role: role as i32 });
+        }
+    }
+    members.sort_by_key(|x| x.replica);
+    let (leader, term) = host.leader(g).ok().flatten().map_or((0, 0), |(l, t)| (l.0, t.0));
+    pb::MembershipResponse {
+        group: g.0,
+        conf_index: m.conf_index,
+        members,
+        removed: m.membership.removed.iter().map(|r| r.0).collect(),
+        leader,
+        term,
+    }
+}
+
+impl AdminService {
+    fn node_info(&self) -> pb::NodeInfoResponse {
+        let s = &self.0;
+        pb::NodeInfoResponse {
+            address: s.host.address().to_string(),
+            incarnation: format!("{:032x}", s.host.incarnation()),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            kv_groups: s.kv_groups().into_iter().map(|g| g.0).collect(),
+            ready: s.is_ready(),
+        }
+    }
+
+    async fn change(
+        &self,
+        g: GroupId,
+        r: Result<GroupMembership, crate::NodeError>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let host = &self.0.host;
+        r.map(|m| Response::new(membership(host, g, m))).map_err(|e| to_status(e, host, g))
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn add_replica(
+        &self,
+        req: Request<pb::AddReplicaRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let s = &self.0;
+        let call = s.begin(&req)?;
+        let r = req.into_inner();
+        let g = GroupId(r.group);
+        if s.route(g, false, &call)? == Route::Forward {
+            forward_admin!(s, g, call, r, add_replica);
+        }
+        if r.address.trim().is_empty() {
+            return Err(invalid("the new replica's address is required"));
+        }
+        let (id, role) = (replica(r.replica)?, role_of(r.role)?);
+        let res = s.host.add_replica(g, id, &r.address, role, r.expected_conf_index, call.timeout).await;
+        self.change(g, res).await
+    }
+
+    async fn promote_replica(
+        &self,
+        req: Request<pb::PromoteReplicaRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let s = &self.0;
+        let call = s.begin(&req)?;
+        let r = req.into_inner();
+        let g = GroupId(r.group);
+        if s.route(g, false, &call)? == Route::Forward {
+            forward_admin!(s, g, call, r, promote_replica);
+        }
+        let res = s.host.promote_replica(g, replica(r.replica)?, r.expected_conf_index, call.timeout).await;
+        self.change(g, res).await
+    }
+
+    async fn remove_replica(
+        &self,
+        req: Request<pb::RemoveReplicaRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let s = &self.0;
+        let call = s.begin(&req)?;
+        let r = req.into_inner();
+        let g = GroupId(r.group);
+        if s.route(g, false, &call)? == Route::Forward {
+            forward_admin!(s, g, call, r, remove_replica);
+        }
+        let res = s.host.remove_replica(g, replica(r.replica)?, r.expected_conf_index, call.timeout).await;
+        self.change(g, res).await
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        let s = &self.0;
+        let call = s.begin(&req)?;
+        let r = req.into_inner();
+        let g = GroupId(r.group);
+        if s.route(g, false, &call)? == Route::Forward {
+            forward_admin!(s, g, call, r, transfer_leader);
+        }
+        s.host.transfer_leader(g, replica(r.to)?).await.map_err(|e| to_status(e, &s.host, g))?;
+        Ok(Response::new(pb::TransferLeaderResponse {}))
+    }
+
+    async fn get_membership(
+        &self,
+        req: Request<pb::GetMembershipRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let s = &self.0;
+        let call = s.begin(&req)?;
+        let r = req.into_inner();
+        let g = GroupId(r.group);
+        if s.route(g, false, &call)? == Route::Forward {
+            forward_admin!(s, g, call, r, get_membership);
+        }
+        let res = s.host.membership(g);
+        self.change(g, res).await
+    }
+
+    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let s = &self.0;
+        let _call = s.begin(&req)?;
+        let mut groups = Vec::new();
+        for g in s.host.groups() {
+            let (Ok(rep), Ok(applied), Ok(m)) =
+                (s.host.replica_of(g), s.host.applied_index(g), s.host.membership(g))
+            else {
+                continue;
+            };
+            let (leader, term) = s.host.leader(g).ok().flatten().map_or((0, 0), |(l, t)| (l.0, t.0));
+            let leader_address = m.addresses.get(&ReplicaId(leader)).cloned().unwrap_or_default();
+            let ms = &m.membership;
+            groups.push(pb::GroupStatus {
+                group: g.0,
+                replica: rep.0,
+                leader,
+                term,
+                applied_index: applied.0,
+                conf_index: m.conf_index,
+                leader_address,
+                kind: s.kv_kind(g).map(|k| k.name().to_string()).unwrap_or_default(),
+                members: (ms.voters.len() + ms.non_voters.len() + ms.witnesses.len()) as u32,
+            });
+        }
+        Ok(Response::new(pb::StatusResponse { node: Some(self.node_info()), groups }))
+    }
+
+    type ExportSnapshotStream = ChunkStream;
+
+    async fn export_snapshot(
+        &self,
+        req: Request<pb::ExportSnapshotRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let s = &self.0;
+        let call = s.begin(&req)?;
+        let r = req.into_inner();
+        let g = GroupId(r.group);
+        if s.route(g, false, &call)? == Route::Forward {
+            let t = call.timeout;
+            let stream = s
+                .forward
+                .forward(&s.host, g, |ch| async move {
+                    AdminClient::new(ch).export_snapshot(forwarded(r, t)).await
+                })
+                .await?;
+            return Ok(Response::new(Box::pin(stream)));
+        }
+        let dir = s.data_dir.join("exports");
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Status::internal(format!("{}: {e}", dir.display())))?;
+        let path = dir.join(format!("group-{}-{:016x}.snap", g.0, crate::server::health::nonce()));
+        let index = s.host.request_snapshot(g, Some(&path), call.timeout).await;
+        let index = match index {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(to_status(e, &s.host, g));
+            }
+        };
+        let file = tokio::fs::File::open(&path).await;
+        // Unlinked at once: the open handle keeps the data until the stream ends, however it ends.
+        let _ = tokio::fs::remove_file(&path).await;
+        let mut file = file.map_err(|e| Status::internal(format!("exported snapshot: {e}")))?;
+        let total = file.metadata().await.map_err(|e| Status::internal(e.to_string()))?.len();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let n = match file.read(&mut buf).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(format!("reading the snapshot: {e}")))).await;
+                        return;
+                    }
+                };
+                if n == 0 && !first {
+                    return;
+                }
+                buf.truncate(n);
+                let (index, total_size) = if first { (index.0, total) } else { (0, 0) };
+                first = false;
+                let chunk = pb::SnapshotChunk { index, total_size, data: buf.into() };
+                if tx.send(Ok(chunk)).await.is_err() || n == 0 {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn start_group(
+        &self,
+        req: Request<pb::StartGroupRequest>,
+    ) -> Result<Response<pb::StartGroupResponse>, Status> {
+        let s = self.0.clone();
+        let _call = s.begin(&req)?;
+        let r = req.into_inner();
+        let g = GroupId(r.group);
+        let id = replica(r.replica)?;
+        let kind = match pb::StateMachineKind::try_from(r.kind) {
+            Ok(pb::StateMachineKind::KvMemory) => KvKind::Memory,
+            Ok(pb::StateMachineKind::KvDisk) => KvKind::Disk,
+            Err(_) => return Err(invalid(format!("unknown state machine kind {}", r.kind))),
+        };
+        let mode = if r.join {
+            StartMode::Joining
+        } else {
+            let mut members = BTreeMap::new();
+            for m in r.initial_members {
+                if m.role != pb::Role::Voter as i32 {
+                    return Err(invalid("founding members are voters"));
+                }
+                if m.address.trim().is_empty() {
+                    return Err(invalid(format!("member {} has no address", m.replica)));
+                }
+                members.insert(replica(m.replica)?, m.address);
+            }
+            if !members.contains_key(&id) {
+                return Err(invalid("the founding members must include this replica"));
+            }
+            StartMode::Founding(members)
+        };
+        let host = s.host.clone();
+        let res = tokio::task::spawn_blocking(move || s.start_kv_group(g, id, mode, kind))
+            .await
+            .map_err(|e| Status::internal(format!("starting the group: {e}")))?;
+        res.map_err(|e| to_status(e, &host, g))?;
+        Ok(Response::new(pb::StartGroupResponse {}))
+    }
+
+    async fn stop_group(
+        &self,
+        req: Request<pb::StopGroupRequest>,
+    ) -> Result<Response<pb::StopGroupResponse>, Status> {
+        let s = &self.0;
+        let _call = s.begin(&req)?;
+        let r = req.into_inner();
+        let g = GroupId(r.group);
+        s.stop_group(g, r.remove_data).await.map_err(|e| to_status(e, &s.host, g))?;
+        Ok(Response::new(pb::StopGroupResponse {}))
+    }
+
+    async fn node_info(
+        &self,
+        req: Request<pb::NodeInfoRequest>,
+    ) -> Result<Response<pb::NodeInfoResponse>, Status> {
+        let _call = self.0.begin(&req)?;
+        Ok(Response::new(self.node_info()))
+    }
+}

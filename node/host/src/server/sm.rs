@@ -1,0 +1,119 @@
+//! The StateMachine (raw propose/read) and Session services.
+
+use std::sync::Arc;
+
+use drakkar_client::pb::{self, session_client::SessionClient, state_machine_client::StateMachineClient};
+use drakkar_raft::GroupId;
+use tonic::{Request, Response, Status};
+
+use super::ServerState;
+use super::forward::forwarded;
+use super::ops::Route;
+use super::status::{invalid, to_status};
+use crate::Session;
+
+/// The StateMachine service.
+pub(super) struct SmService(pub(super) Arc<ServerState>);
+
+/// The Session service.
+pub(super) struct SessionService(pub(super) Arc<ServerState>);
+
+macro_rules! forward_to {
+    ($client:ident, $s:expr, $g:expr, $call:expr, $req:expr, $method:ident) => {{
+        let (t, r) = ($call.timeout, $req);
+        return $s
+            .forward
+            .forward(&$s.host, $g, |ch| {
+                let r = r.clone();
+                async move { $client::new(ch).$method(forwarded(r, t)).await }
+            })
+            .await
+            .map(Response::new);
+    }};
+}
+
+#[tonic::async_trait]
+impl pb::state_machine_server::StateMachine for SmService {
+    async fn propose(
+        &self,
+        req: Request<pb::ProposeRequest>,
+    ) -> Result<Response<pb::ProposeResponse>, Status> {
+        let s = &self.0;
+        let call = s.begin(&req)?;
+        let r = req.into_inner();
+        let g = GroupId(r.group);
+        if s.route(g, false, &call)? == Route::Forward {
+            forward_to!(StateMachineClient, s, g, call, r, propose);
+        }
+        if r.command.is_empty() {
+            return Err(invalid("an empty command"));
+        }
+        let res = s.propose(g, r.command, r.session, call.timeout).await?;
+        Ok(Response::new(pb::ProposeResponse { value: res.value, data: res.data }))
+    }
+
+    async fn read(&self, req: Request<pb::ReadRequest>) -> Result<Response<pb::ReadResponse>, Status> {
+        let s = &self.0;
+        let call = s.begin(&req)?;
+        let r = req.into_inner();
+        let g = GroupId(r.group);
+        if s.route(g, false, &call)? == Route::Forward {
+            forward_to!(StateMachineClient, s, g, call, r, read);
+        }
+        let data = s.query(g, r.query, r.consistency, call.timeout).await?;
+        Ok(Response::new(pb::ReadResponse { data }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::session_server::Session for SessionService {
+    async fn open_session(
+        &self,
+        req: Request<pb::OpenSessionRequest>,
+    ) -> Result<Response<pb::OpenSessionResponse>, Status> {
+        let s = &self.0;
+        let call = s.begin(&req)?;
+        let r = req.into_inner();
+        let g = GroupId(r.group);
+        if s.route(g, false, &call)? == Route::Forward {
+            forward_to!(SessionClient, s, g, call, r, open_session);
+        }
+        let session = s.host.open_session(g, call.timeout).await.map_err(|e| to_status(e, &s.host, g))?;
+        Ok(Response::new(pb::OpenSessionResponse { client_id: session.client }))
+    }
+
+    async fn close_session(
+        &self,
+        req: Request<pb::CloseSessionRequest>,
+    ) -> Result<Response<pb::CloseSessionResponse>, Status> {
+        let s = &self.0;
+        let call = s.begin(&req)?;
+        let r = req.into_inner();
+        let g = GroupId(r.group);
+        if s.route(g, false, &call)? == Route::Forward {
+            forward_to!(SessionClient, s, g, call, r, close_session);
+        }
+        let session = Session { group: g, client: r.client_id, series: 0, responded_to: 0 };
+        s.host.close_session(session, call.timeout).await.map_err(|e| to_status(e, &s.host, g))?;
+        Ok(Response::new(pb::CloseSessionResponse {}))
+    }
+
+    async fn propose_in_session(
+        &self,
+        req: Request<pb::ProposeInSessionRequest>,
+    ) -> Result<Response<pb::ProposeResponse>, Status> {
+        let s = &self.0;
+        let call = s.begin(&req)?;
+        let r = req.into_inner();
+        let g = GroupId(r.group);
+        if s.route(g, false, &call)? == Route::Forward {
+            forward_to!(SessionClient, s, g, call, r, propose_in_session);
+        }
+        let Some(session) = r.session else { return Err(invalid("a session is required")) };
+        if r.command.is_empty() {
+            return Err(invalid("an empty command"));
+        }
+        let res = s.propose(g, r.command, Some(session), call.timeout).await?;
+        Ok(Response::new(pb::ProposeResponse { value: res.value, data: res.data }))
+    }
+}

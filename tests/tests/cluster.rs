@@ -1,0 +1,242 @@
+//! A 3-process cluster over TLS: writes through any node, linearizable reads on followers, forwarding,
+//! kill -9 of the leader under load, restart and catch-up, membership changes while writes continue.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drakkar_client::pb::{self, Consistency};
+use drakkar_e2e::Cluster;
+
+const T: Duration = Duration::from_secs(30);
+
+/// Bounds a test: an e2e test that hangs fails instead.
+async fn bounded<F: std::future::Future<Output = ()>>(limit: Duration, f: F) {
+    tokio::time::timeout(limit, f).await.expect("test exceeded its time bound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_any_node_and_linearizable_reads_on_followers() {
+    // Node 4 runs no group: everything it receives is forwarded.
+    let mut c = Cluster::new(4, 3, 2, true);
+    c.start_all();
+    bounded(Duration::from_secs(60), async {
+        c.wait_for_leaders(T).await;
+        for i in 1..=4 {
+            let client = c.client_of(i);
+            for g in 1..=2 {
+                client
+                    .put(g, format!("from-{i}"), format!("v{i}"))
+                    .await
+                    .unwrap_or_else(|e| panic!("put via {i}: {e}"));
+            }
+        }
+        for g in 1..=2 {
+            let leader = c.leader(g, T).await;
+            for i in 1..=4 {
+                let client = c.client_of(i);
+                for w in 1..=4 {
+                    let kv = client.get(g, format!("from-{w}"), Consistency::Linearizable).await.unwrap();
+                    assert_eq!(
+                        kv.map(|k| k.value),
+                        Some(format!("v{w}").into()),
+                        "group {g} read on node {i} (leader {leader})"
+                    );
+                }
+            }
+        }
+        // Scans, transactions and deletes through a follower.
+        let client = c.client_of(if c.leader(1, T).await == 1 { 2 } else { 1 });
+        let r = client
+            .scan(1, drakkar_client::prefix("from-"), 0, false, Consistency::Linearizable)
+            .await
+            .unwrap();
+        assert_eq!(r.items.len(), 4);
+        let txn = pb::TxnRequest {
+            group: 1,
+            compares: vec![pb::Compare {
+                key: "from-1".into(),
+                op: pb::CompareOp::Equal as i32,
+                target: Some(pb::compare::Target::Value("v1".into())),
+            }],
+            success: vec![pb::TxnOp {
+                op: Some(pb::txn_op::Op::Put(pb::PutOp { key: "txn".into(), value: "yes".into() })),
+            }],
+            failure: vec![],
+            session: None,
+        };
+        assert!(client.txn(txn).await.unwrap().succeeded);
+        let cas = pb::CompareAndSwapRequest {
+            group: 1,
+            key: "txn".into(),
+            expected: Some(pb::compare_and_swap_request::Expected::ExpectedValue("no".into())),
+            new: Some(pb::compare_and_swap_request::New::Delete(true)),
+            session: None,
+        };
+        let r = client.compare_and_swap(cas).await.unwrap();
+        assert!(!r.succeeded);
+        assert_eq!(r.prev.map(|p| p.value), Some("yes".into()));
+        assert!(client.delete(1, "txn").await.unwrap().prev.is_some());
+        // Metrics and health over HTTP.
+        let (status, body) = c.http_get(1, "/metrics").expect("metrics");
+        assert!(status.contains("200"), "{status}");
+        assert!(body.contains("drakkar_proposals"), "{body}");
+        let deadline = tokio::time::Instant::now() + T;
+        while !c.http_get(2, "/readyz").is_some_and(|(s, _)| s.contains("200")) {
+            assert!(tokio::time::Instant::now() < deadline, "node 2 never ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(c.http_get(2, "/livez").expect("livez").0.contains("200"));
+    })
+    .await;
+}
+
+/// Writes unique keys until `stop`; records every acknowledged one.
+fn writer(
+    client: drakkar_client::Client,
+    id: usize,
+    acked: Arc<Mutex<BTreeSet<String>>>,
+    stop: Stop,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        while !stop.is_set() {
+            let key = format!("w{id}-{n:06}");
+            if client.put(1, key.clone(), "x").await.is_ok() {
+                acked.lock().unwrap().insert(key);
+            }
+            n += 1;
+        }
+    })
+}
+
+/// A stop flag shared with writer tasks.
+#[derive(Clone, Default)]
+struct Stop(Arc<AtomicBool>);
+
+impl Stop {
+    fn set(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+async fn assert_all_present(c: &Cluster, node: usize, acked: &BTreeSet<String>) {
+    let client = c.client_of(node);
+    let r = client.scan(1, drakkar_client::prefix("w"), 0, true, Consistency::Linearizable).await.unwrap();
+    assert!(!r.more, "more keys than one scan returns");
+    let present: BTreeSet<String> =
+        r.items.iter().map(|i| String::from_utf8_lossy(&i.key).into_owned()).collect();
+    let lost: Vec<&String> = acked.difference(&present).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost on node {node}, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_the_leader_under_load_then_restart_it() {
+    let mut c = Cluster::new(3, 3, 1, true);
+    c.start_all();
+    bounded(Duration::from_secs(90), async {
+        c.wait_for_leaders(T).await;
+        let acked = Arc::new(Mutex::new(BTreeSet::new()));
+        let stop = Stop::default();
+        let writers: Vec<_> = (0..3).map(|id| writer(c.client(), id, acked.clone(), stop.clone())).collect();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let old = c.leader(1, T).await;
+        let before = acked.lock().unwrap().len();
+        assert!(before > 0, "no write acknowledged before the crash");
+        c.kill9(old);
+        let new = c.leader(1, T).await;
+        assert_ne!(new, old);
+        // Writes continue under the new leader.
+        let deadline = tokio::time::Instant::now() + T;
+        while acked.lock().unwrap().len() < before + 20 {
+            assert!(tokio::time::Instant::now() < deadline, "writes did not resume after the leader died");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.set();
+        for w in writers {
+            w.await.unwrap();
+        }
+        let acked = acked.lock().unwrap().clone();
+        eprintln!(
+            "leader {old} killed after {before} acknowledged writes; new leader {new}; {} in total",
+            acked.len()
+        );
+        for i in (1..=3).filter(|&i| i != old) {
+            assert_all_present(&c, i, &acked).await;
+        }
+        // The crashed node restarts from its data directory and catches up.
+        c.start(old);
+        let last = acked.iter().next_back().unwrap().clone();
+        let client = c.client_of(old);
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            if let Ok(Some(_)) = client.get(1, last.clone(), Consistency::Stale).await {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the restarted node never caught up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_all_present(&c, old, &acked).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_while_writes_continue() {
+    // Node 4 starts without groups; it is added to group 1, promoted, then removed.
+    let mut c = Cluster::new(4, 3, 1, true);
+    // Peers and clients reach the nodes by host name here.
+    c.use_host_name("localhost");
+    c.start_all();
+    bounded(Duration::from_secs(90), async {
+        c.wait_for_leaders(T).await;
+        let admin = c.client();
+        let acked = Arc::new(Mutex::new(BTreeSet::new()));
+        let stop = Stop::default();
+        let w = writer(c.client(), 0, acked.clone(), stop.clone());
+        let m = admin.membership(1).await.unwrap();
+        assert_eq!(m.members.len(), 3);
+        let m = admin.add_replica(1, 4, &c.addr(4), pb::Role::NonVoter, m.conf_index).await.unwrap();
+        assert!(m.members.iter().any(|x| x.replica == 4 && x.role == pb::Role::NonVoter as i32));
+        let start =
+            pb::StartGroupRequest { group: 1, replica: 4, initial_members: vec![], join: true, kind: 0 };
+        admin.start_group(&c.addr(4), start).await.unwrap();
+        // A stale configuration index is refused.
+        let stale = admin.promote_replica(1, 4, m.conf_index - 1).await.unwrap_err();
+        assert_eq!(stale.code(), Some(tonic::Code::FailedPrecondition), "{stale}");
+        let m = admin.promote_replica(1, 4, m.conf_index).await.unwrap();
+        assert!(m.members.iter().any(|x| x.replica == 4 && x.role == pb::Role::Voter as i32));
+        // The new voter catches up and serves linearizable reads.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let seen = acked.lock().unwrap().iter().next_back().cloned().expect("writes were acknowledged");
+        let got = c.client_of(4).get(1, seen.clone(), Consistency::Linearizable).await.unwrap();
+        assert!(got.is_some(), "node 4 does not see {seen}");
+        let m = admin.remove_replica(1, 4, m.conf_index).await.unwrap();
+        assert!(m.removed.contains(&4) && m.members.len() == 3);
+        admin.stop_group(&c.addr(4), 1, true).await.unwrap();
+        let before = acked.lock().unwrap().len();
+        let deadline = tokio::time::Instant::now() + T;
+        while acked.lock().unwrap().len() < before + 10 {
+            assert!(tokio::time::Instant::now() < deadline, "writes stopped after the removal");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.set();
+        w.await.unwrap();
+        let acked = acked.lock().unwrap().clone();
+        assert!(acked.len() > 20, "only {} writes during the membership changes", acked.len());
+        eprintln!("{} writes acknowledged during the membership changes", acked.len());
+        for i in 1..=3 {
+            assert_all_present(&c, i, &acked).await;
+        }
+    })
+    .await;
+}
