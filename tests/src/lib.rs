@@ -95,6 +95,11 @@ impl Proc {
         false
     }
 
+    /// The log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
     /// The log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

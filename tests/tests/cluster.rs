@@ -92,11 +92,19 @@ async fn writes_through_any_node_and_linearizable_reads_on_followers() {
     .await;
 }
 
-/// Writes unique keys until `stop`; records every acknowledged one.
+/// What a writer saw: acknowledged unique keys, and the outcomes of its counter writes.
+#[derive(Default)]
+struct Seen {
+    acked: BTreeSet<String>,
+    /// Per writer: (acknowledged, failed) puts of its counter key `ctr-<id>`.
+    counters: std::collections::BTreeMap<usize, (u64, u64)>,
+}
+
+/// Until `stop`: writes a unique key, then overwrites the writer's counter key; records the outcomes.
 fn writer(
     client: drakkar_client::Client,
     id: usize,
-    acked: Arc<Mutex<BTreeSet<String>>>,
+    seen: Arc<Mutex<Seen>>,
     stop: Stop,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -104,11 +112,34 @@ fn writer(
         while !stop.is_set() {
             let key = format!("w{id}-{n:06}");
             if client.put(1, key.clone(), "x").await.is_ok() {
-                acked.lock().unwrap().insert(key);
+                seen.lock().unwrap().acked.insert(key);
+            }
+            let ok = client.put(1, format!("ctr-{id}"), n.to_string()).await.is_ok();
+            let mut s = seen.lock().unwrap();
+            let e = s.counters.entry(id).or_default();
+            if ok {
+                e.0 += 1
+            } else {
+                e.1 += 1
             }
             n += 1;
         }
     })
+}
+
+/// Exactly-once: each counter key's version (its number of applied puts) is at least the acknowledged
+/// puts and at most acknowledged + failed ones. A retried put applied twice would exceed it.
+async fn assert_exactly_once(c: &Cluster, node: usize, seen: &Seen) {
+    let client = c.client_of(node);
+    for (id, (ok, failed)) in &seen.counters {
+        let kv =
+            client.get(1, format!("ctr-{id}"), Consistency::Linearizable).await.unwrap().expect("counter");
+        let v = kv.meta.unwrap().version;
+        assert!(
+            *ok <= v && v <= ok + failed,
+            "writer {id}: {v} puts applied, {ok} acknowledged, {failed} failed"
+        );
+    }
 }
 
 /// A stop flag shared with writer tasks.
@@ -145,19 +176,19 @@ async fn kill_the_leader_under_load_then_restart_it() {
     c.start_all();
     bounded(Duration::from_secs(90), async {
         c.wait_for_leaders(T).await;
-        let acked = Arc::new(Mutex::new(BTreeSet::new()));
+        let seen = Arc::new(Mutex::new(Seen::default()));
         let stop = Stop::default();
-        let writers: Vec<_> = (0..3).map(|id| writer(c.client(), id, acked.clone(), stop.clone())).collect();
+        let writers: Vec<_> = (0..3).map(|id| writer(c.client(), id, seen.clone(), stop.clone())).collect();
         tokio::time::sleep(Duration::from_millis(800)).await;
         let old = c.leader(1, T).await;
-        let before = acked.lock().unwrap().len();
+        let before = seen.lock().unwrap().acked.len();
         assert!(before > 0, "no write acknowledged before the crash");
         c.kill9(old);
         let new = c.leader(1, T).await;
         assert_ne!(new, old);
         // Writes continue under the new leader.
         let deadline = tokio::time::Instant::now() + T;
-        while acked.lock().unwrap().len() < before + 20 {
+        while seen.lock().unwrap().acked.len() < before + 20 {
             assert!(tokio::time::Instant::now() < deadline, "writes did not resume after the leader died");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -165,13 +196,15 @@ async fn kill_the_leader_under_load_then_restart_it() {
         for w in writers {
             w.await.unwrap();
         }
-        let acked = acked.lock().unwrap().clone();
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
+        let acked = seen.acked.clone();
         eprintln!(
             "leader {old} killed after {before} acknowledged writes; new leader {new}; {} in total",
             acked.len()
         );
         for i in (1..=3).filter(|&i| i != old) {
             assert_all_present(&c, i, &acked).await;
+            assert_exactly_once(&c, i, &seen).await;
         }
         // The crashed node restarts from its data directory and catches up.
         c.start(old);
@@ -186,6 +219,7 @@ async fn kill_the_leader_under_load_then_restart_it() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_all_present(&c, old, &acked).await;
+        assert_exactly_once(&c, old, &seen).await;
     })
     .await;
 }
@@ -194,15 +228,26 @@ async fn kill_the_leader_under_load_then_restart_it() {
 async fn membership_changes_while_writes_continue() {
     // Node 4 starts without groups; it is added to group 1, promoted, then removed.
     let mut c = Cluster::new(4, 3, 1, true);
-    // Peers and clients reach the nodes by host name here.
+    // Peers and clients reach the nodes by host name here; frequent snapshots and a short log make the
+    // new replica catch up by a snapshot streamed over the transport.
     c.use_host_name("localhost");
+    c.extra = ["--snapshot-entries", "40", "--compaction-overhead", "5"].map(String::from).to_vec();
     c.start_all();
     bounded(Duration::from_secs(90), async {
         c.wait_for_leaders(T).await;
         let admin = c.client();
-        let acked = Arc::new(Mutex::new(BTreeSet::new()));
+        let seen = Arc::new(Mutex::new(Seen::default()));
         let stop = Stop::default();
-        let w = writer(c.client(), 0, acked.clone(), stop.clone());
+        let w = writer(c.client(), 0, seen.clone(), stop.clone());
+        let deadline = tokio::time::Instant::now() + T;
+        while seen.lock().unwrap().acked.len() < 60 {
+            assert!(tokio::time::Instant::now() < deadline, "writes are too slow");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A snapshot exported through any node.
+        let mut snap = Vec::new();
+        let (index, bytes) = admin.export_snapshot(1, &mut snap).await.unwrap();
+        assert!(index > 60 && bytes as usize == snap.len() && bytes > 0, "index {index}, {bytes} bytes");
         let m = admin.membership(1).await.unwrap();
         assert_eq!(m.members.len(), 3);
         let m = admin.add_replica(1, 4, &c.addr(4), pb::Role::NonVoter, m.conf_index).await.unwrap();
@@ -217,25 +262,55 @@ async fn membership_changes_while_writes_continue() {
         assert!(m.members.iter().any(|x| x.replica == 4 && x.role == pb::Role::Voter as i32));
         // The new voter catches up and serves linearizable reads.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let seen = acked.lock().unwrap().iter().next_back().cloned().expect("writes were acknowledged");
-        let got = c.client_of(4).get(1, seen.clone(), Consistency::Linearizable).await.unwrap();
-        assert!(got.is_some(), "node 4 does not see {seen}");
+        let last = seen.lock().unwrap().acked.iter().next_back().cloned().expect("writes were acknowledged");
+        let got = c.client_of(4).get(1, last.clone(), Consistency::Linearizable).await.unwrap();
+        assert!(got.is_some(), "node 4 does not see {last}");
+        let log = c.procs[3].as_ref().unwrap().log();
+        assert!(log.contains("snapshot received"), "node 4 caught up without a snapshot");
         let m = admin.remove_replica(1, 4, m.conf_index).await.unwrap();
         assert!(m.removed.contains(&4) && m.members.len() == 3);
         admin.stop_group(&c.addr(4), 1, true).await.unwrap();
-        let before = acked.lock().unwrap().len();
+        let before = seen.lock().unwrap().acked.len();
         let deadline = tokio::time::Instant::now() + T;
-        while acked.lock().unwrap().len() < before + 10 {
+        while seen.lock().unwrap().acked.len() < before + 10 {
             assert!(tokio::time::Instant::now() < deadline, "writes stopped after the removal");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         stop.set();
         w.await.unwrap();
-        let acked = acked.lock().unwrap().clone();
-        assert!(acked.len() > 20, "only {} writes during the membership changes", acked.len());
-        eprintln!("{} writes acknowledged during the membership changes", acked.len());
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
+        eprintln!("{} writes acknowledged during the membership changes", seen.acked.len());
         for i in 1..=3 {
-            assert_all_present(&c, i, &acked).await;
+            assert_all_present(&c, i, &seen.acked).await;
+            assert_exactly_once(&c, i, &seen).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_leadership_over_and_exits_cleanly() {
+    let mut c = Cluster::new(3, 3, 2, false);
+    c.start_all();
+    bounded(Duration::from_secs(60), async {
+        c.wait_for_leaders(T).await;
+        let client = c.client();
+        client.put(1, "before", "1").await.unwrap();
+        let leader = c.leader(1, T).await;
+        let log = c.procs[leader - 1].as_ref().unwrap().log_path();
+        assert!(
+            c.terminate(leader, Duration::from_secs(20)),
+            "node {leader} did not exit cleanly on SIGTERM"
+        );
+        let log = std::fs::read_to_string(log).unwrap();
+        assert!(log.contains("moving leadership away") && log.contains("stopped"), "{log}");
+        assert!(!log.contains("still leading"), "leadership was not handed over: {log}");
+        // The others lead and serve at once; nothing was lost.
+        let new = c.leader(1, T).await;
+        assert_ne!(new, leader);
+        client.put(1, "after", "2").await.unwrap();
+        for k in ["before", "after"] {
+            assert!(client.get(1, k, Consistency::Linearizable).await.unwrap().is_some(), "{k} missing");
         }
     })
     .await;

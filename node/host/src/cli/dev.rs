@@ -98,6 +98,8 @@ pub async fn run(a: DevArgs) -> Result<()> {
             election_ticks: 10,
             max_request_bytes: 40 << 20,
             drain_timeout: Duration::from_secs(5),
+            snapshot_entries: 10_000,
+            compaction_overhead: 1_000,
         };
         handles.push(tracker.spawn(node::run(opts, l, None, shutdown.clone())));
     }

@@ -94,6 +94,12 @@ pub struct ServeArgs {
     /// Largest request accepted, in bytes.
     #[arg(long, env = "DRAKKAR_MAX_REQUEST_BYTES", default_value_t = 40 << 20)]
     max_request_bytes: usize,
+    /// Snapshot each group every this many applied entries (0: only on request).
+    #[arg(long, env = "DRAKKAR_SNAPSHOT_ENTRIES", default_value_t = 10_000)]
+    snapshot_entries: u64,
+    /// Log entries kept behind a snapshot, so slightly lagging followers need no snapshot.
+    #[arg(long, env = "DRAKKAR_COMPACTION_OVERHEAD", default_value_t = 1_000)]
+    compaction_overhead: u64,
 }
 
 /// TLS of a node.
@@ -265,6 +271,8 @@ async fn serve(a: ServeArgs) -> Result<()> {
         election_ticks: a.election_ticks.max(2),
         max_request_bytes: a.max_request_bytes,
         drain_timeout: Duration::from_secs(10),
+        snapshot_entries: a.snapshot_entries,
+        compaction_overhead: a.compaction_overhead,
     };
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());

@@ -41,6 +41,10 @@ pub struct NodeOptions {
     pub max_request_bytes: usize,
     /// Time given to in-flight requests at shutdown.
     pub drain_timeout: Duration,
+    /// Snapshot every this many applied entries (0: only on request).
+    pub snapshot_entries: u64,
+    /// Entries kept behind a snapshot for slightly lagging followers.
+    pub compaction_overhead: u64,
 }
 
 /// This node's replica id in the founding groups: its position in `peers` + 1.
@@ -91,7 +95,12 @@ pub async fn run(
     let mut hcfg = NodeHostConfig::new(&opts.data_dir, opts.advertise.clone());
     hcfg.tick_interval = opts.tick;
     let host = NodeHost::new(hcfg, Arc::new(transport.clone())).context("starting the NodeHost")?;
-    let group = GroupConfig { election_ticks: opts.election_ticks, ..GroupConfig::default() };
+    let group = GroupConfig {
+        election_ticks: opts.election_ticks,
+        snapshot_entries: opts.snapshot_entries,
+        compaction_overhead: opts.compaction_overhead,
+        ..GroupConfig::default()
+    };
     let scfg = ServerConfig {
         max_request_bytes: opts.max_request_bytes,
         group,

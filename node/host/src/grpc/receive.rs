@@ -160,7 +160,10 @@ impl pb::raft_server::Raft for RaftService {
             .await
             .map_err(|e| Status::internal(format!("receiving a snapshot: {e}")))?;
         Ok(Response::new(match r {
-            Ok(()) => pb::RaftSnapshotAck { accepted: true, error: String::new() },
+            Ok(()) => {
+                tracing::debug!(group = group.0, from = %header.from, bytes = header.size, "snapshot received");
+                pb::RaftSnapshotAck { accepted: true, error: String::new() }
+            }
             Err(error) => {
                 tracing::warn!(group = group.0, from = %header.from, %error, "snapshot refused");
                 pb::RaftSnapshotAck { accepted: false, error }
