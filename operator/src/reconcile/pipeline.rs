@@ -1,0 +1,362 @@
+//! The two ends of the pipeline that talk to the API server: read, then apply and status. The middle
+//! (validate, build, status computation) is pure and lives in other modules.
+//!
+//! Request order of a reconcile (the mock API tests assert it):
+//! 1. GET the StatefulSet (founding settings, current state);
+//! 2. refused spec: LIST pods, PATCH status, POST the Warning Event; stop;
+//! 3. `operator` TLS: LIST the TLS Secrets, PATCH (apply) those to issue;
+//! 4. PATCH (apply) ConfigMap, peer Service, client Service, PodDisruptionBudget, cert-manager
+//!    Certificates (then GET the server Secret), StatefulSet;
+//! 5. LIST pods, PATCH status, POST Events.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::{BUSY_REQUEUE, Context, Error, SETTLED_REQUEUE};
+use crate::admin::{ClientTls, Target};
+use crate::build::{self, Input, certificate_resource, owner_ref, server_names};
+use crate::crd::{
+    ConditionType, DrakkarCluster, DrakkarClusterStatus, MemberRole, Phase, ReclaimPolicy, TlsMode,
+};
+use crate::names::{FIELD_MANAGER, FOUNDING_ANNOTATION, Names, TLS_ROLE_LABEL};
+use crate::status::{StatusInput, compute, condition_status};
+use crate::tls;
+use crate::validate::{Founding, ProblemKind, validate};
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Server-side applies `obj` (the operator owns every field it sets, and takes them back when changed).
+async fn ssa<K>(api: &Api<K>, obj: &K) -> Result<K, kube::Error>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+{
+    api.patch(&obj.name_any(), &apply_params(), &Patch::Apply(obj)).await
+}
+
+/// The founding settings recorded on a StatefulSet the operator created.
+fn founding_of(sts: &StatefulSet) -> Option<Founding> {
+    let raw = sts.metadata.annotations.as_ref()?.get(FOUNDING_ANNOTATION)?;
+    serde_json::from_str(raw).ok()
+}
+
+fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
+    Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None }
+}
+
+async fn publish(ctx: &Context, dk: &DrakkarCluster, events: &[Event]) {
+    let reference = dk.object_ref(&());
+    for e in events {
+        // An Event that cannot be stored must not fail the reconcile: the status carries the same facts.
+        if let Err(err) = ctx.recorder.publish(e, &reference).await {
+            tracing::warn!(reason = %e.reason, error = %err, "could not publish an Event");
+        }
+    }
+}
+
+async fn patch_status(
+    api: &Api<DrakkarCluster>,
+    name: &str,
+    status: &DrakkarClusterStatus,
+) -> Result<(), Error> {
+    let body = json!({ "apiVersion": "drakkar.io/v1alpha1", "kind": "DrakkarCluster", "status": status });
+    api.patch_status(name, &apply_params(), &Patch::Apply(&body)).await?;
+    Ok(())
+}
+
+async fn list_pods(api: &Api<Pod>, names: &Names) -> Result<Vec<Pod>, Error> {
+    Ok(api.list(&ListParams::default().labels(&names.selector())).await?.items)
+}
+
+/// The Apply branch: read, validate, build, apply, status.
+pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<Action, Error> {
+    let names = ctx.names(dk)?;
+    let ns = names.namespace.as_str();
+    let client = &ctx.client;
+    let now = (ctx.clock)();
+    let clusters: Api<DrakkarCluster> = Api::namespaced(client.clone(), ns);
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+
+    // Read.
+    let observed = sts_api.get_opt(&names.statefulset()).await?;
+    let founded = observed.as_ref().and_then(founding_of);
+    if observed.is_some() && founded.is_none() {
+        tracing::warn!(cluster = %names.cluster, "the StatefulSet has no founding annotation; using the spec");
+    }
+    let new_generation = dk.status.as_ref().and_then(|s| s.observed_generation) != dk.metadata.generation;
+
+    // Validate.
+    let problems = validate(dk, founded.as_ref());
+    let founding = founded.clone().unwrap_or_else(|| Founding::from_spec(dk));
+    let previous = dk.status.as_ref();
+    if !problems.is_empty() {
+        let pods = list_pods(&pods_api, &names).await?;
+        let status = compute(&StatusInput {
+            names: &names,
+            generation: dk.metadata.generation,
+            replicas: dk.spec.replicas,
+            founding: &founding,
+            statefulset: observed.as_ref(),
+            pods: &pods,
+            problems: &problems,
+            waiting_for_certificates: false,
+            previous,
+            now,
+        });
+        patch_status(&clusters, &names.cluster, &status).await?;
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let text = text.join("; ");
+        if new_generation {
+            let immutable = problems.iter().any(|p| p.kind == ProblemKind::Immutable);
+            let reason = if immutable { "ImmutableFieldChange" } else { "InvalidSpec" };
+            publish(
+                ctx,
+                dk,
+                &[event(EventType::Warning, reason, "Validate", format!("spec refused: {text}"))],
+            )
+            .await;
+        }
+        return Err(Error::InvalidSpec(text));
+    }
+
+    // Build and apply.
+    let owner = owner_ref(dk)?;
+    let mut events = Vec::new();
+    if dk.spec.tls.mode == TlsMode::Operator {
+        let existing = secrets
+            .list(&ListParams::default().labels(&format!("{},{TLS_ROLE_LABEL}", names.owned_selector())))
+            .await?
+            .items;
+        let issued = tls::plan(&names, &server_names(&names, dk.spec.replicas), &existing, &owner, now)?;
+        for i in &issued {
+            ssa(&secrets, &i.secret).await?;
+        }
+        if !issued.is_empty() {
+            // One Event per reconcile: Events with the same reason are merged into a series that keeps
+            // only the first note.
+            let what: Vec<String> =
+                issued.iter().map(|i| format!("{} ({})", i.role.as_str(), i.reason.as_str())).collect();
+            events.push(event(
+                EventType::Normal,
+                "CertificatesIssued",
+                "IssueCertificates",
+                format!("certificates issued: {}", what.join(", ")),
+            ));
+        }
+        ctx.metrics.certificates_issued(issued.len() as u64);
+    }
+    let desired = build::build(&Input {
+        cluster: dk,
+        names: &names,
+        founding: &founding,
+        capabilities: &ctx.capabilities,
+    })?;
+    ssa(&Api::<ConfigMap>::namespaced(client.clone(), ns), &desired.config_map).await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    ssa(&services, &desired.peer_service).await?;
+    ssa(&services, &desired.client_service).await?;
+    match &desired.pdb {
+        Some(pdb) => {
+            ssa(&Api::<PodDisruptionBudget>::namespaced(client.clone(), ns), pdb).await?;
+        }
+        None if observed.is_none() => events.push(event(
+            EventType::Warning,
+            "PodDisruptionBudgetUnsupported",
+            "Apply",
+            "the API server does not serve policy/v1 PodDisruptionBudgets (Kubernetes < 1.21): node drains \
+             are not limited to a minority of the nodes"
+                .into(),
+        )),
+        None => {}
+    }
+    let mut waiting_for_certificates = false;
+    if !desired.certificates.is_empty() {
+        let certs: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &certificate_resource());
+        for c in &desired.certificates {
+            certs.patch(&c.name_any(), &apply_params(), &Patch::Apply(c)).await?;
+        }
+        let server = secrets.get_opt(&names.tls_secret("server")).await?;
+        let issued = server
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .is_some_and(|d| d.contains_key("tls.crt") && d.contains_key("tls.key"));
+        waiting_for_certificates = !issued;
+    }
+    // The pods cannot start without their certificate: the StatefulSet waits for it.
+    let live = if waiting_for_certificates {
+        observed.clone()
+    } else {
+        Some(ssa(&sts_api, &desired.statefulset).await?)
+    };
+
+    // Status.
+    let pods = list_pods(&pods_api, &names).await?;
+    let mut status = compute(&StatusInput {
+        names: &names,
+        generation: dk.metadata.generation,
+        replicas: dk.spec.replicas,
+        founding: &founding,
+        statefulset: live.as_ref(),
+        pods: &pods,
+        problems: &[],
+        waiting_for_certificates,
+        previous,
+        now,
+    });
+    observe_membership(ctx, dk, &names, &mut status, &secrets).await;
+    patch_status(&clusters, &names.cluster, &status).await?;
+
+    // Events of this step.
+    if observed.is_none() && live.is_some() {
+        events.push(event(
+            EventType::Normal,
+            "Created",
+            "Apply",
+            format!(
+                "created StatefulSet {} with {} replicas, {} {} group(s)",
+                names.statefulset(),
+                dk.spec.replicas,
+                founding.groups,
+                founding.state_machine.as_str()
+            ),
+        ));
+    }
+    let observed_replicas = observed.as_ref().and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas);
+    if let Some(before) = observed_replicas.filter(|r| *r != dk.spec.replicas) {
+        events.push(event(
+            EventType::Normal,
+            "Scaled",
+            "Apply",
+            format!("StatefulSet scaled from {before} to {} replicas", dk.spec.replicas),
+        ));
+    }
+    let was = |kind| condition_status(previous, kind);
+    let is = |kind| condition_status(Some(&status), kind);
+    if is(ConditionType::Available) == Some("True") && was(ConditionType::Available) != Some("True") {
+        events.push(event(
+            EventType::Normal,
+            "Available",
+            "Observe",
+            "a majority of the nodes is ready".into(),
+        ));
+    }
+    if status.phase == Some(Phase::Degraded) && previous.and_then(|s| s.phase) != Some(Phase::Degraded) {
+        events.push(event(
+            EventType::Warning,
+            "QuorumLost",
+            "Observe",
+            "fewer than a majority of nodes are ready".into(),
+        ));
+    }
+    if new_generation && dk.spec.replicas > founding.replicas {
+        events.push(event(
+            EventType::Warning,
+            "MembersNotManaged",
+            "Apply",
+            format!(
+                "pods beyond the {} founding members are not added to the groups by the operator yet",
+                founding.replicas
+            ),
+        ));
+    }
+    if new_generation && dk.spec.backup.is_some() {
+        events.push(event(
+            EventType::Warning,
+            "BackupNotImplemented",
+            "Apply",
+            "spec.backup is accepted but scheduled backups are not implemented yet".into(),
+        ));
+    }
+    publish(ctx, dk, &events).await;
+
+    Ok(match status.phase {
+        Some(Phase::Running) => Action::requeue(SETTLED_REQUEUE),
+        _ => Action::requeue(BUSY_REQUEUE),
+    })
+}
+
+/// Folds what the Admin API reports into `status` (nothing when the seam does not observe).
+async fn observe_membership(
+    ctx: &Context,
+    dk: &DrakkarCluster,
+    names: &Names,
+    status: &mut DrakkarClusterStatus,
+    secrets: &Api<Secret>,
+) {
+    if !ctx.membership.observes() {
+        return;
+    }
+    let tls = if dk.spec.tls.mode == TlsMode::Disabled {
+        None
+    } else {
+        match secrets.get_opt(&names.tls_secret("operator")).await {
+            Ok(Some(s)) => client_tls(&s),
+            _ => None,
+        }
+    };
+    let target = Target {
+        endpoints: status.members.iter().map(|m| names.advertise(&m.pod)).collect(),
+        groups: dk.spec.groups,
+        tls,
+    };
+    match ctx.membership.observe(&target).await {
+        Ok(Some(obs)) => {
+            for m in &mut status.members {
+                if let Some((_, role)) = obs.members.iter().find(|(id, _)| Some(*id) == m.replica_id) {
+                    m.role = *role;
+                    m.voting =
+                        Some(matches!(role, MemberRole::Leader | MemberRole::Follower | MemberRole::Witness));
+                }
+            }
+            status.leaders = obs.leaders;
+            for l in &mut status.leaders {
+                l.pod =
+                    status.members.iter().find(|m| m.replica_id == Some(l.replica_id)).map(|m| m.pod.clone());
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::info!(cluster = %names.cluster, error = %e, "membership not observed"),
+    }
+}
+
+fn client_tls(secret: &Secret) -> Option<ClientTls> {
+    let get = |k: &str| {
+        let bytes = secret.data.as_ref()?.get(k)?;
+        String::from_utf8(bytes.0.clone()).ok()
+    };
+    Some(ClientTls { ca: get("ca.crt")?, cert: get("tls.crt")?, key: get("tls.key")? })
+}
+
+/// The Cleanup branch: owned objects go with the cluster (owner references); the volumes are deleted
+/// unless `storage.reclaimPolicy` is `Retain`.
+pub(super) async fn cleanup(dk: &DrakkarCluster, ctx: &Context) -> Result<Action, Error> {
+    let names = ctx.names(dk)?;
+    let note = match dk.spec.storage.reclaim_policy {
+        ReclaimPolicy::Delete => {
+            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
+            pvcs.delete_collection(
+                &DeleteParams::default(),
+                &ListParams::default().labels(&names.owned_selector()),
+            )
+            .await?;
+            ("VolumesDeleted", "the node volumes are deleted with the cluster (reclaimPolicy Delete)")
+        }
+        ReclaimPolicy::Retain => (
+            "VolumesRetained",
+            "the node volumes are kept (reclaimPolicy Retain); delete their claims by hand",
+        ),
+    };
+    publish(ctx, dk, &[event(EventType::Normal, note.0, "Cleanup", note.1.into())]).await;
+    Ok(Action::await_change())
+}

@@ -1,0 +1,81 @@
+//! The committed CRD matches the Rust types, and its schema carries the validation `kubectl apply`
+//! relies on.
+
+use drakkar_operator::crdgen::{CRD_PATH, crd_value, crd_yaml};
+use serde_json::{Value, json};
+
+fn repo_file(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+#[test]
+fn committed_crd_is_current() {
+    let committed = std::fs::read_to_string(repo_file(CRD_PATH)).expect("crds/drakkarcluster.yaml exists");
+    let generated = crd_yaml().unwrap();
+    assert!(
+        committed == generated,
+        "{CRD_PATH} is stale: run `cargo run -p drakkar-operator --bin crdgen -- {CRD_PATH}` and commit it"
+    );
+}
+
+#[test]
+fn committed_crd_parses_as_the_generated_object() {
+    let committed = std::fs::read_to_string(repo_file(CRD_PATH)).unwrap();
+    let parsed: Value = serde_saphyr::from_str(&committed).unwrap();
+    assert_eq!(parsed, crd_value().unwrap());
+}
+
+fn spec_props() -> Value {
+    crd_value().unwrap()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
+}
+
+#[test]
+fn names_scope_subresources_and_columns() {
+    let crd = crd_value().unwrap();
+    assert_eq!(crd["metadata"]["name"], "drakkarclusters.drakkar.io");
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    assert_eq!(crd["spec"]["names"]["shortNames"], json!(["dk"]));
+    let v = &crd["spec"]["versions"][0];
+    assert_eq!(v["name"], "v1alpha1");
+    assert_eq!(v["subresources"]["status"], json!({}));
+    assert_eq!(v["subresources"]["scale"]["specReplicasPath"], ".spec.replicas");
+    assert_eq!(v["subresources"]["scale"]["statusReplicasPath"], ".status.replicas");
+    let columns: Vec<&str> = v["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["Ready", "Replicas", "Phase", "Age"]);
+}
+
+#[test]
+fn schema_validation() {
+    let spec = spec_props();
+    assert_eq!(spec["required"], json!(["image"]));
+    let p = &spec["properties"];
+    assert_eq!(p["replicas"]["enum"], json!([1, 3, 5, 7, 9]));
+    assert_eq!(p["replicas"]["default"], json!(3));
+    assert_eq!(p["groups"]["minimum"], json!(1.0));
+    assert_eq!(p["groups"]["maximum"], json!(1024.0));
+    assert_eq!(p["stateMachine"]["enum"], json!(["memory", "disk"]));
+    assert_eq!(p["imagePullPolicy"]["enum"], json!(["Always", "IfNotPresent", "Never"]));
+    assert_eq!(p["tls"]["properties"]["mode"]["enum"], json!(["operator", "certManager", "disabled"]));
+    assert_eq!(p["tls"]["properties"]["issuerRef"]["required"], json!(["name"]));
+    assert_eq!(p["storage"]["properties"]["size"]["type"], "string");
+    assert!(p["storage"]["properties"]["size"]["pattern"].is_string());
+    assert_eq!(p["storage"]["properties"]["reclaimPolicy"]["enum"], json!(["Delete", "Retain"]));
+}
+
+#[test]
+fn embedded_kubernetes_types_keep_structure_without_descriptions() {
+    let p = &spec_props()["properties"];
+    let containers = &p["podTemplate"]["properties"]["containers"];
+    assert!(containers["description"].is_string(), "our own description stays");
+    assert_eq!(containers["items"]["required"], json!(["name"]));
+    assert!(containers["items"]["description"].is_null());
+    assert!(containers["items"]["properties"]["image"]["description"].is_null());
+    assert!(containers["items"]["properties"]["ports"].is_object());
+    let text = crd_yaml().unwrap();
+    assert!(text.len() < 200_000, "the CRD must fit kubectl's last-applied annotation: {} bytes", text.len());
+}
