@@ -126,6 +126,47 @@ async fn bad_input_gets_the_right_codes_and_the_node_keeps_serving() {
             "{huge_code:?}"
         );
 
+        // Health: live at once, ready (caught up) soon.
+        let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+        let check = |service: &str| tonic_health::pb::HealthCheckRequest { service: service.into() };
+        let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+        assert_eq!(health.check(check("")).await.unwrap().into_inner().status, serving);
+        let deadline = tokio::time::Instant::now() + T;
+        while health.check(check("drakkar.v1.Kv")).await.unwrap().into_inner().status != serving {
+            assert!(tokio::time::Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Reflection lists the services.
+        use tonic_reflection::pb::v1::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = ServerReflectionClient::new(ch.clone())
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            answers.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("not a service list");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        for s in [
+            "drakkar.v1.Kv",
+            "drakkar.v1.StateMachine",
+            "drakkar.v1.Session",
+            "drakkar.v1.Admin",
+            "drakkar.v1.Raft",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(names.iter().any(|n| n == s), "{s} missing from {names:?}");
+        }
+
         // The cluster still serves, and every bad request left no trace.
         client.put(1, "after", "ok").await.unwrap();
         let v = client.get(1, "after", Consistency::Linearizable).await.unwrap();
