@@ -34,6 +34,10 @@ pub struct Config {
     pub max_size_per_msg: u64,
     /// Maximum bytes of committed entries handed out by one `ready()`.
     pub max_committed_size_per_ready: u64,
+    /// No more committed entries are handed out while this many bytes of them are handed out but not yet
+    /// reported applied: a slow state machine holds the log back instead of the caller's apply queue
+    /// growing without bound. 0 disables the limit.
+    pub max_applying_bytes: u64,
     /// Maximum number of append messages in flight to one follower in replicate state.
     pub max_inflight_msgs: usize,
     /// A leader steps down when it has not heard from a quorum for an election timeout; followers that
@@ -62,6 +66,7 @@ impl Config {
             applied: LogIndex(0),
             max_size_per_msg: 1 << 20,
             max_committed_size_per_ready: 8 << 20,
+            max_applying_bytes: 64 << 20,
             max_inflight_msgs: 256,
             check_quorum: true,
             pre_vote: true,

@@ -101,6 +101,10 @@ pub struct Status {
 /// One replica of one group: the Raft core plus the bookkeeping of handed-out batches.
 pub struct RawNode<S> {
     raft: Raft<S>,
+    /// Committed entries handed out and not yet reported applied: (last index of a batch, its bytes).
+    /// Invariant: `applying_bytes` is the sum of the sizes.
+    applying: VecDeque<(LogIndex, u64)>,
+    applying_bytes: u64,
     prev_ss: SoftState,
     prev_hs: HardState,
     next_number: u64,
@@ -113,7 +117,15 @@ impl<S: Storage> RawNode<S> {
         let raft = Raft::new(cfg, storage)?;
         let prev_ss = raft.soft_state();
         let prev_hs = raft.hard_state();
-        Ok(RawNode { raft, prev_ss, prev_hs, next_number: 1, records: VecDeque::new() })
+        Ok(RawNode {
+            raft,
+            applying: VecDeque::new(),
+            applying_bytes: 0,
+            prev_ss,
+            prev_hs,
+            next_number: 1,
+            records: VecDeque::new(),
+        })
     }
 
     /// Advances logical time by one tick (elections, heartbeats).
@@ -248,7 +260,7 @@ impl<S: Storage> RawNode<S> {
             || !r.read_states.is_empty()
             || !r.log.unstable.next_entries().is_empty()
             || r.log.unstable.next_snapshot().is_some()
-            || r.log.has_next_committed_entries()
+            || (self.may_hand_out_committed() && r.log.has_next_committed_entries())
             || r.soft_state() != self.prev_ss
             || r.hard_state() != self.prev_hs
     }
@@ -272,10 +284,21 @@ impl<S: Storage> RawNode<S> {
         rd.entries = r.log.unstable.next_entries().to_vec();
         rd.snapshot = r.log.unstable.next_snapshot().cloned();
         r.log.unstable.accept_in_progress();
-        rd.committed_entries = r.log.next_committed_entries(r.cfg.max_committed_size_per_ready)?;
-        if let Some(last) = rd.committed_entries.last() {
-            r.log.handed_out = last.index;
+        if self.may_hand_out_committed() {
+            let r = &mut self.raft;
+            let mut budget = r.cfg.max_committed_size_per_ready;
+            if r.cfg.max_applying_bytes > 0 {
+                budget = budget.min(r.cfg.max_applying_bytes - self.applying_bytes);
+            }
+            rd.committed_entries = r.log.next_committed_entries(budget)?;
+            if let Some(last) = rd.committed_entries.last() {
+                r.log.handed_out = last.index;
+                let bytes: u64 = rd.committed_entries.iter().map(Entry::size).sum();
+                self.applying.push_back((last.index, bytes));
+                self.applying_bytes += bytes;
+            }
         }
+        let r = &mut self.raft;
         rd.applied_hint = match (&rd.committed_entries.last(), &rd.snapshot) {
             (Some(e), _) => e.index,
             (None, Some(s)) => s.meta.index,
@@ -318,6 +341,19 @@ impl<S: Storage> RawNode<S> {
     /// The state machine has applied everything up to `index`.
     pub fn advance_apply_to(&mut self, index: LogIndex) {
         self.raft.applied_to(index);
+        while let Some(&(last, bytes)) = self.applying.front() {
+            if last > index {
+                break;
+            }
+            self.applying_bytes -= bytes;
+            self.applying.pop_front();
+        }
+    }
+
+    /// False while too many committed bytes are out for applying (see `Config::max_applying_bytes`).
+    fn may_hand_out_committed(&self) -> bool {
+        let limit = self.raft.cfg.max_applying_bytes;
+        limit == 0 || self.applying_bytes < limit
     }
 
     /// The synchronous contract: the batch is durable and its committed entries are applied.

@@ -83,3 +83,48 @@ fn single_replica_commits_after_persisting() {
     let rd = nodes[0].ready().unwrap();
     assert_eq!(rd.committed_entries.len(), 1);
 }
+
+#[test]
+fn committed_entries_wait_for_the_state_machine_to_catch_up() {
+    let m = Membership::with_voters([ReplicaId(1)]);
+    let mut cfg = Config::new(ReplicaId(1));
+    cfg.max_applying_bytes = 100;
+    let mut n = RawNode::new(cfg, MemStorage::bootstrap(m)).unwrap();
+    n.campaign();
+    // Persist everything but report nothing applied.
+    let mut handed_out = Vec::new();
+    for round in 0..6 {
+        if round == 1 {
+            for i in 0..10 {
+                n.propose(Bytes::from(vec![b'x'; 40 + i])).unwrap();
+            }
+        }
+        while n.has_ready() {
+            let rd = n.ready().unwrap();
+            n.storage_mut().append(&rd.entries).unwrap();
+            if let Some(hs) = rd.hard_state {
+                n.storage_mut().set_hard_state(hs);
+            }
+            handed_out.extend(rd.committed_entries.iter().map(|e| e.index));
+            n.on_persisted(rd.number());
+        }
+    }
+    let held_back = n.status().last_index;
+    assert!(
+        handed_out.last().copied().unwrap_or_default() < held_back,
+        "the apply window must hold entries back"
+    );
+    // Applying what was handed out releases the rest.
+    n.advance_apply_to(*handed_out.last().unwrap());
+    let mut more = Vec::new();
+    while n.has_ready() {
+        let rd = n.ready().unwrap();
+        more.extend(rd.committed_entries.iter().map(|e| e.index));
+        let last = rd.committed_entries.last().map(|e| e.index);
+        n.on_persisted(rd.number());
+        if let Some(i) = last {
+            n.advance_apply_to(i);
+        }
+    }
+    assert_eq!(more.last().copied(), Some(held_back));
+}
