@@ -13,6 +13,9 @@ use crate::crd::{DrakkarCluster, StateMachine, TlsMode};
 use crate::names::{GRPC_PORT, HTTP_PORT, NODE_CONTAINER, RESERVED_LABELS};
 use crate::quantity;
 
+/// Volume names the node pod uses itself.
+const RESERVED_VOLUMES: &[&str] = &["data", "tls", "tmp"];
+
 /// Longest cluster name: the StatefulSet adds `-<hash>` (11 characters) to its name in a label value
 /// limited to 63 characters.
 pub const MAX_NAME_LEN: usize = 52;
@@ -167,6 +170,20 @@ pub fn validate(dk: &DrakkarCluster, founded: Option<&Founding>) -> Vec<Problem>
                         ),
                     ));
                 }
+            }
+        }
+        let mut volumes = BTreeSet::new();
+        for v in &pt.volumes {
+            if RESERVED_VOLUMES.contains(&v.name.as_str()) {
+                p.push(Problem::invalid(
+                    "spec.podTemplate.volumes",
+                    format!("the name {:?} is the node's", v.name),
+                ));
+            } else if !volumes.insert(v.name.as_str()) {
+                p.push(Problem::invalid(
+                    "spec.podTemplate.volumes",
+                    format!("{:?} appears more than once", v.name),
+                ));
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The committed CRD matches the Rust types, and its schema carries the validation `kubectl apply`
 //! relies on.
 
-use drakkar_operator::crdgen::{CRD_PATH, crd_value, crd_yaml};
+use drakkar_operator::crdgen::{CHART_CRD_PATH, CRD_PATH, crd_value, crd_yaml};
 use serde_json::{Value, json};
 
 fn repo_file(rel: &str) -> std::path::PathBuf {
@@ -9,13 +9,16 @@ fn repo_file(rel: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn committed_crd_is_current() {
-    let committed = std::fs::read_to_string(repo_file(CRD_PATH)).expect("crds/drakkarcluster.yaml exists");
+fn committed_crds_are_current() {
     let generated = crd_yaml().unwrap();
-    assert!(
-        committed == generated,
-        "{CRD_PATH} is stale: run `cargo run -p drakkar-operator --bin crdgen -- {CRD_PATH}` and commit it"
-    );
+    for path in [CRD_PATH, CHART_CRD_PATH] {
+        let committed = std::fs::read_to_string(repo_file(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(
+            committed == generated,
+            "{path} is stale: run `cargo run -p drakkar-operator --bin crdgen -- {CRD_PATH} {CHART_CRD_PATH}` \
+             and commit both"
+        );
+    }
 }
 
 #[test]

@@ -56,3 +56,20 @@ fn messages_say_what_changed() {
         &"spec.stateMachine: cannot change from memory to disk after the cluster was created".to_string()
     ));
 }
+
+#[test]
+fn examples_are_valid_clusters() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let mut dk = load(&path);
+        dk.metadata.namespace = Some("default".into());
+        assert_eq!(validate(&dk, None), vec![], "{}", path.display());
+        n += 1;
+    }
+    assert!(n >= 5, "examples/ holds the cluster examples");
+}

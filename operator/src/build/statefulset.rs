@@ -23,9 +23,9 @@ pub const DATA_DIR: &str = "/var/lib/drakkar";
 /// Where the node's TLS Secret is mounted (`ca.crt`, `tls.crt`, `tls.key`).
 pub const TLS_DIR: &str = "/etc/drakkar/tls";
 /// Name of the data volume claim template (PVCs are `data-<pod>`).
-const DATA_VOLUME: &str = "data";
-const TLS_VOLUME: &str = "tls";
-const TMP_VOLUME: &str = "tmp";
+pub(crate) const DATA_VOLUME: &str = "data";
+pub(crate) const TLS_VOLUME: &str = "tls";
+pub(crate) const TMP_VOLUME: &str = "tmp";
 /// The non-root user and group the node runs as (distroless `nonroot`); the volume is group-owned by it.
 const NODE_UID: i64 = 65532;
 
@@ -83,6 +83,7 @@ pub fn statefulset(input: &Input<'_>, owner: &OwnerReference) -> Result<Stateful
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Volume::default()
     }];
+    volumes.extend(overrides.volumes.iter().cloned());
     if spec.tls.mode != TlsMode::Disabled {
         volumes.push(Volume {
             name: TLS_VOLUME.into(),

@@ -8,7 +8,7 @@ mod status;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, Container, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{Affinity, Container, ResourceRequirements, Toleration, Volume};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -307,6 +307,10 @@ pub struct PodTemplateOverrides {
     /// on localhost). The name `drakkar` is reserved.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<Container>,
+    /// Extra volumes for the extra containers (for example the client Secret `<name>-tls-client`). The
+    /// names `data`, `tls` and `tmp` are the node's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
 }
 
 /// Reserved for scheduled backups; the operator validates it and reports that it is not implemented.
