@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{ArgAction, Parser, ValueEnum};
+use drakkar_operator::admin::GrpcMembership;
 use drakkar_operator::http::{self, HttpState};
 use drakkar_operator::leader::{LeaderElector, LeaseConfig};
 use drakkar_operator::metrics::Metrics;
@@ -46,6 +47,9 @@ struct Args {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
+    /// Ask the ready nodes, through their Admin API, for roles and leaders (shown in the status).
+    #[arg(long, env = "OBSERVE_MEMBERS", default_value_t = true, action = ArgAction::Set)]
+    observe_members: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -112,10 +116,12 @@ async fn main() -> Result<()> {
     let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
     let capabilities = drakkar_operator::discovery::discover(&client).await;
     tracing::info!(identity = %me, ?capabilities, namespace = ?args.namespace, "starting");
-    let ctx = Arc::new(
-        Context::new(client.clone(), Some(me.clone()), &args.cluster_domain, capabilities)
-            .with_metrics(metrics.clone()),
-    );
+    let mut ctx = Context::new(client.clone(), Some(me.clone()), &args.cluster_domain, capabilities)
+        .with_metrics(metrics.clone());
+    if args.observe_members {
+        ctx = ctx.with_membership(Arc::new(GrpcMembership::default()));
+    }
+    let ctx = Arc::new(ctx);
     state.ready.store(true, Ordering::Relaxed);
 
     let elector = args.leader_election.then(|| {

@@ -306,7 +306,8 @@ async fn observe_membership(
         }
     };
     let target = Target {
-        endpoints: status.members.iter().map(|m| names.advertise(&m.pod)).collect(),
+        // Ready pods only: the others would each cost a timeout.
+        endpoints: status.members.iter().filter(|m| m.healthy).map(|m| names.advertise(&m.pod)).collect(),
         groups: dk.spec.groups,
         tls,
     };

@@ -1,6 +1,8 @@
 //! Fixture loading shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod k8s;
+
 use std::path::{Path, PathBuf};
 
 use drakkar_operator::DrakkarCluster;

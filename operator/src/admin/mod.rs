@@ -1,10 +1,15 @@
 //! The seam between the reconciler and the nodes' Admin API.
 //!
 //! The reconciler asks a [`Membership`] what the nodes report (members and their roles, the leader of
-//! each group) and folds it into the status. [`Unobserved`] is the implementation used today: it observes
-//! nothing, so the status shows roles as `Unknown` and no leaders. Membership *changes* (adding scaled-up
-//! pods to the groups, removing pods before a scale-down, replacing a pod that lost its volume) are a
-//! later step and will extend this trait; docs/operator.md lists what is missing.
+//! each group) and folds it into the status. [`GrpcMembership`] asks the ready nodes through the Admin
+//! API (the operator binary uses it); [`Unobserved`] observes nothing (roles stay `Unknown`, no leaders).
+//! Membership *changes* (adding scaled-up pods to the groups, removing pods before a scale-down,
+//! replacing a pod that lost its volume) are a later step and will extend this trait; docs/operator.md
+//! lists what is missing.
+
+mod grpc;
+
+pub use grpc::GrpcMembership;
 
 use futures::future::BoxFuture;
 

@@ -1,0 +1,340 @@
+//! End to end against a real Kubernetes API server (see `common/k8s.rs` for where it comes from; skipped
+//! with a printed reason when there is none). One scenario in numbered steps, because starting the
+//! control plane is the expensive part:
+//!
+//! 1. the chart, rendered by the Helm SDK, installs (CRD, RBAC, Deployment ...);
+//! 2. the operator runs in-process as the chart's ServiceAccount (impersonated), so RBAC is the chart's;
+//! 3. examples are applied: every owned object appears with its owner reference, status and conditions;
+//! 4. bad specs are rejected by the schema; a spec only the operator can refuse gets `Invalid`;
+//! 5. an immutable change is refused with a condition and an Event;
+//! 6. deleting a cluster runs the cleanup and garbage collection removes its objects.
+
+mod common;
+
+use std::future::Future;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::k8s::{TestCluster, repo_file};
+use drakkar_operator::DrakkarCluster;
+use drakkar_operator::reconcile::{self, Context};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::discovery::Discovery;
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+
+const OPERATOR_NS: &str = "drakkar-system";
+
+async fn eventually<F, Fut, T>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The chart's objects as rendered by the Helm SDK (None without the SDK: the CRD file is used).
+fn render_chart() -> Option<Vec<Value>> {
+    let python = std::env::var_os("DRAKKAR_HELM_PYTHON")
+        .map(std::path::PathBuf::from)
+        .or_else(|| Some(repo_file("target/helm-venv/bin/python")).filter(|p| p.exists()))?;
+    let mut child = Command::new(python)
+        .arg(repo_file("charts/drakkar/tests/render.py"))
+        .arg(repo_file("charts/drakkar"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let request = json!({"values": {}, "name": "dk", "namespace": OPERATOR_NS});
+    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(result["render_error"].is_null(), "{}", result["render_error"]);
+    let mut objects = Vec::new();
+    for (path, text) in result["manifests"].as_object().unwrap() {
+        if !path.ends_with(".txt") {
+            let docs: Vec<Value> = serde_saphyr::from_multiple(text.as_str().unwrap()).unwrap();
+            objects.extend(docs.into_iter().filter(|d| !d.is_null()));
+        }
+    }
+    Some(objects)
+}
+
+/// Creates `obj` through discovery (any kind the server serves).
+async fn create_any(client: &Client, discovery: &Discovery, obj: &Value) {
+    let (group, version) = match obj["apiVersion"].as_str().unwrap().split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), obj["apiVersion"].as_str().unwrap().to_string()),
+    };
+    let kind = obj["kind"].as_str().unwrap();
+    let (ar, caps) = discovery
+        .groups()
+        .find(|g| g.name() == group)
+        .and_then(|g| g.versioned_resources(&version).into_iter().find(|(r, _)| r.kind == kind))
+        .unwrap_or_else(|| panic!("the server does not serve {group}/{version} {kind}"));
+    let api: Api<DynamicObject> = match (caps.scope, obj["metadata"]["namespace"].as_str()) {
+        (kube::discovery::Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
+        (kube::discovery::Scope::Namespaced, None) => Api::default_namespaced_with(client.clone(), &ar),
+        _ => Api::all_with(client.clone(), &ar),
+    };
+    let dynamic: DynamicObject = serde_json::from_value(obj.clone()).unwrap();
+    api.create(&PostParams::default(), &dynamic).await.unwrap_or_else(|e| panic!("creating {kind}: {e}"));
+}
+
+async fn install(client: &Client) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": OPERATOR_NS}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let objects = match render_chart() {
+        Some(o) => o,
+        None => {
+            eprintln!("no Helm SDK: installing the CRD file and no RBAC");
+            let text = std::fs::read_to_string(repo_file("crds/drakkarcluster.yaml")).unwrap();
+            serde_saphyr::from_multiple::<Value>(&text)
+                .unwrap()
+                .into_iter()
+                .filter(|d| !d.is_null())
+                .collect()
+        }
+    };
+    let discovery = Discovery::new(client.clone()).run().await.unwrap();
+    // The CRD first, then everything else.
+    let (crds, rest): (Vec<&Value>, Vec<&Value>) =
+        objects.iter().partition(|o| o["kind"] == "CustomResourceDefinition");
+    for o in crds {
+        create_any(client, &discovery, o).await;
+    }
+    for o in rest {
+        create_any(client, &discovery, o).await;
+    }
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    eventually("the CRD is established", Duration::from_secs(30), || async {
+        let crd = crds.get("drakkarclusters.drakkar.io").await.ok()?;
+        let established =
+            crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+        established.then_some(())
+    })
+    .await;
+}
+
+/// A client acting as the chart's ServiceAccount (when the chart was installed), else as the admin.
+async fn operator_client(k8s: &TestCluster, chart: bool) -> Client {
+    let kc = kube::config::Kubeconfig::read_from(&k8s.kubeconfig).unwrap();
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.unwrap();
+    if chart {
+        config.auth_info.impersonate =
+            Some(format!("system:serviceaccount:{OPERATOR_NS}:dk-drakkar-operator"));
+    }
+    Client::try_from(config).unwrap()
+}
+
+fn example(name: &str) -> DrakkarCluster {
+    let text = std::fs::read_to_string(repo_file(&format!("examples/{name}"))).unwrap();
+    serde_saphyr::from_str(&text).unwrap()
+}
+
+fn condition(dk: &DrakkarCluster, kind: &str) -> Option<(String, String)> {
+    let c = dk.status.as_ref()?.conditions.iter().find(|c| c.type_ == kind)?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+async fn events_with_reason(client: &Client, ns: &str, reason: &str) -> usize {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_against_a_real_api_server() {
+    let Some(k8s) = TestCluster::start().await else { return };
+    let admin = k8s.client.clone();
+    let version = admin.apiserver_version().await.unwrap();
+    eprintln!("API server {}", version.git_version);
+
+    // 1. Install.
+    install(&admin).await;
+    let chart = render_chart().is_some();
+
+    // 2. The operator, in-process, with the chart's permissions.
+    let ns = "apps";
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap())
+        .await
+        .unwrap();
+    let client = operator_client(&k8s, chart).await;
+    let capabilities = drakkar_operator::discovery::discover(&client).await;
+    eprintln!("capabilities: {capabilities:?}");
+    let ctx =
+        Arc::new(Context::new(client.clone(), Some("e2e".into()), "cluster.local", capabilities.clone()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let controller = {
+        let stop = stop.clone();
+        tokio::spawn(
+            async move { reconcile::controller(ctx, None, async move { stop.cancelled().await }).await },
+        )
+    };
+
+    // 3. Examples.
+    let clusters: Api<DrakkarCluster> = Api::namespaced(admin.clone(), ns);
+    for file in ["cluster-dev.yaml", "cluster-minimal.yaml"] {
+        clusters
+            .create(&PostParams::default(), &example(file))
+            .await
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+    let dev = eventually("dev has a status", Duration::from_secs(60), || async {
+        let dk = clusters.get("dev").await.ok()?;
+        (dk.status.as_ref()?.observed_generation == dk.metadata.generation).then_some(dk)
+    })
+    .await;
+    assert_eq!(dev.finalizers(), ["drakkar.io/cleanup"]);
+    assert_eq!(
+        condition(&dev, "Available"),
+        Some(("False".into(), "QuorumNotReady".into())),
+        "no kubelet: pods stay Pending"
+    );
+    assert_eq!(condition(&dev, "Progressing").map(|c| c.0), Some("True".into()));
+    assert_eq!(
+        dev.status.as_ref().unwrap().selector.as_deref(),
+        Some(
+            "app.kubernetes.io/component=node,app.kubernetes.io/instance=dev,app.kubernetes.io/name=drakkar"
+        )
+    );
+    let uid = dev.uid().unwrap();
+    let owned_by_dev = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.owner_references
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|r| r.uid == uid && r.controller == Some(true)))
+    };
+    let sts = Api::<StatefulSet>::namespaced(admin.clone(), ns).get("dev").await.unwrap();
+    assert!(owned_by_dev(&sts.metadata));
+    let services: Api<Service> = Api::namespaced(admin.clone(), ns);
+    for name in ["dev", "dev-peer"] {
+        assert!(owned_by_dev(&services.get(name).await.unwrap().metadata), "{name}");
+    }
+    assert!(owned_by_dev(
+        &Api::<ConfigMap>::namespaced(admin.clone(), ns).get("dev-config").await.unwrap().metadata
+    ));
+    if capabilities.pdb_v1 {
+        let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> = Api::namespaced(admin.clone(), ns);
+        assert!(owned_by_dev(&pdbs.get("dev").await.unwrap().metadata));
+    } else {
+        assert_eq!(
+            events_with_reason(&admin, ns, "PodDisruptionBudgetUnsupported").await,
+            2,
+            "one per cluster"
+        );
+    }
+    // The StatefulSet controller creates the pod and its claim (Pending: there is no kubelet).
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), ns);
+    eventually("the StatefulSet controller creates data-dev-0", Duration::from_secs(30), || async {
+        pvcs.get_opt("data-dev-0").await.ok().flatten()
+    })
+    .await;
+    // Operator TLS: the four Secrets, owned by the cluster.
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
+    let demo = clusters.get("demo").await.unwrap();
+    for role in ["ca", "server", "operator", "client"] {
+        let s = eventually("a TLS Secret", Duration::from_secs(30), || async {
+            secrets.get_opt(&format!("demo-tls-{role}")).await.ok().flatten()
+        })
+        .await;
+        assert!(
+            s.metadata.owner_references.unwrap().iter().any(|r| Some(&r.uid) == demo.metadata.uid.as_ref())
+        );
+    }
+    assert!(events_with_reason(&admin, ns, "Created").await >= 2);
+
+    // 4. The schema rejects what it can express; the operator refuses the rest.
+    let raw: Api<DynamicObject> =
+        Api::namespaced_with(admin.clone(), ns, &ApiResource::erase::<DrakkarCluster>(&()));
+    for (spec, needle) in [
+        (json!({"image": "x", "replicas": 4}), "spec.replicas"),
+        (json!({"replicas": 3}), "spec.image"),
+        (json!({"image": "x", "stateMachine": "tape"}), "spec.stateMachine"),
+        (json!({"image": "x", "storage": {"size": "-1Gi"}}), "spec.storage.size"),
+    ] {
+        let mut obj =
+            DynamicObject::new("bad", &ApiResource::erase::<DrakkarCluster>(&())).data(json!({"spec": spec}));
+        obj.metadata.namespace = Some(ns.into());
+        let err = raw.create(&PostParams::default(), &obj).await.expect_err("the API server must reject it");
+        assert!(err.to_string().contains(needle), "{spec}: {err}");
+    }
+    let mut no_issuer = example("cluster-dev.yaml");
+    no_issuer.metadata.name = Some("noissuer".into());
+    no_issuer.spec.tls.mode = drakkar_operator::crd::TlsMode::CertManager;
+    clusters.create(&PostParams::default(), &no_issuer).await.unwrap();
+    let refused = eventually("noissuer is refused", Duration::from_secs(30), || async {
+        let dk = clusters.get("noissuer").await.ok()?;
+        (dk.status.as_ref()?.phase == Some(drakkar_operator::crd::Phase::Invalid)).then_some(dk)
+    })
+    .await;
+    assert_eq!(condition(&refused, "Degraded"), Some(("True".into(), "InvalidSpec".into())));
+    assert!(Api::<StatefulSet>::namespaced(admin.clone(), ns).get_opt("noissuer").await.unwrap().is_none());
+
+    // 5. An immutable change.
+    clusters
+        .patch("dev", &PatchParams::default(), &Patch::Merge(json!({"spec": {"groups": 8}})))
+        .await
+        .unwrap();
+    let changed = eventually("dev refuses the new group count", Duration::from_secs(30), || async {
+        let dk = clusters.get("dev").await.ok()?;
+        (dk.status.as_ref()?.observed_generation == dk.metadata.generation).then_some(dk)
+    })
+    .await;
+    assert_eq!(condition(&changed, "Degraded"), Some(("True".into(), "ImmutableFieldChanged".into())));
+    eventually("an ImmutableFieldChange Event", Duration::from_secs(10), || async {
+        (events_with_reason(&admin, ns, "ImmutableFieldChange").await > 0).then_some(())
+    })
+    .await;
+    let sts = Api::<StatefulSet>::namespaced(admin.clone(), ns).get("dev").await.unwrap();
+    let args = sts.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+    assert!(args.contains(&"--kv-groups=4".to_string()), "the running cluster was left alone");
+
+    // 6. Deletion: cleanup, then garbage collection.
+    clusters.delete("dev", &DeleteParams::default()).await.unwrap();
+    eventually("dev is gone", Duration::from_secs(30), || async {
+        clusters.get_opt("dev").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let sts_api: Api<StatefulSet> = Api::namespaced(admin.clone(), ns);
+    eventually("its StatefulSet is garbage-collected", Duration::from_secs(60), || async {
+        sts_api.get_opt("dev").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    eventually("its volume claims are deleted", Duration::from_secs(60), || async {
+        let left = pvcs.list(&ListParams::default().labels("app.kubernetes.io/instance=dev")).await.ok()?;
+        // A claim still used by a (Pending) pod keeps its protection finalizer until the pod is gone.
+        left.items.iter().all(|p| p.metadata.deletion_timestamp.is_some()).then_some(())
+    })
+    .await;
+    assert!(events_with_reason(&admin, ns, "VolumesDeleted").await > 0);
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), controller).await.expect("the controller stops").unwrap();
+}
