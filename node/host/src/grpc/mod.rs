@@ -129,7 +129,9 @@ impl Transport for GrpcTransport {
             if let Err(e) = &r {
                 tracing::warn!(peer = %to, group = group.0, error = %e, "sending a snapshot failed");
             }
-            done(r.is_ok());
+            // `done` hands the outcome to a step worker's bounded queue, which may block.
+            let ok = r.is_ok();
+            let _ = tokio::task::spawn_blocking(move || done(ok)).await;
         });
     }
 }
