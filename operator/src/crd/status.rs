@@ -48,8 +48,6 @@ pub enum Phase {
     Degraded,
     /// The spec was rejected (see the `Degraded` condition); the running cluster was left as it was.
     Invalid,
-    /// The cluster is being deleted.
-    Deleting,
 }
 
 /// One node pod as seen by the operator.
