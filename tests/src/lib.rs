@@ -34,19 +34,42 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-/// Runs `drakkar <args>` to completion (for `cert` and CLI commands); returns (success, stdout, stderr).
+/// Runs `drakkar <args>` to completion (for `cert` and CLI commands), killing it after 60 s; returns
+/// (success, stdout, stderr).
 pub fn drakkar(args: &[&str], envs: &[(&str, String)]) -> (bool, String, String) {
     let mut cmd = Command::new(drakkar_bin());
-    cmd.args(args).env_remove("DRAKKAR_INSECURE");
+    cmd.args(args).env_remove("DRAKKAR_INSECURE").stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("running drakkar");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    let mut child = cmd.spawn().expect("running drakkar");
+    let (mut out, mut err) = (child.stdout.take().expect("stdout"), child.stderr.take().expect("stderr"));
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for drakkar") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stderr = err_reader.join().unwrap_or_default();
+    let stdout = reader.join().unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("drakkar {args:?} did not finish within 60 s: {stderr}"));
+    (status.success(), stdout, stderr)
 }
 
 /// A child process, killed by PID when dropped.
