@@ -149,6 +149,76 @@ pub fn is_forwarded<T>(req: &tonic::Request<T>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use drakkar_raft::ReplicaId;
+
+    use crate::kv::MemKv;
+    use crate::transport::InProcessNetwork;
+    use crate::{GroupConfig, NodeHostConfig, StartMode, StateMachineBox};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn node_errors_map_to_the_documented_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = NodeHostConfig::new(dir.path(), "node-1:7000");
+        cfg.tick_interval = Duration::from_millis(5);
+        let host = NodeHost::new(cfg, InProcessNetwork::new(1).transport()).unwrap();
+        let g = GroupId(1);
+        let members = BTreeMap::from([(ReplicaId(1), "node-1:7000".to_string())]);
+        let sm = StateMachineBox::Concurrent(Arc::new(MemKv::new()));
+        host.start_replica(g, ReplicaId(1), StartMode::Founding(members), sm, GroupConfig::default())
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !matches!(host.leader(g), Ok(Some(_))) {
+            assert!(std::time::Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let reason_of = |s: &Status| s.metadata().get(REASON_HEADER).map(|v| v.to_str().unwrap().to_string());
+        let cases: Vec<(NodeError, Code, Option<&str>)> = vec![
+            (NodeError::GroupNotFound(g), Code::NotFound, Some(reason::GROUP_NOT_FOUND)),
+            (NodeError::NoLeader { group: g }, Code::Unavailable, Some(reason::NO_LEADER)),
+            (NodeError::Timeout, Code::DeadlineExceeded, None),
+            (NodeError::Busy, Code::ResourceExhausted, Some(reason::BUSY)),
+            (NodeError::RateLimited, Code::ResourceExhausted, Some(reason::RATE_LIMITED)),
+            (
+                NodeError::StaleConfChange { expected: 1, current: 2 },
+                Code::FailedPrecondition,
+                Some(reason::STALE_CONF_CHANGE),
+            ),
+            (NodeError::InvalidArgument("bad".into()), Code::InvalidArgument, Some(reason::INVALID)),
+            (
+                NodeError::InvalidArgument("unknown or closed session".into()),
+                Code::FailedPrecondition,
+                Some(reason::SESSION_UNKNOWN),
+            ),
+            (
+                NodeError::StateMachine("invalid request: x".into()),
+                Code::InvalidArgument,
+                Some(reason::INVALID),
+            ),
+            (NodeError::StateMachine("disk on fire".into()), Code::Internal, None),
+            (NodeError::ShuttingDown, Code::Unavailable, Some(reason::SHUTTING_DOWN)),
+            (
+                NodeError::Refused(ProposalError::TransferInProgress),
+                Code::Unavailable,
+                Some(reason::LEADER_TRANSFER),
+            ),
+            (NodeError::Refused(ProposalError::Empty), Code::InvalidArgument, Some(reason::INVALID)),
+            (NodeError::Storage("x".into()), Code::Internal, None),
+        ];
+        for (e, code, why) in cases {
+            let shown = e.to_string();
+            let s = to_status(e, &host, g);
+            assert_eq!(s.code(), code, "{shown}");
+            assert_eq!(reason_of(&s).as_deref(), why, "{shown}");
+        }
+        // The hint names the leader (itself here, so no address: the client is already talking to it).
+        let s = to_status(NodeError::NoLeader { group: g }, &host, g);
+        assert_eq!(s.metadata().get(LEADER_REPLICA_HEADER).unwrap(), "1");
+        assert!(s.metadata().get(LEADER_HEADER).is_none());
+        host.close();
+    }
 
     #[test]
     fn grpc_timeouts_parse() {
