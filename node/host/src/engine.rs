@@ -241,6 +241,13 @@ impl StepWorker {
             }
             Input::ProposeConf { group, key, cc } => {
                 let Some(g) = r.groups.get_mut(&group) else { return false };
+                if g.node.status().soft_state.role != Role::Leader {
+                    // Raft would forward it, and a leader that refuses a forwarded change (another one
+                    // pending) drops it silently: the caller would only see a timeout. Refuse here instead;
+                    // the caller retries at the leader (`NodeHost::leader`, or the gRPC leader hint).
+                    fail_waiter_on(Some(&g.shared), key, NodeError::NoLeader { group });
+                    return false;
+                }
                 match g.node.propose_conf_change(&cc) {
                     Ok(_) => Self::mark(r, group),
                     Err(e) => fail_waiter_on(Some(&g.shared), key, map_proposal_error(group, e)),

@@ -563,7 +563,9 @@ impl NodeHost {
     }
 
     /// Proposes a membership change and waits until it is applied here. `expected_conf_index` (0: any)
-    /// refuses the change if another one was applied since the caller read the membership.
+    /// refuses the change if another one was applied since the caller read the membership. Changes are
+    /// proposed on the leader only: on any other replica this fails with [`NodeError::NoLeader`] and the
+    /// caller retries at the leader (see [`NodeHost::leader`]; over gRPC the client follows the hint).
     pub async fn change_membership(
         &self,
         group: GroupId,
