@@ -7,7 +7,8 @@
 //! 3. examples are applied: every owned object appears with its owner reference, status and conditions;
 //! 4. bad specs are rejected by the schema; a spec only the operator can refuse gets `Invalid`;
 //! 5. an immutable change is refused with a condition and an Event;
-//! 6. deleting a cluster runs the cleanup and garbage collection removes its objects.
+//! 6. the `/scale` subresource scales a cluster (and refuses to shrink below the founding members);
+//! 7. deleting a cluster runs the cleanup and garbage collection removes its objects.
 
 mod common;
 
@@ -316,7 +317,42 @@ async fn the_operator_against_a_real_api_server() {
     let args = sts.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
     assert!(args.contains(&"--kv-groups=1".to_string()), "the running cluster was left alone: {args:?}");
 
-    // 6. Deletion: cleanup, then garbage collection.
+    // 6. The scale subresource: demo grows to 5; the StatefulSet follows, the server certificate is
+    //    re-issued for the new names, and the status says the new pods are not members yet.
+    let server_cert = secrets.get("demo-tls-server").await.unwrap().data.unwrap()["tls.crt"].clone();
+    clusters
+        .patch_scale("demo", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 5}})))
+        .await
+        .unwrap();
+    let scaled = eventually("demo reports the scale-up", Duration::from_secs(30), || async {
+        let dk = clusters.get("demo").await.ok()?;
+        (dk.status.as_ref()?.observed_generation == dk.metadata.generation).then_some(dk)
+    })
+    .await;
+    assert_eq!(scaled.spec.replicas, 5);
+    assert_eq!(condition(&scaled, "Degraded"), Some(("True".into(), "MembersNotManaged".into())));
+    let sts = Api::<StatefulSet>::namespaced(admin.clone(), ns).get("demo").await.unwrap();
+    assert_eq!(sts.spec.unwrap().replicas, Some(5));
+    let reissued = secrets.get("demo-tls-server").await.unwrap().data.unwrap()["tls.crt"].clone();
+    assert_ne!(reissued, server_cert, "the server certificate covers the new pods");
+    let scale = clusters.get_scale("demo").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(5));
+    assert!(scale.status.unwrap().selector.unwrap_or_default().contains("app.kubernetes.io/instance=demo"));
+    // Shrinking below the founding members is refused.
+    clusters
+        .patch_scale("demo", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 1}})))
+        .await
+        .unwrap();
+    let refused = eventually("demo refuses to shrink", Duration::from_secs(30), || async {
+        let dk = clusters.get("demo").await.ok()?;
+        (dk.status.as_ref()?.observed_generation == dk.metadata.generation).then_some(dk)
+    })
+    .await;
+    assert_eq!(condition(&refused, "Degraded"), Some(("True".into(), "ImmutableFieldChanged".into())));
+    let sts = Api::<StatefulSet>::namespaced(admin.clone(), ns).get("demo").await.unwrap();
+    assert_eq!(sts.spec.unwrap().replicas, Some(5), "the StatefulSet was left alone");
+
+    // 7. Deletion: cleanup, then garbage collection.
     clusters.delete("dev", &DeleteParams::default()).await.unwrap();
     eventually("dev is gone", Duration::from_secs(30), || async {
         clusters.get_opt("dev").await.ok()?.is_none().then_some(())
