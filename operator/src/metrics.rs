@@ -47,7 +47,11 @@ impl Metrics {
         let certificates = Counter::default();
         registry.register("reconciles", "Reconciles of DrakkarClusters, by outcome", reconciles.clone());
         registry.register("reconcile_duration_seconds", "Time spent in one reconcile", duration.clone());
-        registry.register("leader", "1 while this replica holds the leader Lease", leader.clone());
+        registry.register(
+            "leader",
+            "Whether this replica holds the leader Lease (1) or waits (0)",
+            leader.clone(),
+        );
         registry.register("certificates_issued", "TLS certificates issued or renewed", certificates.clone());
         Metrics { registry, reconciles, duration, leader, certificates }
     }

@@ -245,11 +245,10 @@ async fn the_operator_against_a_real_api_server() {
         let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> = Api::namespaced(admin.clone(), ns);
         assert!(owned_by_dev(&pdbs.get("dev").await.unwrap().metadata));
     } else {
-        assert_eq!(
-            events_with_reason(&admin, ns, "PodDisruptionBudgetUnsupported").await,
-            2,
-            "one per cluster"
-        );
+        eventually("a PodDisruptionBudgetUnsupported Event per cluster", Duration::from_secs(20), || async {
+            (events_with_reason(&admin, ns, "PodDisruptionBudgetUnsupported").await == 2).then_some(())
+        })
+        .await;
     }
     // The StatefulSet controller creates the pod and its claim (Pending: there is no kubelet).
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), ns);
@@ -373,4 +372,100 @@ async fn the_operator_against_a_real_api_server() {
 
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(30), controller).await.expect("the controller stops").unwrap();
+}
+
+/// `GET path` on 127.0.0.1:port; None when nothing answers.
+async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    Some(out)
+}
+
+struct OperatorProcess(std::process::Child);
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_operator(k8s: &TestCluster, identity: &str, port: u16, logs: &std::path::Path) -> OperatorProcess {
+    let log = std::fs::File::create(logs.join(format!("operator-{identity}.log"))).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_drakkar-operator"))
+        .env("KUBECONFIG", &k8s.kubeconfig)
+        .env("RUST_LOG", "info")
+        .args([
+            format!("--http-listen=127.0.0.1:{port}"),
+            format!("--identity={identity}"),
+            "--lease-namespace=default".into(),
+            "--lease-name=e2e-operator".into(),
+            "--log-format=text".into(),
+            "--observe-members=false".into(),
+        ])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    OperatorProcess(child)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn is_leader(port: u16) -> Option<bool> {
+    let metrics = http_get(port, "/metrics").await?;
+    let value = metrics.lines().find_map(|l| l.strip_prefix("drakkar_operator_leader "))?;
+    Some(value.trim() == "1")
+}
+
+/// The operator binary: two replicas, one Lease; the leader hands over on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_binary_elects_one_leader_and_hands_over_on_sigterm() {
+    let Some(k8s) = TestCluster::start().await else { return };
+    let admin = k8s.client.clone();
+    let text = std::fs::read_to_string(repo_file("crds/drakkarcluster.yaml")).unwrap();
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
+    Api::<CustomResourceDefinition>::all(admin.clone()).create(&PostParams::default(), &crd).await.unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(admin.clone(), "default");
+    let holder = || async {
+        let lease = leases.get_opt("e2e-operator").await.ok()??;
+        lease.spec?.holder_identity
+    };
+
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = start_operator(&k8s, "a", port_a, logs.path());
+    eventually("a is ready and leads", Duration::from_secs(30), || async {
+        let ready = http_get(port_a, "/readyz").await?.starts_with("HTTP/1.1 200");
+        (ready && is_leader(port_a).await? && holder().await.as_deref() == Some("a")).then_some(())
+    })
+    .await;
+    let b = start_operator(&k8s, "b", port_b, logs.path());
+    eventually("b is ready", Duration::from_secs(30), || async {
+        http_get(port_b, "/readyz").await?.starts_with("HTTP/1.1 200").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(is_leader(port_b).await, Some(false), "b waits while a renews");
+    assert_eq!(holder().await.as_deref(), Some("a"));
+
+    // SIGTERM: a stops, releases the Lease, exits 0; b takes over well before the Lease would expire.
+    let status = Command::new("kill").args(["-TERM", &a.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exited = eventually("a exits", Duration::from_secs(20), || {
+        let done = a.0.try_wait().unwrap();
+        async move { done }
+    })
+    .await;
+    assert!(exited.success(), "a exited with {exited}: see {}", logs.path().display());
+    eventually("b leads", Duration::from_secs(20), || async {
+        (is_leader(port_b).await? && holder().await.as_deref() == Some("b")).then_some(())
+    })
+    .await;
+    drop(b);
 }
