@@ -540,3 +540,45 @@ async fn what_the_admin_api_reports_goes_into_the_members() {
     reconcile(Arc::new(dk), ctx).await.unwrap();
     script.await.unwrap();
 }
+
+/// A refused spec leaves the cluster alone, but its certificates are still renewed.
+#[tokio::test]
+async fn certificates_are_renewed_while_a_spec_is_refused() {
+    use drakkar_operator::build::server_names;
+    use drakkar_operator::tls;
+    let mut founded = cluster("valid/minimal.yaml");
+    founded.metadata.namespace = Some("default".into());
+    let sts = running_sts(&founded, 3);
+    let names = Names::new("demo", "default", "cluster.local");
+    let owner = drakkar_operator::build::owner_ref(&founded).unwrap();
+    // Issued 70 days ago: 20 days left, inside the 30-day renewal margin.
+    let issued_at = now() - k8s_openapi::jiff::SignedDuration::from_hours(24 * 70);
+    let existing: Vec<Value> = tls::plan(&names, &server_names(&names, 3), &[], &owner, issued_at)
+        .unwrap()
+        .into_iter()
+        .map(|i| serde_json::to_value(i.secret).unwrap())
+        .collect();
+    let mut dk = founded.clone();
+    dk.spec.groups = 2;
+    dk.metadata.generation = Some(2);
+    let (result, _) = run(dk, Capabilities::default(), |mut server: ApiServer| async move {
+        server.expect(Method::GET, &sts_path("default", "demo")).await.ok(&sts);
+        server
+            .expect(Method::GET, "/api/v1/namespaces/default/secrets")
+            .await
+            .ok(&list("SecretList", existing));
+        for role in ["server", "operator", "client"] {
+            server.expect_apply(&format!("/api/v1/namespaces/default/secrets/demo-tls-{role}")).await;
+        }
+        let status = expect_pods_and_status(&mut server, "demo", vec![]).await;
+        assert_eq!(condition(&status, "Degraded")["reason"], "ImmutableFieldChanged");
+        server.expect_event("default", "ImmutableFieldChange").await;
+        let e = server.expect_event("default", "CertificatesIssued").await;
+        assert_eq!(
+            e["note"],
+            "certificates issued: server (expiring), operator (expiring), client (expiring)"
+        );
+    })
+    .await;
+    assert!(result.unwrap_err().is_permanent());
+}

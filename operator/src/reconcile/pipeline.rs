@@ -3,7 +3,8 @@
 //!
 //! Request order of a reconcile (the mock API tests assert it):
 //! 1. GET the StatefulSet (founding settings, current state);
-//! 2. refused spec: LIST pods, PATCH status, POST the Warning Event; stop;
+//! 2. refused spec: (running cluster, `operator` TLS: LIST the TLS Secrets, PATCH those to renew), LIST
+//!    pods, PATCH status, POST the Warning Event; stop;
 //! 3. `operator` TLS: LIST the TLS Secrets, PATCH (apply) those to issue;
 //! 4. PATCH (apply) ConfigMap, peer Service, client Service, PodDisruptionBudget, cert-manager
 //!    Certificates (then GET the server Secret), StatefulSet;
@@ -101,6 +102,12 @@ pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<
     let founding = founded.clone().unwrap_or_else(|| Founding::from_spec(dk));
     let previous = dk.status.as_ref();
     if !problems.is_empty() {
+        // The running cluster keeps valid certificates while its spec is refused.
+        let mut events = Vec::new();
+        if let Some(sts) = observed.as_ref().filter(|_| founding.tls_mode == TlsMode::Operator) {
+            let running = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(founding.replicas);
+            events.extend(issue_certificates(ctx, &secrets, &names, &owner_ref(dk)?, running, now).await?);
+        }
         let pods = list_pods(&pods_api, &names).await?;
         let status = compute(&StatusInput {
             names: &names,
@@ -120,13 +127,9 @@ pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<
         if new_generation {
             let immutable = problems.iter().any(|p| p.kind == ProblemKind::Immutable);
             let reason = if immutable { "ImmutableFieldChange" } else { "InvalidSpec" };
-            publish(
-                ctx,
-                dk,
-                &[event(EventType::Warning, reason, "Validate", format!("spec refused: {text}"))],
-            )
-            .await;
+            events.insert(0, event(EventType::Warning, reason, "Validate", format!("spec refused: {text}")));
         }
+        publish(ctx, dk, &events).await;
         return Err(Error::InvalidSpec(text));
     }
 
@@ -134,27 +137,7 @@ pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<
     let owner = owner_ref(dk)?;
     let mut events = Vec::new();
     if dk.spec.tls.mode == TlsMode::Operator {
-        let existing = secrets
-            .list(&ListParams::default().labels(&format!("{},{TLS_ROLE_LABEL}", names.owned_selector())))
-            .await?
-            .items;
-        let issued = tls::plan(&names, &server_names(&names, dk.spec.replicas), &existing, &owner, now)?;
-        for i in &issued {
-            ssa(&secrets, &i.secret).await?;
-        }
-        if !issued.is_empty() {
-            // One Event per reconcile: Events with the same reason are merged into a series that keeps
-            // only the first note.
-            let what: Vec<String> =
-                issued.iter().map(|i| format!("{} ({})", i.role.as_str(), i.reason.as_str())).collect();
-            events.push(event(
-                EventType::Normal,
-                "CertificatesIssued",
-                "IssueCertificates",
-                format!("certificates issued: {}", what.join(", ")),
-            ));
-        }
-        ctx.metrics.certificates_issued(issued.len() as u64);
+        events.extend(issue_certificates(ctx, &secrets, &names, &owner, dk.spec.replicas, now).await?);
     }
     let desired = build::build(&Input {
         cluster: dk,
@@ -284,6 +267,40 @@ pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<
         Some(Phase::Running) => Action::requeue(SETTLED_REQUEUE),
         _ => Action::requeue(BUSY_REQUEUE),
     })
+}
+
+/// `operator` TLS mode: (re-)issues what [`tls::plan`] says for a cluster of `replicas` pods and returns
+/// the Event to publish, if anything was issued.
+async fn issue_certificates(
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    names: &Names,
+    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    replicas: i32,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Result<Option<Event>, Error> {
+    let existing = secrets
+        .list(&ListParams::default().labels(&format!("{},{TLS_ROLE_LABEL}", names.owned_selector())))
+        .await?
+        .items;
+    let issued = tls::plan(names, &server_names(names, replicas), &existing, owner, now)?;
+    for i in &issued {
+        ssa(secrets, &i.secret).await?;
+    }
+    ctx.metrics.certificates_issued(issued.len() as u64);
+    if issued.is_empty() {
+        return Ok(None);
+    }
+    // One Event per reconcile: Events with the same reason are merged into a series that keeps only the
+    // first note.
+    let what: Vec<String> =
+        issued.iter().map(|i| format!("{} ({})", i.role.as_str(), i.reason.as_str())).collect();
+    Ok(Some(event(
+        EventType::Normal,
+        "CertificatesIssued",
+        "IssueCertificates",
+        format!("certificates issued: {}", what.join(", ")),
+    )))
 }
 
 /// Folds what the Admin API reports into `status` (nothing when the seam does not observe).
