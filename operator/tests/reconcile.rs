@@ -318,7 +318,8 @@ async fn an_immutable_change_is_refused_with_a_condition_and_an_event() {
     .await;
     let err = result.unwrap_err();
     assert!(err.is_permanent(), "{err}");
-    assert_eq!(error_policy(Arc::new(dk), &err, ctx.clone()), Action::await_change());
+    // No retry storm: the next look is the settled period away (for renewals), or the next change.
+    assert_eq!(error_policy(Arc::new(dk), &err, ctx.clone()), Action::requeue(SETTLED_REQUEUE));
     assert!(ctx.metrics.encode().unwrap().contains("outcome=\"invalid_spec\"} 1"));
 }
 

@@ -2,8 +2,9 @@
 //! retry, [`controller`] wires both to the watches.
 //!
 //! Errors are classified by cause ([`Error::is_permanent`]): a spec the operator refuses waits for the
-//! next change of the object; anything else (the API server, a conflict, a network error) is retried
-//! with a per-object exponential backoff that resets after a successful reconcile.
+//! next change of the object (looking again only every few minutes, for certificate renewal); anything
+//! else (the API server, a conflict, a network error) is retried with a per-object exponential backoff
+//! that resets after a successful reconcile.
 
 mod pipeline;
 
@@ -207,11 +208,12 @@ pub async fn reconcile(dk: Arc<DrakkarCluster>, ctx: Arc<Context>) -> Result<Act
     result
 }
 
-/// Invalid specs wait for a change; transient errors back off per object.
+/// Refused specs wait for a change (revisited only every [`SETTLED_REQUEUE`], to keep the running
+/// cluster's certificates renewed and its status fresh); transient errors back off per object.
 pub fn error_policy(dk: Arc<DrakkarCluster>, error: &Error, ctx: Arc<Context>) -> Action {
     if error.is_permanent() {
         tracing::info!(cluster = %Context::key(&dk), %error, "waiting for the spec to change");
-        Action::await_change()
+        Action::requeue(SETTLED_REQUEUE)
     } else {
         let delay = ctx.next_backoff(&dk);
         tracing::warn!(cluster = %Context::key(&dk), %error, retry_in = ?delay, "reconcile failed");
