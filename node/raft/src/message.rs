@@ -43,6 +43,25 @@ pub enum MessageKind {
 }
 
 impl MessageKind {
+    /// Every kind, in declaration order (for tests and tools that enumerate messages).
+    pub const ALL: [MessageKind; 15] = [
+        MessageKind::Append,
+        MessageKind::AppendResponse,
+        MessageKind::RequestVote,
+        MessageKind::RequestVoteResponse,
+        MessageKind::RequestPreVote,
+        MessageKind::RequestPreVoteResponse,
+        MessageKind::Snapshot,
+        MessageKind::Heartbeat,
+        MessageKind::HeartbeatResponse,
+        MessageKind::Propose,
+        MessageKind::ReadIndex,
+        MessageKind::ReadIndexResponse,
+        MessageKind::TimeoutNow,
+        MessageKind::TransferLeader,
+        MessageKind::Quiesce,
+    ];
+
     /// True for the replies that must wait until the sender's state is durable (votes, acknowledgements).
     pub fn needs_persisted_state(self) -> bool {
         matches!(

@@ -8,23 +8,7 @@ use drakkar_raft::{
 };
 use proptest::prelude::*;
 
-const KINDS: [MessageKind; 15] = [
-    MessageKind::Append,
-    MessageKind::AppendResponse,
-    MessageKind::RequestVote,
-    MessageKind::RequestVoteResponse,
-    MessageKind::RequestPreVote,
-    MessageKind::RequestPreVoteResponse,
-    MessageKind::Snapshot,
-    MessageKind::Heartbeat,
-    MessageKind::HeartbeatResponse,
-    MessageKind::Propose,
-    MessageKind::ReadIndex,
-    MessageKind::ReadIndexResponse,
-    MessageKind::TimeoutNow,
-    MessageKind::TransferLeader,
-    MessageKind::Quiesce,
-];
+const KINDS: [MessageKind; 15] = MessageKind::ALL;
 
 fn edge_u64() -> impl Strategy<Value = u64> {
     prop_oneof![0u64..12, Just(u64::MAX), Just(u64::MAX - 1), any::<u64>()]

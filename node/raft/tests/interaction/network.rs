@@ -12,23 +12,7 @@ use drakkar_raft::{
 use super::datadriven::TestCase;
 use super::{Env, Rule, fail};
 
-const KINDS: [MessageKind; 15] = [
-    MessageKind::Append,
-    MessageKind::AppendResponse,
-    MessageKind::RequestVote,
-    MessageKind::RequestVoteResponse,
-    MessageKind::RequestPreVote,
-    MessageKind::RequestPreVoteResponse,
-    MessageKind::Snapshot,
-    MessageKind::Heartbeat,
-    MessageKind::HeartbeatResponse,
-    MessageKind::Propose,
-    MessageKind::ReadIndex,
-    MessageKind::ReadIndexResponse,
-    MessageKind::TimeoutNow,
-    MessageKind::TransferLeader,
-    MessageKind::Quiesce,
-];
+const KINDS: [MessageKind; 15] = MessageKind::ALL;
 
 fn kind(tc: &TestCase, name: &str) -> MessageKind {
     KINDS.into_iter().find(|k| format!("{k:?}") == name).unwrap_or_else(|| fail(tc, "unknown message type"))
