@@ -29,9 +29,20 @@ fi
 mkdir -p "$CACHE/src" "$CACHE/apt/lists/partial" "$CACHE/apt/sources.list.d"
 # A private apt configuration with deb-src entries made from the machine's own sources, so the
 # machine's apt setup is left untouched.
+shopt -s nullglob
 src_lists=(/etc/apt/sources.list.d/*.sources)
-[[ -e "${src_lists[0]}" ]] || { log "no /etc/apt/sources.list.d/*.sources to derive deb-src from"; exit 1; }
-sed 's/^Types:.*/Types: deb-src/' "${src_lists[@]}" > "$CACHE/apt/sources.list.d/src.sources"
+one_line=(/etc/apt/sources.list /etc/apt/sources.list.d/*.list)
+shopt -u nullglob
+rm -f "$CACHE"/apt/sources.list.d/*
+if ((${#src_lists[@]})); then
+  sed 's/^Types:.*/Types: deb-src/' "${src_lists[@]}" > "$CACHE/apt/sources.list.d/src.sources"
+fi
+for f in "${one_line[@]}"; do
+  if [[ -f "$f" ]]; then
+    sed -n 's/^deb \(.*\)/deb-src \1/p' "$f" >> "$CACHE/apt/sources.list.d/src.list"
+  fi
+done
+[[ -n "$(ls -A "$CACHE/apt/sources.list.d")" ]] || { log "no apt sources to derive deb-src from"; exit 1; }
 apt_opts=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$CACHE/apt/sources.list.d"
           -o "Dir::State::Lists=$CACHE/apt/lists")
 cd "$CACHE/src"
