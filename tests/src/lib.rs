@@ -99,6 +99,12 @@ impl Proc {
         self.child.id()
     }
 
+    /// Sends `signal` (a name `kill` knows: STOP, CONT, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -{signal} {} failed", self.child.id());
+    }
+
     /// SIGKILL, then reap.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
@@ -282,6 +288,11 @@ impl Cluster {
         if let Some(p) = self.procs[i - 1].take() {
             p.kill9();
         }
+    }
+
+    /// Sends `signal` (STOP, CONT, ...) to node `i`.
+    pub fn signal(&self, i: usize, signal: &str) {
+        self.procs[i - 1].as_ref().expect("node is running").signal(signal);
     }
 
     /// SIGTERM of node `i`; whether it exited cleanly in time.

@@ -1,5 +1,6 @@
 //! A 3-process cluster over TLS: writes through any node, linearizable reads on followers, forwarding,
-//! kill -9 of the leader under load, restart and catch-up, membership changes while writes continue.
+//! kill -9 of the leader under load, restart and catch-up, SIGSTOP / SIGCONT of the leader, membership
+//! changes while writes continue, a snapshot export imported into a new cluster.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -312,6 +313,145 @@ async fn sigterm_hands_leadership_over_and_exits_cleanly() {
         for k in ["before", "after"] {
             assert!(client.get(1, k, Consistency::Linearizable).await.unwrap().is_some(), "{k} missing");
         }
+    })
+    .await;
+}
+
+/// The leader of group 1 as the nodes other than `not` report it, once it is another node than `not`.
+async fn leader_other_than(c: &Cluster, not: usize, within: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        for i in (1..=c.nodes.len()).filter(|&i| i != not) {
+            if let Ok(s) = c.client_of(i).status(&c.addr(i)).await
+                && let Some(g) = s.groups.iter().find(|g| g.group == 1 && g.leader != 0)
+                && let Some(n) = c.nodes.iter().find(|n| n.addr == g.leader_address)
+                && n.index != not
+            {
+                return n.index;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no new leader within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_of_the_leader_then_sigcont() {
+    let mut c = Cluster::new(3, 3, 1, true);
+    c.start_all();
+    bounded(Duration::from_secs(90), async {
+        c.wait_for_leaders(T).await;
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = Stop::default();
+        let writers: Vec<_> = (0..2).map(|id| writer(c.client(), id, seen.clone(), stop.clone())).collect();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let old = c.leader(1, T).await;
+        let before = seen.lock().unwrap().acked.len();
+        assert!(before > 0, "no write acknowledged before the pause");
+        // A paused leader keeps its sockets open but answers nothing: the others elect a new one.
+        c.signal(old, "STOP");
+        let new = leader_other_than(&c, old, T).await;
+        let deadline = tokio::time::Instant::now() + T;
+        while seen.lock().unwrap().acked.len() < before + 20 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "writes did not resume while the leader was paused"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Resumed, the old leader hears of the newer term, steps down and catches up.
+        c.signal(old, "CONT");
+        let paused = seen.lock().unwrap().acked.len();
+        let deadline = tokio::time::Instant::now() + T;
+        while seen.lock().unwrap().acked.len() < paused + 20 {
+            assert!(tokio::time::Instant::now() < deadline, "writes stopped after the old leader resumed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.set();
+        for w in writers {
+            w.await.unwrap();
+        }
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
+        eprintln!(
+            "leader {old} paused after {before} acknowledged writes; new leader {new}; {} in total",
+            seen.acked.len()
+        );
+        let last = seen.acked.iter().next_back().unwrap().clone();
+        let got = c.client_of(old).get(1, last.clone(), Consistency::Linearizable).await.unwrap();
+        assert!(got.is_some(), "the resumed node does not see {last}");
+        for i in 1..=3 {
+            assert_all_present(&c, i, &seen.acked).await;
+            assert_exactly_once(&c, i, &seen).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_export_imported_into_a_new_cluster_gives_the_same_data() {
+    let mut a = Cluster::new(3, 3, 1, true);
+    a.start_all();
+    // The new cluster's nodes found no group: the imported snapshot brings group 1.
+    let mut b = Cluster::new(3, 3, 0, true);
+    b.start_all();
+    bounded(Duration::from_secs(90), async {
+        a.wait_for_leaders(T).await;
+        let ca = a.client();
+        for i in 0..50 {
+            ca.put(1, format!("k{i:03}"), format!("v{i}")).await.unwrap();
+        }
+        ca.delete(1, "k007").await.unwrap();
+        let file = b.dir.path().join("group-1.snap");
+        let mut f = tokio::fs::File::create(&file).await.unwrap();
+        let (index, bytes) = ca.export_snapshot(1, &mut f).await.unwrap();
+        drop(f);
+        let want = ca.scan(1, drakkar_client::prefix("k"), 0, true, Consistency::Linearizable).await.unwrap();
+        assert_eq!(want.items.len(), 49);
+
+        b.wait_for_leaders(T).await;
+        let cb = b.client();
+        let members: Vec<pb::Member> = (1..=3)
+            .map(|i| pb::Member { replica: i as u64, address: b.addr(i), role: pb::Role::Voter as i32 })
+            .collect();
+        for i in 1..=3 {
+            let target = pb::ImportSnapshotTarget { group: 1, replica: i as u64, members: members.clone() };
+            let file = tokio::fs::File::open(&file).await.unwrap();
+            let r = cb.import_snapshot(&b.addr(i), target, file, |_| {}).await.unwrap();
+            assert_eq!((r.index, r.bytes), (index, bytes));
+        }
+        // A second import while the group runs is refused, and so is a truncated file.
+        let start = |i: usize| pb::StartGroupRequest {
+            group: 1,
+            replica: i as u64,
+            initial_members: vec![],
+            join: true,
+            kind: 0,
+        };
+        cb.start_group(&b.addr(1), start(1)).await.unwrap();
+        let target = pb::ImportSnapshotTarget { group: 1, replica: 1, members: members.clone() };
+        let f = tokio::fs::File::open(&file).await.unwrap();
+        let err = cb.import_snapshot(&b.addr(1), target, f, |_| {}).await.unwrap_err();
+        assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
+        let whole = tokio::fs::read(&file).await.unwrap();
+        let target = pb::ImportSnapshotTarget { group: 1, replica: 2, members: members.clone() };
+        let cut = std::io::Cursor::new(whole[..whole.len() / 2].to_vec());
+        assert!(cb.import_snapshot(&b.addr(2), target, cut, |_| {}).await.is_err(), "a truncated file");
+        // The refused import changed nothing: node 2 starts from its earlier, complete import.
+        for i in 2..=3 {
+            cb.start_group(&b.addr(i), start(i)).await.unwrap();
+        }
+        for i in 1..=3 {
+            let got = b
+                .client_of(i)
+                .scan(1, drakkar_client::prefix("k"), 0, true, Consistency::Linearizable)
+                .await
+                .unwrap();
+            assert_eq!(got.items, want.items, "node {i} of the new cluster");
+        }
+        // The new cluster takes writes in the imported group.
+        cb.put(1, "after-import", "yes").await.unwrap();
+        let got = b.client_of(3).get(1, "after-import", Consistency::Linearizable).await.unwrap();
+        assert_eq!(got.map(|kv| kv.value), Some("yes".into()));
     })
     .await;
 }

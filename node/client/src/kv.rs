@@ -1,7 +1,6 @@
 //! Typed KV, state machine and admin calls on a [`Client`].
 
 use bytes::Bytes;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::client::{Client, request};
 use crate::error::ClientError;
@@ -247,38 +246,5 @@ impl Client {
         })
         .await
         .map(|_| ())
-    }
-
-    /// Takes a snapshot of `group` and writes it to `out`; returns (log index, bytes written).
-    pub async fn export_snapshot(
-        &self,
-        group: u64,
-        out: &mut (impl AsyncWrite + Unpin),
-    ) -> Result<(u64, u64), ClientError> {
-        let mut stream = self
-            .call(Some(group), true, |ch, _| async move {
-                // The stream's length depends on the snapshot size: no per-attempt deadline.
-                Admin::new(ch).export_snapshot(tonic::Request::new(pb::ExportSnapshotRequest { group })).await
-            })
-            .await?;
-        let (mut index, mut total, mut written) = (0, None, 0u64);
-        loop {
-            let chunk =
-                stream.message().await.map_err(|s| ClientError::from_status(&s, "snapshot stream"))?;
-            let Some(chunk) = chunk else { break };
-            if total.is_none() {
-                index = chunk.index;
-                total = Some(chunk.total_size);
-            }
-            out.write_all(&chunk.data).await?;
-            written += chunk.data.len() as u64;
-        }
-        out.flush().await?;
-        if total != Some(written) {
-            return Err(ClientError::Protocol(format!(
-                "snapshot stream ended after {written} of {total:?} bytes"
-            )));
-        }
-        Ok((index, written))
     }
 }

@@ -31,6 +31,7 @@ mod error;
 mod kv;
 mod session;
 mod sharded;
+mod snapshot;
 pub mod tls;
 
 /// The generated protocol: `drakkar.v1`.

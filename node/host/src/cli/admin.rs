@@ -1,4 +1,4 @@
-//! `drakkar admin members|add|promote|remove|transfer|status|snapshot|start|stop`.
+//! `drakkar admin members|add|promote|remove|transfer|status|snapshot|import|start|stop`.
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
@@ -96,6 +96,26 @@ enum AdminCommand {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Install an exported snapshot as one node's replica of a group, with a new membership (repair a
+    /// group that lost its quorum, or seed a new cluster). Run it on every new member, then `admin start
+    /// --join` on each.
+    Import {
+        /// The node.
+        #[arg(long)]
+        endpoint: String,
+        /// The group.
+        #[arg(long)]
+        group: u64,
+        /// The replica id on that node.
+        #[arg(long)]
+        replica: u64,
+        /// The new membership `id=host:port`, comma separated (voters; includes --replica).
+        #[arg(long, value_delimiter = ',', required = true)]
+        members: Vec<String>,
+        /// The exported snapshot (`admin snapshot --out`).
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
     /// Start a replica of a KV group on one node.
     Start {
         /// The node.
@@ -148,6 +168,27 @@ fn print_members(m: &pb::MembershipResponse) {
     }
 }
 
+/// `id=host:port` voters.
+fn parse_members(members: &[String]) -> Result<Vec<pb::Member>> {
+    let mut out = Vec::new();
+    for m in members {
+        let Some((id, addr)) = m.split_once('=') else { bail!("--members takes id=host:port, got {m}") };
+        let id: u64 = id.parse().with_context(|| format!("replica id in {m}"))?;
+        out.push(pb::Member { replica: id, address: addr.to_string(), role: pb::Role::Voter as i32 });
+    }
+    Ok(out)
+}
+
+/// A byte progress bar on stderr (hidden when stderr is not a terminal).
+fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    let style =
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
 pub async fn run(a: AdminArgs) -> Result<()> {
     let c = a.client.client()?;
     match a.command {
@@ -197,23 +238,33 @@ pub async fn run(a: AdminArgs) -> Result<()> {
         AdminCommand::Snapshot { group, out } => {
             let mut f =
                 tokio::fs::File::create(&out).await.with_context(|| format!("creating {}", out.display()))?;
-            let (index, bytes) = c.export_snapshot(group, &mut f).await?;
+            let bar = progress_bar(0);
+            let (index, bytes) = c
+                .export_snapshot_with_progress(group, &mut f, |done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })
+                .await?;
             f.sync_all().await?;
+            bar.finish_and_clear();
             println!("group {group}: snapshot at index {index}, {bytes} bytes, written to {}", out.display());
         }
+        AdminCommand::Import { endpoint, group, replica, members, file } => {
+            let f =
+                tokio::fs::File::open(&file).await.with_context(|| format!("opening {}", file.display()))?;
+            let bar = progress_bar(f.metadata().await?.len());
+            let target = pb::ImportSnapshotTarget { group, replica, members: parse_members(&members)? };
+            let b = bar.clone();
+            let r = c.import_snapshot(&endpoint, target, f, move |sent| b.set_position(sent)).await?;
+            bar.finish_and_clear();
+            println!(
+                "group {group}: snapshot at index {} ({} bytes) installed as replica {replica} on {endpoint}; \
+                 start it with `admin start --join`",
+                r.index, r.bytes
+            );
+        }
         AdminCommand::Start { endpoint, group, replica, members, join, state_machine } => {
-            let mut initial = Vec::new();
-            for m in &members {
-                let Some((id, addr)) = m.split_once('=') else {
-                    bail!("--members takes id=host:port, got {m}")
-                };
-                let id: u64 = id.parse().with_context(|| format!("replica id in {m}"))?;
-                initial.push(pb::Member {
-                    replica: id,
-                    address: addr.to_string(),
-                    role: pb::Role::Voter as i32,
-                });
-            }
+            let initial = parse_members(&members)?;
             let kind = match state_machine {
                 SmArg::Memory => pb::StateMachineKind::KvMemory,
                 SmArg::Disk => pb::StateMachineKind::KvDisk,

@@ -1,4 +1,4 @@
-//! The Admin service: membership, leadership, status, snapshot export, groups, node identity.
+//! The Admin service: membership, leadership, status, snapshot export and import, groups, node identity.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -94,6 +94,28 @@ impl AdminService {
         let host = &self.0.host;
         r.map(|m| Response::new(membership(host, g, m))).map_err(|e| to_status(e, host, g))
     }
+}
+
+/// Writes `first` and then every chunk of `stream` to a new file at `path`, synced; returns its size.
+async fn receive_file(
+    path: &std::path::Path,
+    first: bytes::Bytes,
+    stream: &mut tonic::Streaming<pb::ImportSnapshotChunk>,
+) -> Result<u64, Status> {
+    use tokio::io::AsyncWriteExt;
+    let io = |e: std::io::Error| Status::internal(format!("{}: {e}", path.display()));
+    let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+    file.write_all(&first).await.map_err(io)?;
+    let mut total = first.len() as u64;
+    while let Some(chunk) = stream.message().await? {
+        if chunk.target.is_some() {
+            return Err(invalid("only the first message names the target"));
+        }
+        file.write_all(&chunk.data).await.map_err(io)?;
+        total += chunk.data.len() as u64;
+    }
+    file.sync_all().await.map_err(io)?;
+    Ok(total)
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
@@ -270,6 +292,74 @@ impl pb::admin_server::Admin for AdminService {
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn import_snapshot(
+        &self,
+        req: Request<tonic::Streaming<pb::ImportSnapshotChunk>>,
+    ) -> Result<Response<pb::ImportSnapshotResponse>, Status> {
+        let s = self.0.clone();
+        let _call = s.begin(&req)?;
+        let mut stream = req.into_inner();
+        let first = stream.message().await?.ok_or_else(|| invalid("an empty import stream"))?;
+        let target = first.target.ok_or_else(|| invalid("the first message must name the target"))?;
+        let (g, id) = (GroupId(target.group), replica(target.replica)?);
+        let mut members = BTreeMap::new();
+        for m in target.members {
+            if m.role != pb::Role::Voter as i32 {
+                return Err(invalid("the new membership is made of voters"));
+            }
+            if m.address.trim().is_empty() {
+                return Err(invalid(format!("member {} has no address", m.replica)));
+            }
+            if members.insert(replica(m.replica)?, m.address).is_some() {
+                return Err(invalid(format!("member {} is listed twice", m.replica)));
+            }
+        }
+        if !members.contains_key(&id) {
+            return Err(invalid("the new membership must include this replica"));
+        }
+        if s.host.replica_of(g).is_ok() {
+            return Err(invalid(format!("stop group {g} on this node before importing a snapshot")));
+        }
+        // Received into a file first: the import needs the whole, verified file, and memory stays bounded.
+        let dir = s.data_dir.join("imports");
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Status::internal(format!("{}: {e}", dir.display())))?;
+        let path = dir.join(format!("group-{}-{:016x}.snap", g.0, crate::server::health::nonce()));
+        let received = receive_file(&path, first.data, &mut stream).await;
+        let bytes = match received {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(e);
+            }
+        };
+        let (host, file) = (s.host.clone(), path.clone());
+        let res = tokio::task::spawn_blocking(move || {
+            // Verified whole before anything of this node's is touched: a bad file loses nothing.
+            match crate::snapshot::open_snapshot(&file) {
+                Ok((h, _)) if h.group == g => {}
+                Ok((h, _)) => {
+                    let e = format!("this is a snapshot of group {}, not {g}", h.group);
+                    return Err(crate::NodeError::InvalidArgument(e));
+                }
+                Err(e) => return Err(crate::NodeError::InvalidArgument(format!("the snapshot: {e}"))),
+            }
+            // An on-disk KV file left from an earlier life of this replica would shadow the imported state.
+            match std::fs::remove_file(s.kv_path(g)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(crate::NodeError::Storage(format!("{}: {e}", s.kv_path(g).display()))),
+            }
+            s.host.import_snapshot(g, id, &file, members)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("importing the snapshot: {e}")));
+        let _ = tokio::fs::remove_file(&path).await;
+        let index = res?.map_err(|e| to_status(e, &host, g))?;
+        Ok(Response::new(pb::ImportSnapshotResponse { index: index.0, bytes }))
     }
 
     async fn start_group(
