@@ -1,4 +1,5 @@
-//! Compiles the drakkar.v1 protocol with protox (pure Rust, no protoc) and generates the tonic code.
+//! Compiles the drakkar.v1 protocol with protox (pure Rust, no protoc) and generates the tonic code; with
+//! the `etcd` feature also the etcd v3 client (proto/etcd-v3, for `drakkar bench`).
 
 use prost::Message;
 
@@ -11,6 +12,9 @@ const PROTOS: &[&str] = &[
     "proto/drakkar/v1/raft.proto",
 ];
 
+/// The etcd v3 files the KV and Maintenance clients need (their imports are found under the same root).
+const ETCD_PROTOS: &[&str] = &["etcd/api/etcdserverpb/rpc.proto"];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in PROTOS {
         println!("cargo:rerun-if-changed={p}");
@@ -20,5 +24,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // For server reflection.
     std::fs::write(out.join("drakkar_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
+    if std::env::var_os("CARGO_FEATURE_ETCD").is_some() {
+        println!("cargo:rerun-if-changed=proto/etcd-v3");
+        let fds = protox::compile(ETCD_PROTOS, ["proto/etcd-v3"])?;
+        tonic_prost_build::configure().build_server(false).bytes(".").compile_fds(fds)?;
+    }
     Ok(())
 }

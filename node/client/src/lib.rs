@@ -40,6 +40,25 @@ pub mod pb {
     tonic::include_proto!("drakkar.v1");
 }
 
+/// The etcd v3 protocol (client side only), compiled from `proto/etcd-v3` (copied from the `etcd-client`
+/// crate, see its README): lets `drakkar bench` drive etcd with the same load generator.
+#[cfg(feature = "etcd")]
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod etcd {
+    /// `etcdserverpb`: the KV, Watch, Lease, Cluster, Maintenance and Auth services.
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+    /// `mvccpb`: key-value pairs and events.
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    /// `authpb`: users and roles.
+    pub mod authpb {
+        tonic::include_proto!("authpb");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every `drakkar.v1` file (for gRPC server reflection).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("drakkar_descriptor");
 

@@ -11,9 +11,11 @@
 //! - [`statemachine`] defines the three kinds of state machine; [`kv`] holds the built-in KV stores.
 //! - [`transport`] defines how NodeHosts talk; [`transport::InProcessNetwork`] connects NodeHosts in one
 //!   process (tests, benchmarks); [`grpc::GrpcTransport`] connects them over the network.
+//! - [`bench`] is the load generator behind `drakkar bench` (gRPC, embedded and etcd targets).
 //! - [`server`] is the gRPC API (`drakkar.v1`, see `docs/api.md`); the `drakkar` binary runs it.
 
 mod apply;
+pub mod bench;
 pub mod codec;
 pub mod config;
 mod engine;

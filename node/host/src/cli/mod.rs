@@ -1,6 +1,7 @@
-//! The `drakkar` command line: `serve`, `dev`, `kv`, `admin`, `cert`.
+//! The `drakkar` command line: `serve`, `dev`, `kv`, `admin`, `cert`, `bench`.
 
 mod admin;
+mod bench;
 pub mod cert;
 mod dev;
 mod kv;
@@ -38,6 +39,8 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Create a development CA and certificates.
     Cert(CertArgs),
+    /// Measure throughput and latency: Drakkar over gRPC, embedded, or etcd; idle groups.
+    Bench(bench::BenchArgs),
 }
 
 /// The state machine of the KV groups.
@@ -300,6 +303,7 @@ pub fn main() -> std::process::ExitCode {
             Command::Dev(a) => dev::run(a).await,
             Command::Kv(a) => kv::run(a).await,
             Command::Admin(a) => admin::run(a).await,
+            Command::Bench(a) => bench::run(a).await.map(|_| ()),
             Command::Cert(a) => match a.command {
                 CertCommand::Ca { out } => cert::create_ca(&out),
                 CertCommand::Issue { ca_dir, name, kind, san, out } => {
