@@ -81,6 +81,12 @@ impl admin_server::Admin for FakeNode {
     ) -> Result<Response<Self::ExportSnapshotStream>, Status> {
         no()
     }
+    async fn import_snapshot(
+        &self,
+        _: Request<tonic::Streaming<pb::ImportSnapshotChunk>>,
+    ) -> Result<Response<pb::ImportSnapshotResponse>, Status> {
+        no()
+    }
     async fn start_group(
         &self,
         _: Request<pb::StartGroupRequest>,
