@@ -146,7 +146,8 @@ async fn spread(
             if let Err(e) = client.transfer_leader(g, to).await {
                 tracing::debug!(group = g, error = %e, "transfer refused; retrying");
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // A transfer takes a few heartbeats; asking again at once would only restart it.
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
     Ok(())
