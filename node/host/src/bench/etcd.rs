@@ -14,7 +14,7 @@ use drakkar_client::request;
 use drakkar_client::tls::ClientTls;
 use tonic::transport::Channel;
 
-use super::{BenchError, Consistency, Op, Target};
+use super::{BenchError, Consistency, Op, Target, bounded};
 
 /// How to reach etcd.
 #[derive(Clone)]
@@ -85,6 +85,13 @@ fn status(s: tonic::Status) -> BenchError {
 
 impl Target for EtcdTarget {
     async fn call(&self, slot: usize, op: Op, timeout: Duration) -> Result<(), BenchError> {
+        bounded(timeout, self.send(slot, op, timeout)).await
+    }
+}
+
+impl EtcdTarget {
+    /// One request; the server enforces the deadline sent with it, [`bounded`] the rest.
+    async fn send(&self, slot: usize, op: Op, timeout: Duration) -> Result<(), BenchError> {
         let mut c = self.conns[slot % self.conns.len()].clone();
         match op {
             Op::Put { key, value, .. } => {

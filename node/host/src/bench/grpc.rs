@@ -11,7 +11,7 @@ use drakkar_client::tls::ClientTls;
 use drakkar_client::{Client, ClientConfig, request};
 use tonic::transport::Channel;
 
-use super::{BenchError, Consistency, Op, Target};
+use super::{BenchError, Consistency, Op, Target, bounded};
 
 /// How to reach the nodes.
 #[derive(Clone)]
@@ -159,6 +159,13 @@ fn status(s: tonic::Status) -> BenchError {
 
 impl Target for GrpcTarget {
     async fn call(&self, slot: usize, op: Op, timeout: Duration) -> Result<(), BenchError> {
+        bounded(timeout, self.send(slot, op, timeout)).await
+    }
+}
+
+impl GrpcTarget {
+    /// One request; the server enforces the deadline sent with it, [`bounded`] the rest.
+    async fn send(&self, slot: usize, op: Op, timeout: Duration) -> Result<(), BenchError> {
         let group = match &op {
             Op::Put { group, .. } | Op::Get { group, .. } => *group,
         };
