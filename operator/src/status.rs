@@ -128,7 +128,6 @@ pub fn compute(input: &StatusInput<'_>) -> DrakkarClusterStatus {
             previous.and_then(|s| s.phase),
             Some(Phase::Running | Phase::Progressing | Phase::Degraded)
         );
-    let not_members = input.replicas - input.founding.replicas;
 
     let (degraded, degraded_reason, degraded_message) = if !input.problems.is_empty() {
         let immutable = input.problems.iter().any(|p| p.kind == ProblemKind::Immutable);
@@ -137,18 +136,6 @@ pub fn compute(input: &StatusInput<'_>) -> DrakkarClusterStatus {
         (true, reason, format!("spec refused, the cluster is left as it was: {}", text.join("; ")))
     } else if !available && was_available {
         (true, "QuorumLost", format!("{ready} of {} nodes ready; {needed} are needed", input.replicas))
-    } else if not_members > 0 {
-        let pods: Vec<String> =
-            (input.founding.replicas..input.replicas).map(|o| input.names.pod(o)).collect();
-        (
-            true,
-            "MembersNotManaged",
-            format!(
-                "{} run but are not members of the groups: the operator does not manage membership yet; add \
-                 them with `drakkar admin` (see docs/operator.md)",
-                pods.join(", ")
-            ),
-        )
     } else {
         (false, "AsExpected", "no problems detected".to_string())
     };

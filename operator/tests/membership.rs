@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use drakkar_client::pb::{self, admin_server};
-use drakkar_operator::admin::{GrpcMembership, Membership, Observation, Target};
+use drakkar_operator::admin::{GrpcMembership, Membership, Observation, ObservedMember, Target};
 use drakkar_operator::crd::{GroupLeader, MemberRole};
 use tonic::{Request, Response, Status};
 
@@ -125,10 +125,16 @@ async fn roles_and_leaders_come_from_the_nodes() {
     let b = serve(FakeNode { groups: vec![(1, 2, 7), (2, 3, 5)] }).await;
     let target = Target { endpoints: vec![a, b], groups: 3, tls: None };
     let observed = GrpcMembership::default().observe(&target).await.unwrap();
+    let member =
+        |replica_id, role| ObservedMember { replica_id, address: format!("n{replica_id}:7000"), role };
     assert_eq!(
         observed,
         Some(Observation {
-            members: vec![(1, MemberRole::Follower), (2, MemberRole::Leader), (3, MemberRole::NonVoting)],
+            members: vec![
+                member(1, MemberRole::Follower),
+                member(2, MemberRole::Leader),
+                member(3, MemberRole::NonVoting)
+            ],
             leaders: vec![
                 GroupLeader { group: 1, replica_id: 2, pod: None },
                 GroupLeader { group: 2, replica_id: 3, pod: None },

@@ -478,8 +478,12 @@ fn backoff_doubles_up_to_five_minutes() {
     assert_eq!(backoff(u32::MAX).as_secs(), 300);
 }
 
-/// A Membership that reports fixed roles, as the Admin API would.
+/// A Membership that reports fixed roles, as the Admin API would, and promotes replica 3.
 struct Reported;
+
+fn addr(pod: &str) -> String {
+    format!("{pod}.dev-peer.default.svc.cluster.local:7000")
+}
 
 impl drakkar_operator::admin::Membership for Reported {
     fn observe<'a>(
@@ -489,21 +493,51 @@ impl drakkar_operator::admin::Membership for Reported {
         'a,
         Result<Option<drakkar_operator::admin::Observation>, drakkar_operator::admin::AdminError>,
     > {
+        use drakkar_operator::admin::ObservedMember;
         use drakkar_operator::crd::{GroupLeader, MemberRole};
-        assert_eq!(target.endpoints[0], "dev-0.dev-peer.default.svc.cluster.local:7000");
+        assert_eq!(target.endpoints[0], addr("dev-0"));
         assert_eq!(target.groups, 4);
         assert!(target.tls.is_none(), "TLS is disabled in this cluster");
-        Box::pin(async {
+        let member = |replica_id, pod: &str, role| ObservedMember { replica_id, address: addr(pod), role };
+        Box::pin(async move {
             Ok(Some(drakkar_operator::admin::Observation {
-                members: vec![(1, MemberRole::Follower), (2, MemberRole::Leader), (3, MemberRole::NonVoting)],
+                // Pod dev-2 runs replica 7 (it came back after a scale-down under a fresh id).
+                members: vec![
+                    member(1, "dev-0", MemberRole::Follower),
+                    member(2, "dev-1", MemberRole::Leader),
+                    member(7, "dev-2", MemberRole::NonVoting),
+                ],
                 leaders: vec![GroupLeader { group: 1, replica_id: 2, pod: None }],
             }))
+        })
+    }
+
+    fn converge<'a>(
+        &'a self,
+        target: &'a drakkar_operator::admin::Target,
+        plan: &'a drakkar_operator::admin::MemberPlan,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<drakkar_operator::admin::Convergence, drakkar_operator::admin::AdminError>,
+    > {
+        use drakkar_operator::admin::{Convergence, MemberChange, Step};
+        assert_eq!(target.endpoints.len(), 3);
+        assert_eq!(plan.voters, ["dev-0", "dev-1", "dev-2"].map(addr));
+        Box::pin(async {
+            Ok(Convergence {
+                changes: vec![MemberChange {
+                    group: 1,
+                    step: Step::Promote { replica: 7, address: addr("dev-2") },
+                }],
+                pending: vec![1, 2],
+                errors: vec!["group 2: reading the membership: unavailable".into()],
+            })
         })
     }
 }
 
 #[tokio::test]
-async fn what_the_admin_api_reports_goes_into_the_members() {
+async fn what_the_admin_api_reports_goes_into_the_members_and_changes_become_events() {
     let dk = cluster("valid/insecure.yaml");
     let sts = running_sts(&dk, 3);
     let (client, mut server) = pair();
@@ -525,21 +559,65 @@ async fn what_the_admin_api_reports_goes_into_the_members() {
         server.expect(Method::PATCH, &sts_path("default", "dev")).await.ok(&sts);
         let pods = vec![pod("dev-0", true), pod("dev-1", true), pod("dev-2", true)];
         let status = expect_pods_and_status(&mut server, "dev", pods).await;
-        let roles: Vec<(&Value, &Value)> =
-            status["members"].as_array().unwrap().iter().map(|m| (&m["role"], &m["voting"])).collect();
+        let roles: Vec<(&Value, &Value, &Value)> = status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (&m["replicaId"], &m["role"], &m["voting"]))
+            .collect();
         assert_eq!(
             roles,
             [
-                (&json!("Follower"), &json!(true)),
-                (&json!("Leader"), &json!(true)),
-                (&json!("NonVoting"), &json!(false))
+                (&json!(1), &json!("Follower"), &json!(true)),
+                (&json!(2), &json!("Leader"), &json!(true)),
+                (&json!(7), &json!("NonVoting"), &json!(false))
             ]
         );
         assert_eq!(status["leaders"], json!([{"group": 1, "replicaId": 2, "pod": "dev-1"}]));
+        let progressing = condition(&status, "Progressing");
+        assert_eq!(progressing["status"], "True");
+        assert_eq!(progressing["reason"], "MembershipChanging");
+        assert_eq!(status["phase"], "Progressing");
         server.expect_event("default", "Available").await;
+        let e = server.expect_event("default", "MemberPromoted").await;
+        assert_eq!(e["note"], format!("group 1: promoted replica 7 ({}) to voter", addr("dev-2")));
+        let e = server.expect_event("default", "MembershipChangeFailed").await;
+        assert_eq!(e["type"], "Warning");
     });
-    reconcile(Arc::new(dk), ctx).await.unwrap();
+    let action = reconcile(Arc::new(dk), ctx).await.unwrap();
     script.await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)), "membership changes are followed closely");
+}
+
+/// A scale-down shrinks the StatefulSet only once the pods beyond the new size left the groups.
+#[test]
+fn the_statefulset_keeps_pods_that_are_still_members() {
+    use drakkar_operator::crd::{DrakkarClusterStatus, MemberRole, MemberStatus};
+    use drakkar_operator::reconcile::kept_replicas;
+    let names = Names::new("dev", "default", "cluster.local");
+    let member = |o: i32, role| MemberStatus {
+        replica_id: Some(o as u64 + 1),
+        pod: format!("dev-{o}"),
+        role,
+        voting: None,
+        healthy: true,
+    };
+    let status = |roles: &[MemberRole]| DrakkarClusterStatus {
+        members: roles.iter().enumerate().map(|(o, r)| member(o as i32, *r)).collect(),
+        ..Default::default()
+    };
+    use MemberRole::{Follower, Leader, NonVoting, None as Gone, Unknown};
+    assert_eq!(kept_replicas(&names, 3, None), 3);
+    assert_eq!(
+        kept_replicas(&names, 3, Some(&status(&[Leader, Follower, Follower, Follower, NonVoting]))),
+        5
+    );
+    assert_eq!(kept_replicas(&names, 3, Some(&status(&[Leader, Follower, Follower, Follower, Gone]))), 4);
+    assert_eq!(kept_replicas(&names, 3, Some(&status(&[Leader, Follower, Follower, Gone, Gone]))), 3);
+    // Not observed (no Admin API access): the spec decides.
+    assert_eq!(kept_replicas(&names, 3, Some(&status(&[Unknown; 5]))), 3);
+    // Growing is never held back.
+    assert_eq!(kept_replicas(&names, 5, Some(&status(&[Leader, Follower, Follower]))), 5);
 }
 
 /// A refused spec leaves the cluster alone, but its certificates are still renewed.

@@ -262,6 +262,12 @@ impl StepWorker {
             }
             Input::Transfer { group, to, tx } => {
                 let res = match r.groups.get_mut(&group) {
+                    // Only the leader transfers. Raft would forward the request in a message whose `from`
+                    // is the target, not this replica, which the receiver's identity check refuses: the
+                    // transfer would be dropped silently. The caller retries at the leader instead.
+                    Some(g) if g.node.status().soft_state.role != Role::Leader => {
+                        Err(NodeError::NoLeader { group })
+                    }
                     Some(g) => g.node.transfer_leader(to).map_err(|e| map_proposal_error(group, e)),
                     None => Err(NodeError::GroupNotFound(group)),
                 };

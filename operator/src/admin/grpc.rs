@@ -1,9 +1,12 @@
-//! [`GrpcMembership`]: observes a cluster through the nodes' Admin API with `drakkar-client`.
+//! [`GrpcMembership`]: observes and changes a cluster's membership through the nodes' Admin API with
+//! `drakkar-client`.
 //!
-//! Members and roles come from group 1's membership (`Admin.GetMembership`, answered by its leader or
-//! forwarded to it); the leader of every group from each node's `Admin.Status`, the highest term winning
-//! when nodes disagree. Calls are bounded by a short timeout: an unreachable cluster costs one timeout
-//! per reconcile, not a stuck reconciler.
+//! Members and roles come from group 1's membership (`Admin.GetMembership`, answered by a node running
+//! the group, or forwarded to one); the leader of every group from each node's `Admin.Status`, the
+//! highest term winning when nodes disagree. Changes: per group, the membership and every reachable
+//! node's status go into [`next_step`]; the step is carried out with the configuration index it was
+//! planned from. Calls are bounded by a short timeout: an unreachable cluster costs one timeout per
+//! reconcile, not a stuck reconciler.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,8 +16,11 @@ use drakkar_client::pb;
 use drakkar_client::{Client, ClientConfig};
 use futures::future::{BoxFuture, join_all};
 
-use super::{AdminError, Membership, Observation, Target};
-use crate::crd::{GroupLeader, MemberRole};
+use super::plan::{GroupView, MemberView, NodeGroups, Step, ViewRole, next_step};
+use super::{
+    AdminError, Convergence, MemberChange, MemberPlan, Membership, Observation, ObservedMember, Target,
+};
+use crate::crd::{GroupLeader, MemberRole, StateMachine};
 
 /// Observes through the Admin API.
 #[derive(Clone, Debug)]
@@ -63,7 +69,15 @@ impl GrpcMembership {
             .membership(1)
             .await
             .map_err(|e| AdminError::Unreachable(format!("group 1 membership: {e}")))?;
-        let members = membership.members.iter().map(|m| (m.replica, role_of(m, membership.leader))).collect();
+        let members = membership
+            .members
+            .iter()
+            .map(|m| ObservedMember {
+                replica_id: m.replica,
+                address: m.address.clone(),
+                role: role_of(m, membership.leader),
+            })
+            .collect();
         // group -> (term, leader): the highest term any node reports.
         let mut leaders: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
         let statuses = join_all(target.endpoints.iter().map(|e| client.status(e))).await;
@@ -81,6 +95,104 @@ impl GrpcMembership {
             .collect();
         Ok(Observation { members, leaders })
     }
+
+    /// What every reachable node of `target` runs, by its advertised address.
+    async fn nodes(client: &Client, target: &Target) -> BTreeMap<String, NodeGroups> {
+        let statuses = join_all(target.endpoints.iter().map(|e| client.status(e))).await;
+        statuses
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                let address = s.node?.address;
+                Some((address, s.groups.iter().map(|g| (g.group, (g.replica, g.applied_index))).collect()))
+            })
+            .collect()
+    }
+
+    /// Carries out `step` in group `g`, planned from configuration index `conf_index`.
+    async fn execute(
+        client: &Client,
+        g: u64,
+        conf_index: u64,
+        step: &Step,
+        kind: StateMachine,
+    ) -> Result<(), drakkar_client::ClientError> {
+        let start = |replica| pb::StartGroupRequest {
+            group: g,
+            replica,
+            initial_members: vec![],
+            join: true,
+            kind: match kind {
+                StateMachine::Memory => pb::StateMachineKind::KvMemory,
+                StateMachine::Disk => pb::StateMachineKind::KvDisk,
+            } as i32,
+        };
+        match step {
+            Step::TransferLeader { to } => client.transfer_leader(g, *to).await,
+            Step::Remove { replica, .. } => client.remove_replica(g, *replica, conf_index).await.map(drop),
+            Step::Clear { address, .. } => client.stop_group(address, g, true).await,
+            Step::Start { replica, address } => client.start_group(address, start(*replica)).await,
+            Step::Add { replica, address } => {
+                client.add_replica(g, *replica, address, pb::Role::NonVoter, conf_index).await?;
+                client.start_group(address, start(*replica)).await
+            }
+            Step::Promote { replica, .. } => client.promote_replica(g, *replica, conf_index).await.map(drop),
+        }
+    }
+
+    async fn converge_with(&self, client: &Client, target: &Target, plan: &MemberPlan) -> Convergence {
+        let nodes = Self::nodes(client, target).await;
+        let mut out = Convergence::default();
+        for g in 1..=u64::from(target.groups) {
+            let m = match client.membership(g).await {
+                Ok(m) => m,
+                Err(e) => {
+                    out.pending.push(g);
+                    out.errors.push(format!("group {g}: reading the membership: {e}"));
+                    continue;
+                }
+            };
+            let view = view_of(&m);
+            let converged = view.members.len() == plan.voters.len()
+                && view.members.iter().all(|x| x.role == ViewRole::Voter && plan.voters.contains(&x.address));
+            let Some(step) = next_step(&view, &nodes, &plan.voters) else {
+                if !converged {
+                    out.pending.push(g);
+                }
+                continue;
+            };
+            out.pending.push(g);
+            match Self::execute(client, g, view.conf_index, &step, plan.state_machine).await {
+                Ok(()) => out.changes.push(MemberChange { group: g, step }),
+                // (An Add whose start failed still changed the group: the next pass starts it.)
+                Err(e) => out.errors.push(format!("{}: {e}", MemberChange { group: g, step })),
+            }
+        }
+        out
+    }
+}
+
+/// The planner's view of a membership answer.
+fn view_of(m: &pb::MembershipResponse) -> GroupView {
+    let members = m
+        .members
+        .iter()
+        .filter_map(|x| {
+            let role = match pb::Role::try_from(x.role).ok()? {
+                pb::Role::Voter => ViewRole::Voter,
+                pb::Role::NonVoter => ViewRole::NonVoter,
+                pb::Role::Witness => ViewRole::Witness,
+            };
+            Some(MemberView { replica: x.replica, address: x.address.clone(), role })
+        })
+        .collect();
+    GroupView {
+        group: m.group,
+        conf_index: m.conf_index,
+        leader: m.leader,
+        members,
+        removed: m.removed.clone(),
+    }
 }
 
 impl Membership for GrpcMembership {
@@ -93,6 +205,22 @@ impl Membership for GrpcMembership {
             let result = self.observe_with(&client, target).await;
             client.close().await;
             result.map(Some)
+        })
+    }
+
+    fn converge<'a>(
+        &'a self,
+        target: &'a Target,
+        plan: &'a MemberPlan,
+    ) -> BoxFuture<'a, Result<Convergence, AdminError>> {
+        Box::pin(async move {
+            if target.endpoints.is_empty() {
+                return Ok(Convergence::default());
+            }
+            let client = self.client(target)?;
+            let result = self.converge_with(&client, target, plan).await;
+            client.close().await;
+            Ok(result)
         })
     }
 }

@@ -8,6 +8,8 @@
 
 mod pipeline;
 
+pub use pipeline::kept_replicas;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,6 +36,8 @@ pub const FINALIZER: &str = "drakkar.io/cleanup";
 pub const SETTLED_REQUEUE: Duration = Duration::from_secs(300);
 /// Requeue while the cluster moves (creating, rolling out, waiting for certificates).
 pub const BUSY_REQUEUE: Duration = Duration::from_secs(15);
+/// Requeue while membership changes are under way (a non-voter catching up, the next change).
+pub const MEMBERSHIP_REQUEUE: Duration = Duration::from_secs(5);
 /// Longest backoff after transient errors.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 

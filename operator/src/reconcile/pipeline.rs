@@ -8,7 +8,7 @@
 //! 3. `operator` TLS: LIST the TLS Secrets, PATCH (apply) those to issue;
 //! 4. PATCH (apply) ConfigMap, peer Service, client Service, PodDisruptionBudget, cert-manager
 //!    Certificates (then GET the server Secret), StatefulSet;
-//! 5. LIST pods, PATCH status, POST Events.
+//! 5. LIST pods, (membership seam: GET the operator's TLS Secret), PATCH status, POST Events.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
@@ -21,14 +21,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::{BUSY_REQUEUE, Context, Error, SETTLED_REQUEUE};
-use crate::admin::{ClientTls, Target};
+use super::{BUSY_REQUEUE, Context, Error, MEMBERSHIP_REQUEUE, SETTLED_REQUEUE};
+use crate::admin::{ClientTls, MemberPlan, Observation, Step, Target};
 use crate::build::{self, Input, certificate_resource, owner_ref, server_names};
 use crate::crd::{
-    ConditionType, DrakkarCluster, DrakkarClusterStatus, MemberRole, Phase, ReclaimPolicy, TlsMode,
+    ConditionStatus, ConditionType, DrakkarCluster, DrakkarClusterStatus, MemberRole, Phase, ReclaimPolicy,
+    TlsMode,
 };
 use crate::names::{FIELD_MANAGER, FOUNDING_ANNOTATION, Names, TLS_ROLE_LABEL};
-use crate::status::{StatusInput, compute, condition_status};
+use crate::status::{StatusInput, compute, condition_status, set_condition};
 use crate::tls;
 use crate::validate::{Founding, ProblemKind, validate};
 
@@ -136,15 +137,19 @@ pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<
     // Build and apply.
     let owner = owner_ref(dk)?;
     let mut events = Vec::new();
+    let kept = kept_replicas(&names, dk.spec.replicas, previous);
     if dk.spec.tls.mode == TlsMode::Operator {
-        events.extend(issue_certificates(ctx, &secrets, &names, &owner, dk.spec.replicas, now).await?);
+        events.extend(issue_certificates(ctx, &secrets, &names, &owner, kept, now).await?);
     }
-    let desired = build::build(&Input {
+    let mut desired = build::build(&Input {
         cluster: dk,
         names: &names,
         founding: &founding,
         capabilities: &ctx.capabilities,
     })?;
+    if let Some(spec) = desired.statefulset.spec.as_mut() {
+        spec.replicas = Some(kept);
+    }
     ssa(&Api::<ConfigMap>::namespaced(client.clone(), ns), &desired.config_map).await?;
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     ssa(&services, &desired.peer_service).await?;
@@ -197,7 +202,8 @@ pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<
         previous,
         now,
     });
-    observe_membership(ctx, dk, &names, &mut status, &secrets).await;
+    let (membership_events, membership_pending) =
+        manage_membership(ctx, dk, &names, &mut status, &secrets).await;
     patch_status(&clusters, &names.cluster, &status).await?;
 
     // Events of this step.
@@ -242,17 +248,7 @@ pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<
             "fewer than a majority of nodes are ready".into(),
         ));
     }
-    if new_generation && dk.spec.replicas > founding.replicas {
-        events.push(event(
-            EventType::Warning,
-            "MembersNotManaged",
-            "Apply",
-            format!(
-                "pods beyond the {} founding members are not added to the groups by the operator yet",
-                founding.replicas
-            ),
-        ));
-    }
+    events.extend(membership_events);
     if new_generation && dk.spec.backup.is_some() {
         events.push(event(
             EventType::Warning,
@@ -264,6 +260,7 @@ pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<
     publish(ctx, dk, &events).await;
 
     Ok(match status.phase {
+        _ if membership_pending => Action::requeue(MEMBERSHIP_REQUEUE),
         Some(Phase::Running) => Action::requeue(SETTLED_REQUEUE),
         _ => Action::requeue(BUSY_REQUEUE),
     })
@@ -303,16 +300,18 @@ async fn issue_certificates(
     )))
 }
 
-/// Folds what the Admin API reports into `status` (nothing when the seam does not observe).
-async fn observe_membership(
+/// Folds what the Admin API reports into `status`, then moves the groups' membership one step towards
+/// the spec (nothing when the seam does not observe, or the spec is refused). Returns the Events of the
+/// changes and whether membership changes are still under way.
+async fn manage_membership(
     ctx: &Context,
     dk: &DrakkarCluster,
     names: &Names,
     status: &mut DrakkarClusterStatus,
     secrets: &Api<Secret>,
-) {
+) -> (Vec<Event>, bool) {
     if !ctx.membership.observes() {
-        return;
+        return (Vec::new(), false);
     }
     let tls = if dk.spec.tls.mode == TlsMode::Disabled {
         None
@@ -329,23 +328,126 @@ async fn observe_membership(
         tls,
     };
     match ctx.membership.observe(&target).await {
-        Ok(Some(obs)) => {
-            for m in &mut status.members {
-                if let Some((_, role)) = obs.members.iter().find(|(id, _)| Some(*id) == m.replica_id) {
-                    m.role = *role;
-                    m.voting =
-                        Some(matches!(role, MemberRole::Leader | MemberRole::Follower | MemberRole::Witness));
-                }
-            }
-            status.leaders = obs.leaders;
-            for l in &mut status.leaders {
-                l.pod =
-                    status.members.iter().find(|m| m.replica_id == Some(l.replica_id)).map(|m| m.pod.clone());
-            }
-        }
+        Ok(Some(obs)) => fold_observation(names, status, obs),
         Ok(None) => {}
         Err(e) => tracing::info!(cluster = %names.cluster, error = %e, "membership not observed"),
     }
+    let plan = MemberPlan {
+        voters: (0..dk.spec.replicas).map(|o| names.advertise(&names.pod(o))).collect(),
+        state_machine: dk.spec.state_machine,
+    };
+    let outcome = match ctx.membership.converge(&target, &plan).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(cluster = %names.cluster, error = %e, "membership not changed");
+            return (Vec::new(), false);
+        }
+    };
+    let mut events: Vec<Event> = outcome
+        .changes
+        .iter()
+        .map(|c| {
+            let reason = match c.step {
+                Step::TransferLeader { .. } => "LeaderTransferred",
+                Step::Remove { .. } => "MemberRemoved",
+                Step::Clear { .. } => "StaleReplicaDeleted",
+                Step::Start { .. } => "ReplicaStarted",
+                Step::Add { .. } => "MemberAdded",
+                Step::Promote { .. } => "MemberPromoted",
+            };
+            event(EventType::Normal, reason, "ChangeMembership", c.to_string())
+        })
+        .collect();
+    if !outcome.errors.is_empty() {
+        let note = outcome.errors.join("; ");
+        events.push(event(EventType::Warning, "MembershipChangeFailed", "ChangeMembership", note));
+    }
+    if !outcome.pending.is_empty() {
+        let groups: Vec<String> = outcome.pending.iter().map(u64::to_string).collect();
+        let message = format!(
+            "changing the membership of group(s) {} towards {} voters: {}",
+            groups.join(", "),
+            plan.voters.len(),
+            if outcome.changes.is_empty() {
+                "waiting (catching up, leader or node unavailable)".to_string()
+            } else {
+                outcome.changes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            }
+        );
+        let previous = dk.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+        let now = (ctx.clock)();
+        mark_progressing(status, previous, "MembershipChanging", message, dk.metadata.generation, now);
+    }
+    (events, !outcome.pending.is_empty())
+}
+
+/// Roles, voting and replica ids of the pods, matched to group 1's members by address.
+fn fold_observation(names: &Names, status: &mut DrakkarClusterStatus, obs: Observation) {
+    for m in &mut status.members {
+        let address = names.advertise(&m.pod);
+        match obs.members.iter().find(|x| x.address == address) {
+            Some(x) => {
+                m.replica_id = Some(x.replica_id);
+                m.role = x.role;
+                m.voting =
+                    Some(matches!(x.role, MemberRole::Leader | MemberRole::Follower | MemberRole::Witness));
+            }
+            None => {
+                m.replica_id = None;
+                m.role = MemberRole::None;
+                m.voting = Some(false);
+            }
+        }
+    }
+    status.leaders = obs.leaders;
+    for l in &mut status.leaders {
+        l.pod = status.members.iter().find(|m| m.replica_id == Some(l.replica_id)).map(|m| m.pod.clone());
+    }
+}
+
+/// Sets the Progressing condition (and a Running phase to Progressing); `previous`: the conditions of the
+/// last status, which keep their transition time.
+fn mark_progressing(
+    status: &mut DrakkarClusterStatus,
+    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: k8s_openapi::jiff::Timestamp,
+) {
+    let updated = set_condition(
+        previous,
+        ConditionType::Progressing,
+        ConditionStatus::True,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    status.conditions.retain(|c| c.type_ != updated.type_);
+    status.conditions.push(updated);
+    if status.phase == Some(Phase::Running) {
+        status.phase = Some(Phase::Progressing);
+    }
+}
+
+/// How many pods the StatefulSet keeps: the spec's count, or more while pods beyond it are still members
+/// of group 1 (as the last status observed them). A scale-down removes members first and shrinks the
+/// StatefulSet after, so the groups never lose a majority to pods deleted before their removal.
+pub fn kept_replicas(names: &Names, spec_replicas: i32, previous: Option<&DrakkarClusterStatus>) -> i32 {
+    let still_member = |m: &crate::crd::MemberStatus| {
+        matches!(
+            m.role,
+            MemberRole::Leader | MemberRole::Follower | MemberRole::NonVoting | MemberRole::Witness
+        )
+    };
+    previous
+        .into_iter()
+        .flat_map(|s| s.members.iter())
+        .filter(|m| still_member(m))
+        .filter_map(|m| m.pod.strip_prefix(&format!("{}-", names.statefulset()))?.parse::<i32>().ok())
+        .map(|o| o + 1)
+        .fold(spec_replicas, i32::max)
 }
 
 fn client_tls(secret: &Secret) -> Option<ClientTls> {
