@@ -10,6 +10,15 @@
 //! These two modules need only `std` and `thiserror`: use the crate with `default-features = false` to
 //! check histories recorded elsewhere (a simulator, another test).
 //!
+//! With the default `runner` feature:
+//!
+//! - [`workload`]: concurrent clients doing reads, writes and compare-and-swaps on a few keys per KV
+//!   group, one attempt per operation, recording ok / fail / unknown.
+//! - [`nemesis`], [`cluster`], [`proxy`]: a local cluster of `drakkar serve` processes and the faults
+//!   injected into it (kill -9, SIGSTOP, partitions through per-link TCP proxies, membership changes).
+//! - [`report`]: counts, lost acknowledged writes, JSON and text reports, the latency plot (SVG).
+//! - [`run()`] / [`CheckArgs`]: the `drakkar check` command. See `docs/reliability.md`.
+//!
 //! ```
 //! use drakkar_check::checker::{check, CheckOptions, Verdict};
 //! use drakkar_check::history::Op;
@@ -24,3 +33,19 @@
 
 pub mod checker;
 pub mod history;
+
+#[cfg(feature = "runner")]
+pub mod cluster;
+#[cfg(feature = "runner")]
+pub mod nemesis;
+#[cfg(feature = "runner")]
+pub mod proxy;
+#[cfg(feature = "runner")]
+pub mod report;
+#[cfg(feature = "runner")]
+pub mod run;
+#[cfg(feature = "runner")]
+pub mod workload;
+
+#[cfg(feature = "runner")]
+pub use run::{CheckArgs, run};

@@ -39,6 +39,8 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Create a development CA and certificates.
     Cert(CertArgs),
+    /// Verify a cluster: a workload with faults, checked for linearizability (see docs/reliability.md).
+    Check(drakkar_check::CheckArgs),
     /// Measure throughput and latency: Drakkar over gRPC, embedded, or etcd; idle groups.
     Bench(bench::BenchArgs),
 }
@@ -303,6 +305,7 @@ pub fn main() -> std::process::ExitCode {
             Command::Dev(a) => dev::run(a).await,
             Command::Kv(a) => kv::run(a).await,
             Command::Admin(a) => admin::run(a).await,
+            Command::Check(a) => drakkar_check::run(a).await,
             Command::Bench(a) => bench::run(a).await.map(|_| ()),
             Command::Cert(a) => match a.command {
                 CertCommand::Ca { out } => cert::create_ca(&out),

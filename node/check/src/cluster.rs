@@ -1,0 +1,298 @@
+//! A local cluster of `drakkar serve` processes for `drakkar check --local`, with the handles the
+//! nemeses need: kill -9 and restart, SIGSTOP / SIGCONT, a cuttable TCP proxy on every directed link
+//! between founding nodes, and a spare node for membership changes.
+//!
+//! Every node gets its own TLS certificate from a development CA (`drakkar cert dev`). Node `i` is told
+//! (in `--peers`) that node `j` lives at the proxy of the link `i -> j`, while it advertises its real
+//! address, so cutting proxies partitions the Raft traffic; clients talk to the real addresses.
+//! Every process is killed (by its PID) when the cluster is dropped.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use drakkar_client::{Client, ClientConfig, tls};
+
+use crate::proxy::LinkProxy;
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    /// The `drakkar` binary (normally `std::env::current_exe()`).
+    pub exe: PathBuf,
+    /// Working directory: certificates, data directories, logs.
+    pub dir: PathBuf,
+    /// Founding nodes.
+    pub nodes: usize,
+    /// KV groups.
+    pub groups: u64,
+    /// `memory` or `disk`.
+    pub state_machine: String,
+    /// Raft tick in milliseconds.
+    pub tick_ms: u64,
+    /// Start a spare node (not a founding member) for membership changes.
+    pub spare: bool,
+    /// Route the Raft traffic between founding nodes through a cuttable proxy per directed link (for
+    /// partitions); otherwise nodes talk directly.
+    pub proxies: bool,
+}
+
+struct NodeProc {
+    name: String,
+    addr: SocketAddr,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProc {
+    fn spawn(&mut self, exe: &Path) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        let mut cmd = Command::new(exe);
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        // The node reads its configuration from flags only: drop any DRAKKAR_* of the caller.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("DRAKKAR_") && k != "DRAKKAR_LOG" {
+                cmd.env_remove(k);
+            }
+        }
+        if std::env::var_os("DRAKKAR_LOG").is_none() {
+            cmd.env("DRAKKAR_LOG", "info");
+        }
+        self.child = Some(cmd.spawn().with_context(|| format!("starting {}", self.name))?);
+        Ok(())
+    }
+
+    fn signal(&self, signal: &str) -> Result<()> {
+        let Some(c) = &self.child else { bail!("{} is not running", self.name) };
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(c.id().to_string()).status()?;
+        if !status.success() {
+            bail!("kill -{signal} {} ({}) failed", c.id(), self.name);
+        }
+        Ok(())
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A running local cluster.
+pub struct LocalCluster {
+    opts: LocalOptions,
+    certs: PathBuf,
+    nodes: Vec<NodeProc>,
+    /// `(from, to)` -> the proxy `from` uses to reach `to` (founding nodes only).
+    links: BTreeMap<(usize, usize), LinkProxy>,
+}
+
+fn free_addr() -> Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?)
+}
+
+impl LocalCluster {
+    /// Creates the certificates, proxies and nodes, and waits until every group has a leader and every
+    /// founding node is caught up (up to 60 s).
+    pub async fn start(opts: LocalOptions) -> Result<LocalCluster> {
+        if opts.nodes == 0 || opts.groups == 0 {
+            bail!("a local cluster needs at least one node and one group");
+        }
+        std::fs::create_dir_all(&opts.dir).with_context(|| format!("creating {}", opts.dir.display()))?;
+        let certs = opts.dir.join("certs");
+        let total = opts.nodes + usize::from(opts.spare);
+        let out = Command::new(&opts.exe)
+            .args(["cert", "dev", "--out"])
+            .arg(&certs)
+            .args(["--nodes", &total.to_string()])
+            .output()
+            .context("running `drakkar cert dev`")?;
+        if !out.status.success() {
+            bail!("`drakkar cert dev` failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let addrs: Vec<SocketAddr> = (0..total).map(|_| free_addr()).collect::<Result<_>>()?;
+        let mut links = BTreeMap::new();
+        for from in (0..opts.nodes).filter(|_| opts.proxies) {
+            for (to, addr) in addrs.iter().enumerate().take(opts.nodes) {
+                if from != to {
+                    links.insert((from, to), LinkProxy::start(*addr).await.context("starting a proxy")?);
+                }
+            }
+        }
+        let real: Vec<String> = addrs[..opts.nodes].iter().map(ToString::to_string).collect();
+        let mut nodes = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let name = format!("node-{}", i + 1);
+            let peers: Vec<String> = if i < opts.nodes {
+                (0..opts.nodes)
+                    .map(|j| match links.get(&(i, j)) {
+                        Some(proxy) => proxy.addr().to_string(),
+                        None => addrs[j].to_string(),
+                    })
+                    .collect()
+            } else {
+                real.clone()
+            };
+            let args: Vec<String> = [
+                "serve",
+                "--data-dir",
+                &opts.dir.join(&name).display().to_string(),
+                "--listen",
+                &addr.to_string(),
+                "--advertise",
+                &addr.to_string(),
+                "--peers",
+                &peers.join(","),
+                "--kv-groups",
+                &opts.groups.to_string(),
+                "--state-machine",
+                &opts.state_machine,
+                "--tick-ms",
+                &opts.tick_ms.to_string(),
+                "--tls-ca",
+                &certs.join("ca.pem").display().to_string(),
+                "--tls-cert",
+                &certs.join(format!("{name}.pem")).display().to_string(),
+                "--tls-key",
+                &certs.join(format!("{name}-key.pem")).display().to_string(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let log = opts.dir.join(format!("{name}.log"));
+            nodes.push(NodeProc { name, addr: *addr, args, log, child: None });
+        }
+        let mut cluster = LocalCluster { opts, certs, nodes, links };
+        for i in 0..cluster.nodes.len() {
+            let exe = cluster.opts.exe.clone();
+            cluster.nodes[i].spawn(&exe)?;
+        }
+        cluster.wait_ready(Duration::from_secs(60)).await?;
+        Ok(cluster)
+    }
+
+    /// The founding nodes' client addresses.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes[..self.opts.nodes].iter().map(|n| n.addr.to_string()).collect()
+    }
+
+    /// Founding nodes.
+    pub fn founding(&self) -> usize {
+        self.opts.nodes
+    }
+
+    /// The spare node's address, when there is one.
+    pub fn spare(&self) -> Option<String> {
+        self.opts.spare.then(|| self.nodes[self.opts.nodes].addr.to_string())
+    }
+
+    /// The CA certificate clients trust.
+    pub fn ca(&self) -> PathBuf {
+        self.certs.join("ca.pem")
+    }
+
+    /// A client of these endpoints with the cluster's CA.
+    pub fn client_config(&self, endpoints: Vec<String>) -> Result<ClientConfig> {
+        let c = tls::client_config_from_files(&self.ca(), None)?;
+        Ok(ClientConfig::new(endpoints).with_tls(Arc::new(Arc::new(c))))
+    }
+
+    /// The name of node `i` (`node-1`, ...).
+    pub fn name(&self, i: usize) -> &str {
+        &self.nodes[i].name
+    }
+
+    /// SIGKILL node `i`.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].kill9();
+    }
+
+    /// Starts node `i` again with the same flags and data directory.
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        let exe = self.opts.exe.clone();
+        self.nodes[i].kill9();
+        self.nodes[i].spawn(&exe)
+    }
+
+    /// SIGSTOP node `i`.
+    pub fn pause(&self, i: usize) -> Result<()> {
+        self.nodes[i].signal("STOP")
+    }
+
+    /// SIGCONT node `i`.
+    pub fn resume(&self, i: usize) -> Result<()> {
+        self.nodes[i].signal("CONT")
+    }
+
+    /// Cuts every link to and from founding node `i`.
+    pub fn isolate(&self, i: usize) {
+        for ((from, to), p) in &self.links {
+            if *from == i || *to == i {
+                p.set_cut(true);
+            }
+        }
+    }
+
+    /// Heals every link.
+    pub fn heal(&self) {
+        self.links.values().for_each(|p| p.set_cut(false));
+    }
+
+    /// Node logs, for a report.
+    pub fn logs(&self) -> Vec<PathBuf> {
+        self.nodes.iter().map(|n| n.log.clone()).collect()
+    }
+
+    /// Waits until every founding node reports itself ready (every group it runs has a leader and it
+    /// caught up).
+    pub async fn wait_ready(&self, within: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut cfg = self.client_config(self.endpoints())?;
+        cfg.request_timeout = Duration::from_secs(2);
+        let client = Client::new(cfg)?;
+        loop {
+            let mut not_ready = Vec::new();
+            for (i, ep) in self.endpoints().iter().enumerate() {
+                match client.node_info(ep).await {
+                    Ok(info) if info.ready && info.kv_groups.len() as u64 >= self.opts.groups => {}
+                    Ok(_) => not_ready.push(format!("{} ({ep}) not caught up", self.nodes[i].name)),
+                    Err(e) => not_ready.push(format!("{} ({ep}): {e}", self.nodes[i].name)),
+                }
+            }
+            if not_ready.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "the local cluster is not ready after {within:?}: {} (logs in {})",
+                    not_ready.join(", "),
+                    self.opts.dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            // A stopped process dies of SIGKILL too.
+            n.kill9();
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The report of a run: counts, the checker's verdict, lost acknowledged writes, latencies, faults; as
+//! JSON (`report.json`), text, and a latency plot (`latency.svg`, plotters' SVG backend) with every
+//! fault drawn as a band over the time it lasted.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+
+use crate::history::{Key, Op, OpKind, Outcome, Printable, Value};
+use crate::nemesis::Fault;
+use crate::workload::Sample;
+
+/// Counts of operations.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Counts {
+    /// All operations.
+    pub total: u64,
+    /// Answered.
+    pub ok: u64,
+    /// Certainly not applied.
+    pub fail: u64,
+    /// Maybe applied.
+    pub unknown: u64,
+    /// Reads.
+    pub reads: u64,
+    /// Writes.
+    pub writes: u64,
+    /// Compare-and-swaps.
+    pub cas: u64,
+    /// Compare-and-swaps that swapped.
+    pub cas_succeeded: u64,
+}
+
+impl Counts {
+    /// Counts `ops`.
+    pub fn of(ops: &[Op]) -> Counts {
+        let mut c = Counts::default();
+        for op in ops {
+            c.total += 1;
+            match op.outcome {
+                Outcome::Ok(_) => c.ok += 1,
+                Outcome::Fail => c.fail += 1,
+                _ => c.unknown += 1,
+            }
+            match op.kind {
+                OpKind::Read => c.reads += 1,
+                OpKind::Write { .. } => c.writes += 1,
+                _ => c.cas += 1,
+            }
+            if op.acknowledged_write() && matches!(op.kind, OpKind::Cas { .. }) {
+                c.cas_succeeded += 1;
+            }
+        }
+        c
+    }
+}
+
+/// Latency percentiles of answered operations, in milliseconds.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+}
+
+impl Latency {
+    /// Of the `ok` samples.
+    pub fn of(samples: &[Sample]) -> Latency {
+        let mut l: Vec<f64> =
+            samples.iter().filter(|s| s.outcome == "ok").map(|s| s.latency.as_secs_f64() * 1e3).collect();
+        if l.is_empty() {
+            return Latency::default();
+        }
+        l.sort_by(f64::total_cmp);
+        let at = |q: f64| l[((l.len() - 1) as f64 * q).round() as usize];
+        Latency { p50_ms: at(0.5), p99_ms: at(0.99), max_ms: at(1.0) }
+    }
+}
+
+/// An acknowledged write missing from the final state.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LostWrite {
+    /// The key.
+    pub key: String,
+    /// The write, as text.
+    pub write: String,
+    /// What the final read returned.
+    pub final_value: String,
+}
+
+/// Acknowledged writes that the final state contradicts.
+///
+/// `final_reads` maps each key to the value a linearizable read returned after the run (all faults
+/// healed). An acknowledged write `w` (an ok write or a succeeded compare-and-swap) of key `k` is lost
+/// when the final value of `k` is absent, or was written by an operation that completed before `w` was
+/// invoked (then `w` took effect after it and was overwritten by nothing: values are unique), or by no
+/// operation at all. Keys without a final read are skipped.
+pub fn lost_writes(ops: &[Op], final_reads: &HashMap<Key, Option<Value>>) -> Vec<LostWrite> {
+    let mut writer: HashMap<(&[u8], &[u8]), &Op> = HashMap::new();
+    for op in ops {
+        if op.outcome != Outcome::Fail
+            && let Some(v) = op.written_value()
+        {
+            writer.insert((&op.key, v), op);
+        }
+    }
+    let mut lost = Vec::new();
+    for w in ops.iter().filter(|o| o.acknowledged_write()) {
+        let Some(fin) = final_reads.get(&w.key) else { continue };
+        let written = w.written_value().map(Vec::as_slice);
+        let is_lost = match fin {
+            None => true,
+            Some(f) if Some(f.as_slice()) == written => false,
+            Some(f) => match writer.get(&(w.key.as_slice(), f.as_slice())) {
+                Some(x) => x.complete.is_some_and(|c| c < w.invoke),
+                None => true,
+            },
+        };
+        if is_lost {
+            lost.push(LostWrite {
+                key: Printable(&w.key).to_string(),
+                write: w.to_string(),
+                final_value: fin.as_ref().map_or_else(|| "absent".into(), |v| Printable(v).to_string()),
+            });
+        }
+    }
+    lost
+}
+
+/// The whole report.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    /// `linearizable`, `not-linearizable` or `unknown`.
+    pub verdict: String,
+    /// The checker's explanation (the counterexample, or why it gave up).
+    pub verdict_detail: String,
+    /// Acknowledged writes missing from the final state (must be 0).
+    pub lost_acknowledged_writes: u64,
+    /// Up to 20 of them.
+    pub lost_examples: Vec<LostWrite>,
+    /// Operation counts (final reads included).
+    pub operations: Counts,
+    /// Length of the workload, in seconds.
+    pub duration_s: f64,
+    /// Answered operations per second.
+    pub ok_per_s: f64,
+    /// Latency of answered operations.
+    pub latency: Latency,
+    /// Errors by gRPC code and reason.
+    pub errors: std::collections::BTreeMap<String, u64>,
+    /// Keys (registers) checked.
+    pub keys: usize,
+    /// KV groups used.
+    pub groups: Vec<u64>,
+    /// Concurrent clients.
+    pub concurrency: usize,
+    /// Nemeses enabled.
+    pub nemeses: Vec<String>,
+    /// Faults, in order.
+    pub faults: Vec<Fault>,
+    /// Time the checker took, in milliseconds.
+    pub checker_ms: u64,
+    /// Whether the run passed: linearizable and no lost write.
+    pub passed: bool,
+    /// Problems that are not safety violations (e.g. a node that did not catch up after the faults).
+    pub warnings: Vec<String>,
+    /// The latency plot, next to the report.
+    pub plot: String,
+    /// The history (one JSON operation per line), next to the report.
+    pub history: String,
+    /// The command line.
+    pub command: String,
+}
+
+impl Report {
+    /// A human-readable summary.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let o = &self.operations;
+        s.push_str(&format!(
+            "operations: {} ({} ok, {} failed, {} unknown; {} reads, {} writes, {} cas of which {} swapped) in {:.1} s, {:.0} ok/s\n",
+            o.total, o.ok, o.fail, o.unknown, o.reads, o.writes, o.cas, o.cas_succeeded, self.duration_s, self.ok_per_s
+        ));
+        s.push_str(&format!(
+            "latency (ok): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n",
+            self.latency.p50_ms, self.latency.p99_ms, self.latency.max_ms
+        ));
+        if !self.errors.is_empty() {
+            let e: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+            s.push_str(&format!("errors: {}\n", e.join(", ")));
+        }
+        s.push_str(&format!("faults: {}\n", self.faults.len()));
+        for f in &self.faults {
+            s.push_str(&format!("  {:>6.1}s - {:>6.1}s  {:<10} {}", f.start_s, f.end_s, f.kind, f.target));
+            if !f.errors.is_empty() {
+                s.push_str(&format!("  (errors: {})", f.errors.join("; ")));
+            }
+            s.push('\n');
+        }
+        s.push_str(&format!(
+            "keys: {} in groups {:?}, {} clients\n",
+            self.keys, self.groups, self.concurrency
+        ));
+        s.push_str(&format!("checker: {} in {} ms\n", self.verdict, self.checker_ms));
+        if self.verdict != "linearizable" {
+            s.push_str(&self.verdict_detail);
+            s.push('\n');
+        }
+        s.push_str(&format!("lost acknowledged writes: {}\n", self.lost_acknowledged_writes));
+        for l in &self.lost_examples {
+            s.push_str(&format!("  {} (final value {})\n", l.write, l.final_value));
+        }
+        for w in &self.warnings {
+            s.push_str(&format!("WARNING: {w}\n"));
+        }
+        s.push_str(if self.passed { "PASS\n" } else { "FAIL\n" });
+        s
+    }
+}
+
+/// Writes the history as JSON lines.
+pub fn write_history(path: &Path, ops: &[Op]) -> Result<()> {
+    use std::io::Write;
+    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    let text = |v: &[u8]| Printable(v).to_string();
+    for op in ops {
+        let (kind, value, expected) = match &op.kind {
+            OpKind::Read => ("read", None, None),
+            OpKind::Write { value } => ("write", Some(text(value)), None),
+            OpKind::Cas { expected, new } => ("cas", Some(text(new)), Some(expected.as_deref().map(text))),
+        };
+        let (outcome, reply) = match &op.outcome {
+            Outcome::Ok(crate::history::Reply::Read(v)) => ("ok", serde_json::json!(v.as_deref().map(text))),
+            Outcome::Ok(crate::history::Reply::Cas(b)) => ("ok", serde_json::json!(b)),
+            Outcome::Ok(_) => ("ok", serde_json::Value::Null),
+            Outcome::Fail => ("fail", serde_json::Value::Null),
+            _ => ("unknown", serde_json::Value::Null),
+        };
+        let line = serde_json::json!({
+            "process": op.process, "key": text(&op.key), "kind": kind, "value": value,
+            "expected": expected, "invoke_ns": op.invoke, "complete_ns": op.complete,
+            "outcome": outcome, "reply": reply,
+        });
+        writeln!(w, "{line}")?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// Draws latency against time: one dot per operation (answered, failed, unknown in different colours,
+/// log scale), and a shaded band per fault, labelled with its kind.
+pub fn plot(path: &Path, samples: &[Sample], faults: &[Fault], duration_s: f64, title: &str) -> Result<()> {
+    let root = SVGBackend::new(path, (1200, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    let max_ms = samples.iter().map(|s| s.latency.as_secs_f64() * 1e3).fold(10.0, f64::max) * 1.5;
+    let x_end = duration_s.max(faults.iter().map(|f| f.end_s).fold(0.0, f64::max)).max(1.0) * 1.02;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..x_end, (0.1f64..max_ms).log_scale())
+        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("time since start (s)")
+        .y_desc("latency (ms, log)")
+        .draw()
+        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    let colour = |kind: &str| match kind {
+        "kill" => RGBColor(230, 80, 80),
+        "pause" => RGBColor(240, 170, 60),
+        "partition" => RGBColor(120, 100, 220),
+        _ => RGBColor(60, 170, 170),
+    };
+    for f in faults {
+        let c = colour(f.kind);
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(f.start_s, 0.1), (f.end_s.max(f.start_s + 0.01), max_ms)],
+                c.mix(0.18).filled(),
+            )))
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                f.kind.to_string(),
+                (f.start_s, max_ms / 1.6),
+                ("sans-serif", 13).into_font().color(&c),
+            )))
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    }
+    for (outcome, c, label) in [
+        ("ok", RGBColor(40, 110, 200), "ok"),
+        ("fail", RGBColor(240, 140, 0), "fail (not applied)"),
+        ("unknown", RGBColor(200, 0, 0), "unknown (maybe applied)"),
+    ] {
+        let points = samples
+            .iter()
+            .filter(|s| s.outcome == outcome)
+            .map(|s| (s.at.as_secs_f64(), (s.latency.as_secs_f64() * 1e3).max(0.11)));
+        chart
+            .draw_series(points.map(|p| Circle::new(p, 1, c.mix(0.6).filled())))
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?
+            .label(label)
+            .legend(move |(x, y)| Circle::new((x, y), 4, c.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Option<Value> {
+        Some(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_write_overwritten_by_an_older_value_is_lost() {
+        let ops = vec![
+            Op::write(1, "k", "a", 0, 10),
+            Op::write(2, "k", "b", 20, 30),
+            Op::write(3, "j", "x", 0, 10),
+            Op::cas(3, "j", v("x"), "y", 20, 30, true),
+        ];
+        // Final k = a: written before b was invoked, so b is lost. Final j = y: nothing lost.
+        let fin = HashMap::from([(b"k".to_vec(), v("a")), (b"j".to_vec(), v("y"))]);
+        let lost = lost_writes(&ops, &fin);
+        assert_eq!(lost.len(), 1);
+        assert!(lost[0].write.contains("write b"));
+        // Concurrent writes may end either way.
+        let ops = vec![Op::write(1, "k", "a", 0, 10), Op::write(2, "k", "b", 5, 30)];
+        assert!(lost_writes(&ops, &HashMap::from([(b"k".to_vec(), v("a"))])).is_empty());
+        assert!(lost_writes(&ops, &HashMap::from([(b"k".to_vec(), v("b"))])).is_empty());
+        // Absent after an acknowledged write: lost.
+        assert_eq!(lost_writes(&ops, &HashMap::from([(b"k".to_vec(), None)])).len(), 2);
+    }
+
+    #[test]
+    fn the_plot_is_an_svg_with_faults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.svg");
+        let samples: Vec<Sample> = (0..50)
+            .map(|i| Sample {
+                at: std::time::Duration::from_millis(i * 100),
+                latency: std::time::Duration::from_millis(1 + i % 7),
+                outcome: if i % 10 == 0 { "unknown" } else { "ok" },
+            })
+            .collect();
+        let faults =
+            vec![Fault { kind: "kill", target: "node-1".into(), start_s: 1.0, end_s: 2.0, errors: vec![] }];
+        plot(&path, &samples, &faults, 5.0, "test").unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.contains("kill"));
+    }
+}

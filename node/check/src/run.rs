@@ -1,0 +1,380 @@
+//! `drakkar check`: the command line, and a run from start to report.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use drakkar_client::pb::Consistency;
+use drakkar_client::{Client, ClientConfig, tls};
+use tokio::sync::Mutex;
+
+use crate::checker::{self, CheckOptions, Verdict};
+use crate::cluster::{LocalCluster, LocalOptions};
+use crate::history::Op;
+use crate::nemesis::{self, Nemesis, NemesisOptions};
+use crate::report::{self, Counts, Latency, Report};
+use crate::workload::{self, WorkloadOptions};
+
+/// `drakkar check`: run a workload against a cluster (with faults, for a local one), check the history
+/// for linearizability and write a report.
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// Check a running cluster at these node addresses (host:port, comma separated).
+    #[arg(long, value_delimiter = ',', conflicts_with = "local", required_unless_present = "local")]
+    pub endpoints: Vec<String>,
+    /// Start a local cluster of `drakkar serve` processes (TLS, loopback) and check it.
+    #[arg(long)]
+    pub local: bool,
+    /// Faults to inject (local clusters only), comma separated, taken in turn.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "none")]
+    pub nemesis: Vec<Nemesis>,
+    /// How long the workload runs (e.g. 60s, 2m, 500ms).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub time: Duration,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Keys per KV group.
+    #[arg(long, default_value_t = 3)]
+    pub keys_per_group: usize,
+    /// KV groups to use (default: every KV group of the cluster; a local cluster has `--local-groups`).
+    #[arg(long, value_delimiter = ',')]
+    pub groups: Vec<u64>,
+    /// Total operations per second (0: unlimited).
+    #[arg(long, default_value_t = 300)]
+    pub rate: u64,
+    /// Deadline of one operation, in milliseconds.
+    #[arg(long, default_value_t = 1500)]
+    pub request_timeout_ms: u64,
+    /// Quiet time before each fault.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub fault_quiet: Duration,
+    /// How long each fault is held.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub fault_hold: Duration,
+    /// How long to wait, after the last fault, for every node of a local cluster to catch up before
+    /// the final reads (a node still behind then is reported as a warning).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub recovery_wait: Duration,
+    /// Time the checker may take before answering "unknown".
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub check_time_limit: Duration,
+    /// Directory for report.json, report.txt, latency.svg and history.jsonl (default: drakkar-check-<time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Seed of the workload's and the nemesis' choices (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// CA bundle to verify the nodes with (--endpoints).
+    #[arg(long, env = "DRAKKAR_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (--endpoints, when the nodes require one).
+    #[arg(long, env = "DRAKKAR_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Client key.
+    #[arg(long, env = "DRAKKAR_KEY")]
+    pub key: Option<PathBuf>,
+    /// Connect without TLS (--endpoints of nodes run with --insecure).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Founding nodes of a local cluster.
+    #[arg(long, default_value_t = 3)]
+    pub local_nodes: usize,
+    /// KV groups of a local cluster.
+    #[arg(long, default_value_t = 2)]
+    pub local_groups: u64,
+    /// State machine of a local cluster: memory or disk.
+    #[arg(long, default_value = "memory", value_parser = ["memory", "disk"])]
+    pub local_state_machine: String,
+    /// Raft tick of a local cluster, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pub local_tick_ms: u64,
+    /// Keep a local cluster's data, certificates and logs (in OUT/cluster).
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Parses `60s`, `2m`, `500ms`, `1h` or a number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len()));
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1e3,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+fn now_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+}
+
+/// Runs `drakkar check`; an error when the cluster fails the check (not linearizable, lost writes, or
+/// an undecided verdict) or the run could not be done.
+pub async fn run(a: CheckArgs) -> Result<()> {
+    let seed = a.seed.unwrap_or_else(now_seed);
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("drakkar-check-{}", now_seed() / 1_000_000_000)));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let kinds = Nemesis::expand(&a.nemesis);
+    if !a.local && !kinds.is_empty() {
+        bail!("--nemesis needs --local: faults are injected into a cluster this command started");
+    }
+
+    // The cluster: started here, or given.
+    let (cluster, base_cfg) = if a.local {
+        let dir = if a.keep {
+            out.join("cluster")
+        } else {
+            std::env::temp_dir().join(format!("drakkar-check-{seed:016x}"))
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        let opts = LocalOptions {
+            exe: std::env::current_exe().context("finding the drakkar binary")?,
+            dir,
+            nodes: a.local_nodes,
+            groups: a.local_groups,
+            state_machine: a.local_state_machine.clone(),
+            tick_ms: a.local_tick_ms,
+            spare: kinds.contains(&Nemesis::Membership),
+            proxies: kinds.contains(&Nemesis::Partition),
+        };
+        eprintln!(
+            "drakkar check: starting a local cluster of {} nodes in {}",
+            opts.nodes,
+            opts.dir.display()
+        );
+        let c = LocalCluster::start(opts).await?;
+        let cfg = c.client_config(c.endpoints())?;
+        (Some(Arc::new(Mutex::new(c))), cfg)
+    } else {
+        (None, client_config(&a)?)
+    };
+    // On Ctrl-C or SIGTERM the run stops and the local cluster's processes are killed (by dropping it).
+    let result = tokio::select! {
+        r = run_on(&a, &out, seed, kinds, cluster.clone(), base_cfg) => r,
+        s = interrupted() => Err(anyhow::anyhow!("interrupted by {s}")),
+    };
+    if let Some(c) = cluster {
+        let c = c.lock().await;
+        if result.is_err() || a.keep {
+            eprintln!("drakkar check: node logs: {:?}", c.logs());
+        }
+        drop(c);
+    }
+    let report = result?;
+    if !a.keep
+        && let Some(tmp) = a.local.then(|| std::env::temp_dir().join(format!("drakkar-check-{seed:016x}")))
+    {
+        let _ = std::fs::remove_dir_all(tmp);
+    }
+    print!("{}", report.summary());
+    println!("report: {}", out.join("report.json").display());
+    if !report.passed {
+        bail!(
+            "the check failed: {} with {} lost acknowledged writes",
+            report.verdict,
+            report.lost_acknowledged_writes
+        );
+    }
+    Ok(())
+}
+
+/// Waits for Ctrl-C or SIGTERM; the signal's name.
+async fn interrupted() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return "SIGINT",
+                _ = term.recv() => return "SIGTERM",
+            }
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    "SIGINT"
+}
+
+fn client_config(a: &CheckArgs) -> Result<ClientConfig> {
+    let mut cfg = ClientConfig::new(a.endpoints.clone());
+    if !a.insecure {
+        let Some(ca) = &a.ca else { bail!("--ca (or DRAKKAR_CA) is required unless --insecure") };
+        let identity = match (&a.cert, &a.key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => bail!("--cert and --key go together"),
+        };
+        let c = tls::client_config_from_files(ca, identity)?;
+        cfg = cfg.with_tls(Arc::new(Arc::new(c)));
+    }
+    Ok(cfg)
+}
+
+async fn run_on(
+    a: &CheckArgs,
+    out: &std::path::Path,
+    seed: u64,
+    kinds: Vec<Nemesis>,
+    cluster: Option<Arc<Mutex<LocalCluster>>>,
+    base: ClientConfig,
+) -> Result<Report> {
+    let mut admin_cfg = base.clone();
+    admin_cfg.request_timeout = Duration::from_secs(3);
+    admin_cfg.retry_for = Duration::from_secs(10);
+    let admin = Client::new(admin_cfg)?;
+    let groups = if !a.groups.is_empty() {
+        a.groups.clone()
+    } else {
+        let ep = base.endpoints.first().context("no endpoints")?;
+        let info = admin.node_info(ep).await.with_context(|| format!("asking {ep} for its KV groups"))?;
+        let mut g = info.kv_groups;
+        g.sort_unstable();
+        if g.is_empty() {
+            bail!("{ep} runs no KV group: pass --groups");
+        }
+        g
+    };
+    let wopts = WorkloadOptions {
+        concurrency: a.concurrency.max(1),
+        groups: groups.clone(),
+        keys_per_group: a.keys_per_group.max(1),
+        rate: a.rate,
+        duration: a.time,
+        key_prefix: format!("drakkar-check/{seed:016x}/"),
+    };
+    let clients = workload::node_clients(&base, Duration::from_millis(a.request_timeout_ms))?;
+    eprintln!(
+        "drakkar check: {} clients on {} keys in groups {:?} for {:?}, nemesis {:?}, seed {seed}",
+        wopts.concurrency,
+        wopts.groups.len() * wopts.keys_per_group,
+        groups,
+        a.time,
+        kinds.iter().map(|k| k.name()).collect::<Vec<_>>()
+    );
+    let start = Instant::now();
+    let end = start + a.time;
+    let nemesis_task = cluster.clone().map(|c| {
+        let nopts = NemesisOptions {
+            kinds: kinds.clone(),
+            quiet: a.fault_quiet,
+            hold: a.fault_hold,
+            groups: groups.clone(),
+            disk: a.local_state_machine == "disk",
+        };
+        tokio::spawn(nemesis::run(c, admin.clone(), nopts, start, end, seed ^ 0x5eed))
+    });
+    let mut history = workload::run(clients, &wopts, start, seed).await;
+    let faults = match nemesis_task {
+        Some(t) => t.await.context("the nemesis task")?,
+        None => Vec::new(),
+    };
+    let duration_s = start.elapsed().as_secs_f64();
+
+    // Healed: every fault ended before `end`. Wait for every node to catch up (a node that does not is
+    // a liveness problem, reported but not a safety failure), then read every key once more through
+    // whichever nodes answer.
+    let mut warnings = Vec::new();
+    if let Some(c) = &cluster
+        && let Err(e) = c.lock().await.wait_ready(a.recovery_wait).await
+    {
+        eprintln!("drakkar check: WARNING: {e:#}");
+        warnings.push(format!("after the faults: {e:#}"));
+    }
+    let mut final_cfg = base.clone();
+    final_cfg.request_timeout = Duration::from_secs(3);
+    final_cfg.retry_for = Duration::from_secs(30);
+    let final_client = Client::new(final_cfg)?;
+    let mut final_reads = HashMap::new();
+    for (i, k) in workload::keys(&wopts).iter().enumerate() {
+        let invoke = start.elapsed();
+        let r = final_client.get(k.group, bytes::Bytes::from(k.key.clone()), Consistency::Linearizable).await;
+        let done = start.elapsed();
+        match r {
+            Ok(kv) => {
+                let v = kv.map(|kv| kv.value.to_vec());
+                history.ops.push(Op::read(
+                    1_000_000 + i as u64,
+                    k.history_key(),
+                    invoke.as_nanos() as u64,
+                    done.as_nanos() as u64,
+                    v.clone(),
+                ));
+                final_reads.insert(k.history_key(), v);
+            }
+            Err(e) => bail!("the final read of {:?} failed: {e}", String::from_utf8_lossy(&k.key)),
+        }
+    }
+    final_client.close().await;
+
+    let checked = Instant::now();
+    let copts = CheckOptions { time_limit: a.check_time_limit, ..CheckOptions::default() };
+    let verdict = checker::check(&history.ops, &copts)?;
+    let checker_ms = checked.elapsed().as_millis() as u64;
+    let lost = report::lost_writes(&history.ops, &final_reads);
+    let counts = Counts::of(&history.ops);
+    let passed = verdict == Verdict::Linearizable && lost.is_empty();
+    let report = Report {
+        verdict: verdict.name().to_string(),
+        verdict_detail: match &verdict {
+            Verdict::Linearizable => String::new(),
+            other => other.to_string(),
+        },
+        lost_acknowledged_writes: lost.len() as u64,
+        lost_examples: lost.into_iter().take(20).collect(),
+        ok_per_s: counts.ok as f64 / duration_s.max(1e-9),
+        operations: counts,
+        duration_s,
+        latency: Latency::of(&history.samples),
+        errors: history.errors.clone(),
+        keys: groups.len() * wopts.keys_per_group,
+        groups,
+        concurrency: wopts.concurrency,
+        nemeses: kinds.iter().map(|k| k.name().to_string()).collect(),
+        faults,
+        checker_ms,
+        passed,
+        warnings,
+        plot: "latency.svg".into(),
+        history: "history.jsonl".into(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    report::write_history(&out.join("history.jsonl"), &history.ops)?;
+    let title = format!(
+        "drakkar check: {} ops, nemesis {}, {}",
+        report.operations.total,
+        if report.nemeses.is_empty() { "none".to_string() } else { report.nemeses.join("+") },
+        report.verdict
+    );
+    report::plot(&out.join("latency.svg"), &history.samples, &report.faults, duration_s, &title)?;
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(out.join("report.txt"), report.summary())?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("8"), Ok(Duration::from_secs(8)));
+        assert!(parse_duration("8 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}
