@@ -59,6 +59,10 @@ pub struct CheckArgs {
     /// the final reads (a node still behind then is reported as a warning).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub recovery_wait: Duration,
+    /// Consistency of the workload's reads. `stale` reads are served by any replica from its own state:
+    /// not linearizable, so under faults the checker should reject the history (a way to see it work).
+    #[arg(long, default_value = "linearizable", value_parser = ["linearizable", "stale"])]
+    pub read_consistency: String,
     /// Time the checker may take before answering "unknown".
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub check_time_limit: Duration,
@@ -254,6 +258,7 @@ async fn run_on(
         rate: a.rate,
         duration: a.time,
         key_prefix: format!("drakkar-check/{seed:016x}/"),
+        reads: if a.read_consistency == "stale" { Consistency::Stale } else { Consistency::Linearizable },
     };
     let clients = workload::node_clients(&base, Duration::from_millis(a.request_timeout_ms))?;
     eprintln!(

@@ -36,6 +36,9 @@ pub struct WorkloadOptions {
     pub duration: Duration,
     /// Prefix of every key (unique per run, so keys start absent).
     pub key_prefix: String,
+    /// Consistency of the workload's reads: `Stale` reads are not linearizable, which the checker
+    /// should notice under faults (a way to see it fail).
+    pub reads: Consistency,
 }
 
 /// A key of the workload: its group and name.
@@ -160,6 +163,7 @@ pub async fn run(clients: Vec<Client>, opts: &WorkloadOptions, start: Instant, s
     let clients = Arc::new(clients);
     let history = Arc::new(Mutex::new(History::default()));
     let end = start + opts.duration;
+    let reads = opts.reads;
     let per_client_interval =
         (opts.rate > 0).then(|| Duration::from_secs_f64(opts.concurrency as f64 / opts.rate as f64));
     let mut tasks = Vec::new();
@@ -191,7 +195,7 @@ pub async fn run(clients: Vec<Client>, opts: &WorkloadOptions, start: Instant, s
                 };
                 let client = &clients[node];
                 let invoke = start.elapsed();
-                let result = execute(client, k, &kind).await;
+                let result = execute(client, k, &kind, reads).await;
                 let done = start.elapsed();
                 let (outcome, err) = match result {
                     Ok(reply) => {
@@ -242,12 +246,17 @@ pub async fn run(clients: Vec<Client>, opts: &WorkloadOptions, start: Instant, s
     h
 }
 
-/// Runs one operation.
-pub async fn execute(client: &Client, k: &WorkloadKey, kind: &OpKind) -> Result<Reply, ClientError> {
+/// Runs one operation (reads with `reads` consistency).
+pub async fn execute(
+    client: &Client,
+    k: &WorkloadKey,
+    kind: &OpKind,
+    reads: Consistency,
+) -> Result<Reply, ClientError> {
     let key = bytes::Bytes::from(k.key.clone());
     match kind {
         OpKind::Read => {
-            let kv = client.get(k.group, key, Consistency::Linearizable).await?;
+            let kv = client.get(k.group, key, reads).await?;
             Ok(Reply::Read(kv.map(|kv| kv.value.to_vec())))
         }
         OpKind::Write { value } => {
@@ -306,6 +315,7 @@ mod tests {
             rate: 0,
             duration: Duration::ZERO,
             key_prefix: "check/x/".into(),
+            reads: Consistency::Linearizable,
         };
         let ks = keys(&opts);
         assert_eq!(ks.len(), 4);

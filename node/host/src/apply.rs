@@ -175,6 +175,8 @@ pub(crate) struct ApplyGroup {
     /// Answers to proposers, held until the applied index was reported.
     pub(crate) answers: Vec<(u64, Result<SmResult, NodeError>)>,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Deterministic mode: write every snapshot on the calling thread (no snapshot threads).
+    pub(crate) inline_snapshots: bool,
 }
 
 /// The snapshot file name for `index`.
@@ -395,7 +397,7 @@ impl ApplyGroup {
             name,
             key,
         };
-        if prepared.is_some() {
+        if prepared.is_some() && !self.inline_snapshots {
             // Concurrent and on-disk state machines save from a captured view: off the apply thread, so
             // updates go on meanwhile.
             let spawned =
@@ -404,7 +406,7 @@ impl ApplyGroup {
                 answer(self, Err(NodeError::Storage(format!("spawning the snapshot thread: {e}"))));
             }
         } else {
-            job.run(None);
+            job.run(prepared);
         }
     }
 
@@ -499,10 +501,17 @@ pub(crate) fn recover_from(
     Ok((header, sessions))
 }
 
-/// The apply worker's loop.
-pub(crate) fn run(rx: Receiver<ApplyTask>) {
-    let mut groups: HashMap<GroupId, ApplyGroup> = HashMap::new();
-    while let Ok(task) = rx.recv() {
+/// The state machines of one apply worker's groups, and how a task changes them: the same on an apply
+/// thread and under the deterministic driver.
+#[derive(Default)]
+pub(crate) struct ApplyWorker {
+    groups: HashMap<GroupId, ApplyGroup>,
+}
+
+impl ApplyWorker {
+    /// Handles one task. Returns false once the worker shut down.
+    pub(crate) fn handle(&mut self, task: ApplyTask) -> bool {
+        let groups = &mut self.groups;
         match task {
             ApplyTask::Start(g) => {
                 groups.insert(g.shared.group, *g);
@@ -537,8 +546,19 @@ pub(crate) fn run(rx: Receiver<ApplyTask>) {
                 for g in groups.values() {
                     let _ = g.shared.sm.sync();
                 }
-                return;
+                return false;
             }
+        }
+        true
+    }
+}
+
+/// The apply worker thread's loop.
+pub(crate) fn run(rx: Receiver<ApplyTask>) {
+    let mut w = ApplyWorker::default();
+    while let Ok(task) = rx.recv() {
+        if !w.handle(task) {
+            return;
         }
     }
 }

@@ -26,6 +26,14 @@ pub struct NodeHostConfig {
     /// The filesystem the log store uses (tests inject `drakkar_logdb::fs::MemFs` to simulate crashes that
     /// lose unsynced bytes). `None`: the real one.
     pub log_fs: Option<std::sync::Arc<dyn drakkar_logdb::fs::FileSystem>>,
+    /// Deterministic mode, with its seed. The NodeHost then spawns no thread at all (no step, apply, ticker
+    /// or snapshot threads): the caller drives it with [`crate::NodeHost::tick`] and
+    /// [`crate::NodeHost::run_until_idle`], which run exactly the workers' code, and every random choice
+    /// (incarnation id, proposal keys, Raft election timers, session client ids) derives from the seed.
+    /// With the same inputs in the same order, a deterministic NodeHost does the same thing: the simulator
+    /// (`drakkar_node::sim`) relies on it. Give each NodeHost (and each restart) its own seed. `None`: the
+    /// threaded engine.
+    pub deterministic: Option<u64>,
 }
 
 impl NodeHostConfig {
@@ -42,6 +50,7 @@ impl NodeHostConfig {
             log_cache_bytes: 64 << 20,
             log_segment_bytes: 64 << 20,
             log_fs: None,
+            deterministic: None,
         }
     }
 }

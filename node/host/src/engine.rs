@@ -115,13 +115,21 @@ pub(crate) struct StepWorker {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     pub(crate) identities: Arc<PeerIdentities>,
     pub(crate) bus: EventBus,
+    /// Deterministic mode: stream snapshots from the calling thread (the simulated transport only queues
+    /// them) instead of a thread per transfer.
+    pub(crate) inline_snapshots: bool,
 }
 
-struct Round {
+/// A step worker's state between rounds: its groups and the work a round left for the next.
+#[derive(Default)]
+pub(crate) struct Round {
     groups: HashMap<GroupId, StepGroup>,
     dirty: Vec<GroupId>,
     proposals: BTreeMap<GroupId, Vec<(u64, Bytes)>>,
-    outbox: HashMap<String, Vec<(GroupId, Message)>>,
+    /// Ordered by address, so a deterministic run sends in a deterministic order.
+    outbox: BTreeMap<String, Vec<(GroupId, Message)>>,
+    /// Inputs taken from the inbox, handled by the next round.
+    inputs: Vec<Input>,
 }
 
 fn map_proposal_error(group: GroupId, e: ProposalError) -> NodeError {
@@ -132,54 +140,72 @@ fn map_proposal_error(group: GroupId, e: ProposalError) -> NodeError {
     }
 }
 
+/// Most inputs one round takes from the inbox.
+const ROUND_INPUTS: usize = 4096;
+
 impl StepWorker {
+    /// The worker thread: waits for input (or an apply event, or a few ticks' time), then runs a round.
     pub(crate) fn run(self) {
-        let mut r = Round {
-            groups: HashMap::new(),
-            dirty: Vec::new(),
-            proposals: BTreeMap::new(),
-            outbox: HashMap::new(),
-        };
-        let mut inputs = Vec::with_capacity(4096);
+        let mut r = Round::default();
         loop {
             let mut shutdown = false;
             select! {
                 recv(self.inbox) -> i => match i {
-                    Ok(i) => inputs.push(i),
+                    Ok(i) => r.inputs.push(i),
                     Err(_) => shutdown = true,
                 },
                 recv(self.events) -> e => if let Ok((_, e)) = e { self.handle_event(&mut r, e) },
                 default(self.tick * 4) => {}
             }
-            while inputs.len() < 4096 {
-                match self.inbox.try_recv() {
-                    Ok(i) => inputs.push(i),
-                    Err(_) => break,
-                }
-            }
-            // Apply progress first: an input may depend on it (a membership change after the previous one
-            // was applied).
-            while let Ok((_, e)) = self.events.try_recv() {
-                self.handle_event(&mut r, e);
-            }
-            for i in inputs.drain(..) {
-                shutdown |= self.handle(&mut r, i);
-            }
-            let depth = vec![("worker".to_string(), self.index.to_string())];
-            self.metrics.queue_depth.get_or_create(&depth).set(self.inbox.len() as i64);
-            self.flush_proposals(&mut r);
-            for _ in 0..4 {
-                if !self.process_ready(&mut r) {
-                    break;
-                }
-            }
-            if shutdown {
-                for (_, g) in r.groups.drain() {
-                    stop_group(g, StopReason::Stopped("node shutting down".into()), &self.bus);
-                }
+            if self.round(&mut r, shutdown) {
                 return;
             }
         }
+    }
+
+    /// Whether a round has anything to do: queued input or apply events, or groups left dirty by the last
+    /// round. The deterministic driver runs rounds while this holds.
+    pub(crate) fn has_work(&self, r: &Round) -> bool {
+        !self.inbox.is_empty()
+            || !self.events.is_empty()
+            || !r.inputs.is_empty()
+            || !r.dirty.is_empty()
+            || !r.proposals.is_empty()
+    }
+
+    /// One round, the same on a worker thread and under the deterministic driver: take queued inputs, apply
+    /// progress, handle the inputs, propose, then up to four persist rounds (each ONE log store write and
+    /// fsync for every ready group). `shutdown` (or a `Shutdown` input) stops every group. Returns true once
+    /// the worker has shut down.
+    pub(crate) fn round(&self, r: &mut Round, mut shutdown: bool) -> bool {
+        while r.inputs.len() < ROUND_INPUTS {
+            match self.inbox.try_recv() {
+                Ok(i) => r.inputs.push(i),
+                Err(_) => break,
+            }
+        }
+        // Apply progress first: an input may depend on it (a membership change after the previous one
+        // was applied).
+        while let Ok((_, e)) = self.events.try_recv() {
+            self.handle_event(r, e);
+        }
+        for i in std::mem::take(&mut r.inputs) {
+            shutdown |= self.handle(r, i);
+        }
+        let depth = vec![("worker".to_string(), self.index.to_string())];
+        self.metrics.queue_depth.get_or_create(&depth).set(self.inbox.len() as i64);
+        self.flush_proposals(r);
+        for _ in 0..4 {
+            if !self.process_ready(r) {
+                break;
+            }
+        }
+        if shutdown {
+            for (_, g) in r.groups.drain() {
+                stop_group(g, StopReason::Stopped("node shutting down".into()), &self.bus);
+            }
+        }
+        shutdown
     }
 
     fn mark(r: &mut Round, g: GroupId) {
@@ -487,7 +513,7 @@ impl StepWorker {
         g: &StepGroup,
         gid: GroupId,
         m: Message,
-        outbox: &mut HashMap<String, Vec<(GroupId, Message)>>,
+        outbox: &mut BTreeMap<String, Vec<(GroupId, Message)>>,
     ) {
         let Some(addr) = g.membership.addresses.get(&m.to).cloned() else { return };
         if m.kind == MessageKind::Snapshot {
@@ -506,23 +532,23 @@ impl StepWorker {
                 .map(|s| g.snap_dir.join(String::from_utf8_lossy(&s.data).as_ref()));
             let tx = self.self_tx.clone();
             let req = SnapshotRequest { from: self.address.clone(), to: addr, group: gid, msg: m, file };
-            let transport = self.transport.clone();
-            // Streaming a snapshot can take long: never on the step worker's thread.
-            std::thread::spawn(move || {
-                transport.send_snapshot(
-                    req,
-                    Box::new(move |ok| {
-                        let _ = tx.send(Input::ReportSnapshot { group: gid, to, ok });
-                    }),
-                );
+            let done: crate::transport::SnapshotDone = Box::new(move |ok| {
+                let _ = tx.send(Input::ReportSnapshot { group: gid, to, ok });
             });
+            if self.inline_snapshots {
+                self.transport.send_snapshot(req, done);
+            } else {
+                let transport = self.transport.clone();
+                // Streaming a snapshot can take long: never on the step worker's thread.
+                std::thread::spawn(move || transport.send_snapshot(req, done));
+            }
             return;
         }
         outbox.entry(addr).or_default().push((gid, m));
     }
 
-    fn flush_outbox(&self, outbox: &mut HashMap<String, Vec<(GroupId, Message)>>) {
-        for (to, messages) in outbox.drain() {
+    fn flush_outbox(&self, outbox: &mut BTreeMap<String, Vec<(GroupId, Message)>>) {
+        for (to, messages) in std::mem::take(outbox) {
             if to == self.address {
                 continue;
             }

@@ -29,6 +29,8 @@ mod nodehost;
 mod rsm;
 pub mod server;
 pub mod session;
+#[doc(hidden)]
+pub mod sim;
 pub mod snapshot;
 pub mod statemachine;
 pub mod transport;
@@ -37,5 +39,5 @@ pub use apply::GroupMembership;
 pub use config::{GroupConfig, NodeHostConfig, SmKind};
 pub use error::{NodeError, Result};
 pub use events::Event;
-pub use nodehost::{NodeHost, Session, StartMode};
+pub use nodehost::{NodeHost, Pending, Session, StartMode};
 pub use rsm::StateMachineBox;

@@ -9,17 +9,19 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use drakkar_logdb::{LogDb, Options, WriteBatch};
 use drakkar_raft::{
     ConfChange, ConfChangeKind, Config, Entry, EntryKind, GroupId, HardState, LogIndex, MemberRole,
     Membership, Message, RawNode, ReadOnlyOption, ReplicaId, Storage, Term,
 };
 
-use crate::apply::{self, ApplyEvent, ApplyGroup, ApplyTask, GroupMembership, GroupShared, Waiter};
+use crate::apply::{
+    self, ApplyEvent, ApplyGroup, ApplyTask, ApplyWorker, GroupMembership, GroupShared, Waiter,
+};
 use crate::codec::{Payload, SessionRef};
 use crate::config::{GroupConfig, NodeHostConfig};
-use crate::engine::{Input, StepGroup, StepWorker, encode_cc_context};
+use crate::engine::{Input, Round, StepGroup, StepWorker, encode_cc_context};
 use crate::error::{NodeError, Result};
 use crate::events::EventBus;
 use crate::identity::PeerIdentities;
@@ -45,7 +47,19 @@ struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
     bus: EventBus,
+    /// Deterministic mode: the workers, run by [`NodeHost::run_until_idle`] instead of threads.
+    driven: Option<Mutex<Driven>>,
 }
+
+/// The workers of a deterministic NodeHost, stepped by the caller's thread.
+struct Driven {
+    /// Each step worker with its state, and whether it has shut down.
+    steps: Vec<(StepWorker, Round, bool)>,
+    applies: Vec<(Receiver<ApplyTask>, ApplyWorker, bool)>,
+}
+
+/// Rounds [`NodeHost::run_until_idle`] runs before it reports a livelock.
+const MAX_IDLE_ROUNDS: usize = 100_000;
 
 /// One process's host of many Raft groups.
 ///
@@ -78,6 +92,70 @@ impl Session {
     }
 }
 
+/// A request in flight, from one of the `submit_*` methods of [`NodeHost`]: poll it with
+/// [`Pending::try_result`] (never blocks: what a single-threaded driver uses) or await it with
+/// [`Pending::wait`]. Dropping it stops waiting; the request itself may still take effect.
+#[must_use = "a dropped handle never learns the outcome"]
+pub struct Pending<T> {
+    shared: Arc<GroupShared>,
+    key: u64,
+    rx: tokio::sync::oneshot::Receiver<Result<T>>,
+    /// The answer was taken (or the waiter is gone): nothing to unregister.
+    done: bool,
+}
+
+impl<T> Pending<T> {
+    fn stopped(&self) -> NodeError {
+        self.shared.stopped_error().unwrap_or_else(|| NodeError::Stopped {
+            group: self.shared.group,
+            replica: self.shared.replica,
+            reason: "replica stopped".into(),
+        })
+    }
+
+    /// The answer, once there is one (then `None` again on later calls); `None` while it is pending. A
+    /// replica that stopped (or a NodeHost that was dropped) answers `Stopped`.
+    pub fn try_result(&mut self) -> Option<Result<T>> {
+        if self.done {
+            return None;
+        }
+        match self.rx.try_recv() {
+            Ok(r) => {
+                self.done = true;
+                Some(r)
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                self.done = true;
+                Some(Err(self.stopped()))
+            }
+        }
+    }
+
+    /// Waits for the answer, at most `timeout` (then `Timeout`: the request may still take effect).
+    pub async fn wait(mut self, timeout: Duration) -> Result<T> {
+        match tokio::time::timeout(timeout, &mut self.rx).await {
+            Ok(Ok(r)) => {
+                self.done = true;
+                r
+            }
+            Ok(Err(_)) => {
+                self.done = true;
+                Err(self.stopped())
+            }
+            Err(_) => Err(NodeError::Timeout),
+        }
+    }
+}
+
+impl<T> Drop for Pending<T> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.take_waiter(self.key);
+        }
+    }
+}
+
 /// How a replica starts.
 #[derive(Clone, Debug)]
 pub enum StartMode {
@@ -86,6 +164,23 @@ pub enum StartMode {
     Founding(BTreeMap<ReplicaId, String>),
     /// A replica added to an existing group: it learns everything from the leader.
     Joining,
+}
+
+/// SplitMix64: a deterministic mix of a seed and a salt (deterministic mode's randomness).
+fn mix(seed: u64, salt: u64) -> u64 {
+    let mut z = seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A random number, or in deterministic mode (`seed`) one derived from the seed and `salt`.
+fn random(seed: Option<u64>, salt: u64) -> u64 {
+    match seed {
+        Some(seed) => mix(seed, salt),
+        None => random_u64(salt),
+    }
 }
 
 fn random_u64(salt: u64) -> u64 {
@@ -97,13 +192,13 @@ fn random_u64(salt: u64) -> u64 {
 }
 
 /// Reads this data directory's incarnation id, creating it on first start.
-fn incarnation(dir: &Path) -> Result<u128> {
+fn incarnation(dir: &Path, seed: Option<u64>) -> Result<u128> {
     let path = dir.join(IDENTITY_FILE);
     match std::fs::read_to_string(&path) {
         Ok(s) => u128::from_str_radix(s.trim(), 16)
             .map_err(|_| NodeError::Storage(format!("{}: not an incarnation id", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = (u128::from(random_u64(1)) << 64) | u128::from(random_u64(2));
+            let id = (u128::from(random(seed, 1)) << 64) | u128::from(random(seed, 2));
             let tmp = dir.join("NODEHOST.id.tmp");
             let write = || -> std::io::Result<()> {
                 std::fs::write(&tmp, format!("{id:032x}\n"))?;
@@ -123,7 +218,8 @@ impl NodeHost {
     pub fn new(cfg: NodeHostConfig, transport: Arc<dyn Transport>) -> Result<NodeHost> {
         let io = |e: std::io::Error| NodeError::Storage(format!("{}: {e}", cfg.data_dir.display()));
         std::fs::create_dir_all(cfg.data_dir.join("snapshots")).map_err(io)?;
-        let incarnation = incarnation(&cfg.data_dir)?;
+        let incarnation = incarnation(&cfg.data_dir, cfg.deterministic)?;
+        let driven = cfg.deterministic.is_some();
         let opts = Options {
             segment_size: cfg.log_segment_bytes,
             cache_capacity: cfg.log_cache_bytes,
@@ -140,10 +236,15 @@ impl NodeHost {
         let bus = EventBus::new();
         let mut threads = Vec::new();
         let mut appliers = Vec::new();
+        let mut apply_loops = Vec::new();
         for i in 0..cfg.apply_workers.max(1) {
             let (tx, rx) = crossbeam_channel::unbounded();
             appliers.push(tx);
-            threads.push(spawn(format!("drakkar-apply-{i}"), move || apply::run(rx))?);
+            if driven {
+                apply_loops.push((rx, ApplyWorker::default(), false));
+            } else {
+                threads.push(spawn(format!("drakkar-apply-{i}"), move || apply::run(rx))?);
+            }
         }
         let mut workers = Vec::new();
         let mut events = Vec::new();
@@ -166,12 +267,20 @@ impl NodeHost {
                 metrics: metrics.clone(),
                 identities: identities.clone(),
                 bus: bus.clone(),
+                inline_snapshots: driven,
             });
         }
-        for w in pending {
-            let name = format!("drakkar-step-{}", w.index);
-            threads.push(spawn(name, move || w.run())?);
-        }
+        let driven = if driven {
+            let steps = pending.into_iter().map(|w| (w, Round::default(), false)).collect();
+            Some(Mutex::new(Driven { steps, applies: apply_loops }))
+        } else {
+            for w in pending {
+                let name = format!("drakkar-step-{}", w.index);
+                threads.push(spawn(name, move || w.run())?);
+            }
+            None
+        };
+        let first_key = random(cfg.deterministic, 3) | 1;
         let inner = Arc::new(Inner {
             cfg,
             incarnation,
@@ -180,33 +289,75 @@ impl NodeHost {
             appliers,
             events,
             groups: RwLock::new(HashMap::new()),
-            next_key: AtomicU64::new(random_u64(3) | 1),
+            next_key: AtomicU64::new(first_key),
             closed: AtomicBool::new(false),
             threads: Mutex::new(threads),
             metrics,
             bus,
+            driven,
         });
-        let ticker = {
+        if inner.driven.is_none() {
             let weak = Arc::downgrade(&inner);
             let tick = inner.cfg.tick_interval;
-            spawn("drakkar-ticker".into(), move || {
+            let ticker = spawn("drakkar-ticker".into(), move || {
                 while let Some(inner) = weak.upgrade() {
                     if inner.closed.load(Ordering::Acquire) {
                         return;
                     }
-                    for w in &inner.workers {
-                        // A worker that is behind skips a tick rather than queueing them up.
-                        let _ = w.try_send(Input::Tick);
-                    }
+                    inner.tick_all();
                     drop(inner);
                     std::thread::sleep(tick);
                 }
-            })?
-        };
-        if let Ok(mut t) = inner.threads.lock() {
-            t.push(ticker);
+            })?;
+            if let Ok(mut t) = inner.threads.lock() {
+                t.push(ticker);
+            }
         }
         Ok(NodeHost { inner })
+    }
+
+    /// Deterministic mode: one tick of every group, as the ticker thread does every `tick_interval` (run
+    /// [`NodeHost::run_until_idle`] after it). On a threaded NodeHost it adds an extra tick.
+    pub fn tick(&self) {
+        self.inner.tick_all();
+    }
+
+    /// Deterministic mode: runs the workers' rounds until nothing is left to do, on the calling thread. Each
+    /// step worker round is exactly the threaded worker's (step every ready group, ONE log store batch and
+    /// fsync, messages to the transport, committed entries to the apply side); apply tasks are then handled
+    /// as the apply threads would, snapshots included. Returns the number of rounds and tasks run.
+    ///
+    /// Fails with `InvalidArgument` on a threaded NodeHost, and with `Storage` if the workers still have
+    /// work after a bound of rounds (a livelock: a bug).
+    pub fn run_until_idle(&self) -> Result<usize> {
+        let Some(driven) = &self.inner.driven else {
+            return Err(NodeError::InvalidArgument("run_until_idle needs a deterministic NodeHost".into()));
+        };
+        let mut d = driven.lock().map_err(|_| NodeError::Storage("driver lock poisoned".into()))?;
+        let mut ran = 0;
+        loop {
+            let mut progress = false;
+            for (w, r, down) in d.steps.iter_mut() {
+                if !*down && w.has_work(r) {
+                    *down = w.round(r, false);
+                    progress = true;
+                    ran += 1;
+                }
+            }
+            for (rx, a, down) in d.applies.iter_mut() {
+                while !*down && let Ok(task) = rx.try_recv() {
+                    *down = !a.handle(task);
+                    progress = true;
+                    ran += 1;
+                }
+            }
+            if !progress {
+                return Ok(ran);
+            }
+            if ran > MAX_IDLE_ROUNDS {
+                return Err(NodeError::Storage(format!("still busy after {ran} rounds: a livelock")));
+            }
+        }
     }
 
     /// The receiving side, to register with a transport.
@@ -335,7 +486,7 @@ impl NodeHost {
         shared.applied.store(applied.0, Ordering::Release);
         let mut rcfg = Config::new(replica);
         rcfg.applied = applied;
-        rcfg.seed = random_u64(group.0 ^ replica.0);
+        rcfg.seed = random(self.inner.cfg.deterministic, (group.0 << 20) ^ replica.0);
         rcfg.election_tick = gcfg.election_ticks;
         rcfg.heartbeat_tick = gcfg.heartbeat_ticks;
         rcfg.check_quorum = gcfg.check_quorum;
@@ -345,6 +496,10 @@ impl NodeHost {
         rcfg.read_only_option =
             if gcfg.lease_read { ReadOnlyOption::LeaseBased } else { ReadOnlyOption::Safe };
         let node = RawNode::new(rcfg, storage).map_err(|e| NodeError::Storage(e.to_string()))?;
+        // A restarted replica reports its durable term until the next change (not 0).
+        let term = node.status().hard_state.term.0;
+        shared.term.store(term, Ordering::Release);
+        self.inner.metrics.group_term.get_or_create(&crate::metrics::group_labels(group.0)).set(term as i64);
         let wi = (group.0 % self.inner.workers.len() as u64) as usize;
         let ai = (group.0 % self.inner.appliers.len() as u64) as usize;
         let apply_tx = self.inner.appliers[ai].clone();
@@ -365,6 +520,7 @@ impl NodeHost {
             failed: false,
             answers: Vec::new(),
             metrics: self.inner.metrics.clone(),
+            inline_snapshots: self.inner.driven.is_some(),
         };
         let _ = apply_tx.send(ApplyTask::Start(Box::new(ag)));
         let sg = StepGroup {
@@ -417,12 +573,6 @@ impl NodeHost {
         self.inner.next_key.fetch_add(2, Ordering::Relaxed)
     }
 
-    fn register(&self, shared: &GroupShared, key: u64, w: Waiter) {
-        if let Ok(mut m) = shared.waiters.lock() {
-            m.insert(key, w);
-        }
-    }
-
     fn submit(&self, group: GroupId, input: Input) -> Result<()> {
         match self.worker_of(group).try_send(input) {
             Ok(()) => Ok(()),
@@ -431,25 +581,22 @@ impl NodeHost {
         }
     }
 
-    async fn wait<T>(
+    /// Registers a waiter under `key`, then runs `submit`. The waiter is registered first so that the
+    /// answer cannot overtake it; if `submit` fails, dropping the handle unregisters it.
+    fn start<T>(
         &self,
-        shared: &GroupShared,
+        shared: &Arc<GroupShared>,
         key: u64,
-        rx: tokio::sync::oneshot::Receiver<Result<T>>,
-        timeout: Duration,
-    ) -> Result<T> {
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(NodeError::Stopped {
-                group: shared.group,
-                replica: shared.replica,
-                reason: "replica stopped".into(),
-            }),
-            Err(_) => {
-                shared.take_waiter(key);
-                Err(NodeError::Timeout)
-            }
+        waiter: impl FnOnce(tokio::sync::oneshot::Sender<Result<T>>) -> Waiter,
+        submit: impl FnOnce() -> Result<()>,
+    ) -> Result<Pending<T>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Ok(mut m) = shared.waiters.lock() {
+            m.insert(key, waiter(tx));
         }
+        let pending = Pending { shared: shared.clone(), key, rx, done: false };
+        submit()?;
+        Ok(pending)
     }
 
     /// Runs `attempt` until it succeeds, fails with something other than "no leader", or `timeout` passes:
@@ -472,6 +619,11 @@ impl NodeHost {
         }
     }
 
+    fn start_payload(&self, shared: &Arc<GroupShared>, key: u64, data: Bytes) -> Result<Pending<SmResult>> {
+        let group = shared.group;
+        self.start(shared, key, Waiter::Propose, || self.submit(group, Input::Propose { group, key, data }))
+    }
+
     async fn propose_payload(
         &self,
         group: GroupId,
@@ -482,19 +634,20 @@ impl NodeHost {
         let shared = self.shared(group)?;
         let data = payload.encode();
         self.retry_no_leader(timeout, |left| {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            self.register(&shared, key, Waiter::Propose(tx));
-            let submitted = self.submit(group, Input::Propose { group, key, data: data.clone() });
-            let shared = &shared;
-            async move {
-                if let Err(e) = submitted {
-                    shared.take_waiter(key);
-                    return Err(e);
-                }
-                self.wait(shared, key, rx, left).await
-            }
+            // Every attempt under the same key: an earlier attempt's handle is gone by now.
+            let pending = self.start_payload(&shared, key, data.clone());
+            async move { pending?.wait(left).await }
         })
         .await
+    }
+
+    /// Proposes a command without waiting: the handle yields the state machine's result once the entry is
+    /// applied here. A `NoLeader` answer means it never entered the log (retry it); without an answer it
+    /// may or may not be applied later.
+    pub fn submit_proposal(&self, group: GroupId, cmd: Bytes) -> Result<Pending<SmResult>> {
+        let shared = self.shared(group)?;
+        let key = self.key();
+        self.start_payload(&shared, key, Payload::Plain { key, cmd }.encode())
     }
 
     /// Proposes a command and waits until it is applied here; returns the state machine's result.
@@ -504,27 +657,52 @@ impl NodeHost {
         self.propose_payload(group, key, Payload::Plain { key, cmd }, timeout).await
     }
 
+    fn new_session(&self, group: GroupId) -> (Session, u64, Payload) {
+        let client = random(self.inner.cfg.deterministic, self.key()) | 1;
+        let key = self.key();
+        (Session { group, client, series: 1, responded_to: 0 }, key, Payload::Register { key, client })
+    }
+
+    /// Registers a session without waiting: the session is usable once the handle answers with value
+    /// [`crate::session::codes::OK`].
+    pub fn submit_open_session(&self, group: GroupId) -> Result<(Session, Pending<SmResult>)> {
+        let shared = self.shared(group)?;
+        let (session, key, payload) = self.new_session(group);
+        Ok((session, self.start_payload(&shared, key, payload.encode())?))
+    }
+
     /// Opens a client session (registered through the log) for exactly-once proposals.
     pub async fn open_session(&self, group: GroupId, timeout: Duration) -> Result<Session> {
-        let client = random_u64(self.key()) | 1;
-        let key = self.key();
-        let r = self.propose_payload(group, key, Payload::Register { key, client }, timeout).await?;
+        let (session, key, payload) = self.new_session(group);
+        let r = self.propose_payload(group, key, payload, timeout).await?;
         if r.value != crate::session::codes::OK {
             return Err(NodeError::InvalidArgument(format!(
                 "session registration refused (code {})",
                 r.value
             )));
         }
-        Ok(Session { group, client, series: 1, responded_to: 0 })
+        Ok(session)
+    }
+
+    fn session_payload(&self, s: &Session, cmd: Bytes) -> (u64, Payload) {
+        let key = self.key();
+        let session = SessionRef { client: s.client, series: s.series, responded_to: s.responded_to };
+        (key, Payload::Session { key, session, cmd })
+    }
+
+    /// Proposes in a session without waiting (see [`NodeHost::propose_in_session`]).
+    pub fn submit_session_proposal(&self, s: &Session, cmd: Bytes) -> Result<Pending<SmResult>> {
+        let shared = self.shared(s.group)?;
+        let (key, payload) = self.session_payload(s, cmd);
+        self.start_payload(&shared, key, payload.encode())
     }
 
     /// Proposes in a session. Retrying after a timeout with the same (unchanged) session applies the command
     /// at most once and returns the first application's result. Call [`Session::proposal_completed`] after
     /// an answer.
     pub async fn propose_in_session(&self, s: &Session, cmd: Bytes, timeout: Duration) -> Result<SmResult> {
-        let key = self.key();
-        let session = SessionRef { client: s.client, series: s.series, responded_to: s.responded_to };
-        self.propose_payload(s.group, key, Payload::Session { key, session, cmd }, timeout).await
+        let (key, payload) = self.session_payload(s, cmd);
+        self.propose_payload(s.group, key, payload, timeout).await
     }
 
     /// Closes a session.
@@ -535,23 +713,29 @@ impl NodeHost {
             .map(|_| ())
     }
 
+    fn start_read(&self, shared: &Arc<GroupShared>, query: Bytes) -> Result<Pending<Bytes>> {
+        let (group, key) = (shared.group, self.key());
+        self.start(
+            shared,
+            key,
+            |tx| Waiter::Read { query, tx },
+            || self.submit(group, Input::ReadIndex { group, key }),
+        )
+    }
+
+    /// A linearizable read without waiting (see [`NodeHost::read`]). `NoLeader`: retry it.
+    pub fn submit_read(&self, group: GroupId, query: Bytes) -> Result<Pending<Bytes>> {
+        let shared = self.shared(group)?;
+        self.start_read(&shared, query)
+    }
+
     /// A linearizable read: confirms the read point with the leader (ReadIndex; works on followers), waits
     /// until it is applied here, then runs `query` on the local state machine.
     pub async fn read(&self, group: GroupId, query: Bytes, timeout: Duration) -> Result<Bytes> {
         let shared = self.shared(group)?;
         self.retry_no_leader(timeout, |left| {
-            let key = self.key();
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            self.register(&shared, key, Waiter::Read { query: query.clone(), tx });
-            let submitted = self.submit(group, Input::ReadIndex { group, key });
-            let shared = &shared;
-            async move {
-                if let Err(e) = submitted {
-                    shared.take_waiter(key);
-                    return Err(e);
-                }
-                self.wait(shared, key, rx, left).await
-            }
+            let pending = self.start_read(&shared, query.clone());
+            async move { pending?.wait(left).await }
         })
         .await
     }
@@ -560,6 +744,24 @@ impl NodeHost {
     pub fn stale_read(&self, group: GroupId, query: &[u8]) -> Result<Bytes> {
         let shared = self.shared(group)?;
         shared.sm.lookup(query).map_err(|e| NodeError::StateMachine(e.to_string()))
+    }
+
+    /// Proposes a membership change without waiting (see [`NodeHost::change_membership`]); the result's
+    /// value is the change's log index. A refused optimistic lock answers `InvalidArgument`.
+    pub fn submit_membership_change(
+        &self,
+        group: GroupId,
+        kind: ConfChangeKind,
+        replica: ReplicaId,
+        address: &str,
+        expected_conf_index: u64,
+    ) -> Result<Pending<SmResult>> {
+        let shared = self.shared(group)?;
+        let key = self.key();
+        let cc = ConfChange { kind, replica, context: encode_cc_context(key, expected_conf_index, address) };
+        self.start(&shared, key, Waiter::Propose, || {
+            self.submit(group, Input::ProposeConf { group, key, cc })
+        })
     }
 
     /// Proposes a membership change and waits until it is applied here. `expected_conf_index` (0: any)
@@ -575,16 +777,8 @@ impl NodeHost {
         expected_conf_index: u64,
         timeout: Duration,
     ) -> Result<GroupMembership> {
-        let shared = self.shared(group)?;
-        let key = self.key();
-        let cc = ConfChange { kind, replica, context: encode_cc_context(key, expected_conf_index, address) };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.register(&shared, key, Waiter::Propose(tx));
-        if let Err(e) = self.submit(group, Input::ProposeConf { group, key, cc }) {
-            shared.take_waiter(key);
-            return Err(e);
-        }
-        match self.wait(&shared, key, rx, timeout).await {
+        let pending = self.submit_membership_change(group, kind, replica, address, expected_conf_index)?;
+        match pending.wait(timeout).await {
             Ok(_) => Ok(self.membership(group)?),
             Err(NodeError::InvalidArgument(msg)) if msg.starts_with("membership changed") => {
                 Err(NodeError::StaleConfChange {
@@ -681,6 +875,18 @@ impl NodeHost {
         Ok(LogIndex(self.shared(group)?.applied.load(Ordering::Acquire)))
     }
 
+    /// Asks for a snapshot now without waiting: the handle yields its index and file.
+    pub fn submit_snapshot(&self, group: GroupId) -> Result<Pending<(LogIndex, PathBuf)>> {
+        let shared = self.shared(group)?;
+        let key = self.key();
+        let ai = (group.0 % self.inner.appliers.len() as u64) as usize;
+        self.start(&shared, key, Waiter::Snapshot, || {
+            self.inner.appliers[ai]
+                .send(ApplyTask::Snapshot { group, key })
+                .map_err(|_| NodeError::ShuttingDown)
+        })
+    }
+
     /// Takes a snapshot now; optionally copies it to `export` (a file for backups). Returns its index.
     pub async fn request_snapshot(
         &self,
@@ -688,15 +894,7 @@ impl NodeHost {
         export: Option<&Path>,
         timeout: Duration,
     ) -> Result<LogIndex> {
-        let shared = self.shared(group)?;
-        let key = self.key();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.register(&shared, key, Waiter::Snapshot(tx));
-        let ai = (group.0 % self.inner.appliers.len() as u64) as usize;
-        self.inner.appliers[ai]
-            .send(ApplyTask::Snapshot { group, key })
-            .map_err(|_| NodeError::ShuttingDown)?;
-        let (index, path) = self.wait(&shared, key, rx, timeout).await?;
+        let (index, path) = self.submit_snapshot(group)?.wait(timeout).await?;
         if let Some(dest) = export {
             std::fs::copy(&path, dest)
                 .map_err(|e| NodeError::Storage(format!("export to {}: {e}", dest.display())))?;
@@ -788,6 +986,14 @@ impl NodeHost {
         for w in &self.inner.workers {
             let _ = w.send(Input::Shutdown);
         }
+        if self.inner.driven.is_some() {
+            // The same order as the threads: step workers stop first, then the apply workers.
+            let _ = self.run_until_idle();
+            for a in &self.inner.appliers {
+                let _ = a.send(ApplyTask::Shutdown);
+            }
+            let _ = self.run_until_idle();
+        }
         let threads: Vec<JoinHandle<()>> =
             self.inner.threads.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
         // Step workers first (they hand work to the apply workers), then the apply workers.
@@ -833,6 +1039,16 @@ fn bootstrap_entries(members: &BTreeMap<ReplicaId, String>) -> Vec<Entry> {
             .encode(),
         })
         .collect()
+}
+
+impl Inner {
+    /// Queues a tick for every step worker (the ticker thread's body).
+    fn tick_all(&self) {
+        for w in &self.workers {
+            // A worker that is behind skips a tick rather than queueing them up.
+            let _ = w.try_send(Input::Tick);
+        }
+    }
 }
 
 impl MessageSink for Inner {
