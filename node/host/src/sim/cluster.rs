@@ -242,6 +242,17 @@ impl Cluster {
         best.map(|(_, i)| i)
     }
 
+    /// Asks `g`'s leader to hand leadership to another voter (picked by `pick` among them). Returns the
+    /// target, if the request was accepted.
+    pub(crate) fn transfer_leader(&self, g: GroupId, pick: u64) -> Option<ReplicaId> {
+        let node = self.node(self.leader_host(g)?)?;
+        let me = node.replica_of(g).ok()?;
+        let voters: Vec<ReplicaId> =
+            node.membership(g).ok()?.membership.voters.iter().copied().filter(|r| *r != me).collect();
+        let to = *voters.get((pick % voters.len().max(1) as u64) as usize)?;
+        drive(node, node.transfer_leader(g, to))?.ok().map(|()| to)
+    }
+
     /// Running machines with a replica of `g`.
     pub(crate) fn hosts_of(&self, g: GroupId) -> Vec<u64> {
         self.machines

@@ -7,7 +7,7 @@
 //! (a NodeHost is dropped and its log store loses or tears every unsynced byte) and restarts; on-demand
 //! snapshots besides the periodic ones (every few entries, so lagging and new replicas catch up by
 //! snapshot); membership changes (a replica on the spare host added as a voter, later removed and its
-//! data deleted, while the group stays available); and the clients' operations: puts of unique values,
+//! data deleted, while the group stays available); leadership transfers; and the clients' operations: puts of unique values,
 //! linearizable reads, compare-and-swaps on a few contended keys, puts to write-once keys, and session
 //! proposals retried under the same series id until answered, on any host.
 //!
@@ -134,6 +134,8 @@ pub struct SimStats {
     pub snapshots: u64,
     /// Membership changes applied (additions and removals of spare replicas).
     pub membership_changes: u64,
+    /// Leadership transfers requested (and accepted by the leader).
+    pub transfers: u64,
     /// Virtual milliseconds simulated (workload and settling).
     pub virtual_ms: u64,
     /// What the network did.

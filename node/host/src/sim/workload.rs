@@ -267,7 +267,7 @@ impl Sim {
 
     fn nemesis(&mut self) -> Result<(), SimFailure> {
         let faults = self.cfg.faults;
-        match self.rng.range(0, 10) {
+        match self.rng.range(0, 11) {
             0 | 1 if faults => {
                 let live = self.c.live();
                 let pick = live[self.rng.range(0, live.len() as u64) as usize];
@@ -330,6 +330,14 @@ impl Sim {
                     && let Ok(p) = n.submit_snapshot(g)
                 {
                     self.snapshots.push((p, self.now + OP_TIMEOUT_MS));
+                }
+            }
+            10 => {
+                let g = GroupId(self.rng.range(1, self.cfg.groups + 1));
+                let pick = self.rng.next_u64();
+                if let Some(to) = self.c.transfer_leader(g, pick) {
+                    self.stats.transfers += 1;
+                    self.trace(|| format!("{g}: leadership transfer to {to} requested"));
                 }
             }
             _ if self.cfg.membership => {

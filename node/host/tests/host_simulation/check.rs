@@ -64,7 +64,7 @@ pub fn summary(r: &SimReport) -> String {
     let s = &r.stats;
     format!(
         "seed {} ok: {} hosts, {} groups, {} ops ({} ok, {} failed, {} unknown), {} session series ({} retries), \
-         {} crashes, {} partitions, {} snapshots on demand, {} membership changes, {} snapshots streamed, \
+         {} crashes, {} partitions, {} snapshots on demand, {} membership changes, {} transfers, {} snapshots streamed, \
          {} batches delivered, {} messages dropped, {} duplicated, {} virtual s",
         r.seed,
         r.config.hosts,
@@ -79,6 +79,7 @@ pub fn summary(r: &SimReport) -> String {
         s.partitions,
         s.snapshots,
         s.membership_changes,
+        s.transfers,
         s.net.snapshots,
         s.net.delivered,
         s.net.dropped,
