@@ -175,6 +175,8 @@ pub struct Report {
     pub history: String,
     /// The command line.
     pub command: String,
+    /// The seed of the workload's and nemesis' choices (`--seed` repeats them; timing still varies).
+    pub seed: u64,
 }
 
 impl Report {
@@ -203,8 +205,8 @@ impl Report {
             s.push('\n');
         }
         s.push_str(&format!(
-            "keys: {} in groups {:?}, {} clients\n",
-            self.keys, self.groups, self.concurrency
+            "keys: {} in groups {:?}, {} clients, seed {}\n",
+            self.keys, self.groups, self.concurrency, self.seed
         ));
         s.push_str(&format!("checker: {} in {} ms\n", self.verdict, self.checker_ms));
         if self.verdict != "linearizable" {

@@ -355,6 +355,7 @@ async fn run_on(
         plot: "latency.svg".into(),
         history: "history.jsonl".into(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        seed,
     };
     report::write_history(&out.join("history.jsonl"), &history.ops)?;
     let title = format!(
