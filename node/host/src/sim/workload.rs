@@ -270,7 +270,10 @@ impl Sim {
         match self.rng.range(0, 11) {
             0 | 1 if faults => {
                 let live = self.c.live();
-                let pick = live[self.rng.range(0, live.len() as u64) as usize];
+                // Every host may be down at once (after a power loss of all of them).
+                let Some(&pick) = live.get(self.rng.range(0, live.len() as u64) as usize) else {
+                    return Ok(());
+                };
                 let back = self.now + self.rng.range(50, 800);
                 self.crash(&[pick], back);
             }
@@ -324,7 +327,7 @@ impl Sim {
             }
             6 | 7 => {
                 let live = self.c.live();
-                let i = live[self.rng.range(0, live.len() as u64) as usize];
+                let Some(&i) = live.get(self.rng.range(0, live.len() as u64) as usize) else { return Ok(()) };
                 let g = GroupId(self.rng.range(1, self.cfg.groups + 1));
                 if let Some(n) = self.c.node(i)
                     && let Ok(p) = n.submit_snapshot(g)
