@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 
-use crate::history::{Key, Op, OpKind, Outcome, Printable, Value};
+use crate::history::{Key, Op, OpKind, Outcome, Printable, Reply, Value};
 use crate::nemesis::Fault;
 use crate::workload::Sample;
 
@@ -225,21 +225,45 @@ impl Report {
     }
 }
 
-/// Writes the history as JSON lines.
+/// Bytes as a JSON string: the text itself when it is printable UTF-8 not starting with `0x`, else
+/// `0x` and hex. [`decode_bytes`] reverses it.
+pub fn encode_bytes(v: &[u8]) -> String {
+    match std::str::from_utf8(v) {
+        Ok(s) if !s.starts_with("0x") && s.chars().all(|c| !c.is_control()) => s.to_string(),
+        _ => format!("0x{}", v.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    }
+}
+
+/// The bytes of an [`encode_bytes`] string.
+pub fn decode_bytes(s: &str) -> Result<Vec<u8>> {
+    match s.strip_prefix("0x") {
+        Some(hex) => (0..hex.len())
+            .step_by(2)
+            .map(|i| {
+                hex.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .with_context(|| format!("invalid hex bytes {s:?}"))
+            })
+            .collect(),
+        None => Ok(s.as_bytes().to_vec()),
+    }
+}
+
+/// Writes the history as JSON lines (see [`read_history`]).
 pub fn write_history(path: &Path, ops: &[Op]) -> Result<()> {
     use std::io::Write;
     let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = std::io::BufWriter::new(f);
-    let text = |v: &[u8]| Printable(v).to_string();
+    let text = |v: &[u8]| encode_bytes(v);
     for op in ops {
         let (kind, value, expected) = match &op.kind {
             OpKind::Read => ("read", None, None),
             OpKind::Write { value } => ("write", Some(text(value)), None),
-            OpKind::Cas { expected, new } => ("cas", Some(text(new)), Some(expected.as_deref().map(text))),
+            OpKind::Cas { expected, new } => ("cas", Some(text(new)), expected.as_deref().map(text)),
         };
         let (outcome, reply) = match &op.outcome {
-            Outcome::Ok(crate::history::Reply::Read(v)) => ("ok", serde_json::json!(v.as_deref().map(text))),
-            Outcome::Ok(crate::history::Reply::Cas(b)) => ("ok", serde_json::json!(b)),
+            Outcome::Ok(Reply::Read(v)) => ("ok", serde_json::json!(v.as_deref().map(text))),
+            Outcome::Ok(Reply::Cas(b)) => ("ok", serde_json::json!(b)),
             Outcome::Ok(_) => ("ok", serde_json::Value::Null),
             Outcome::Fail => ("fail", serde_json::Value::Null),
             _ => ("unknown", serde_json::Value::Null),
@@ -253,6 +277,59 @@ pub fn write_history(path: &Path, ops: &[Op]) -> Result<()> {
     }
     w.flush()?;
     Ok(())
+}
+
+/// Reads a history written by [`write_history`]: one JSON object per line with `process`, `key`,
+/// `kind` (`read`, `write`, `cas`), `value` (written / new value), `expected` (a compare's value, null:
+/// absent), `invoke_ns`, `complete_ns` (null: never returned), `outcome` (`ok`, `fail`, `unknown`) and
+/// `reply` (a read's value or null, a compare's boolean). Keys and values are text, or `0x` + hex.
+pub fn read_history(path: &Path) -> Result<Vec<Op>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut ops = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let op = parse_op(line).with_context(|| format!("{}:{}", path.display(), n + 1))?;
+        ops.push(op);
+    }
+    Ok(ops)
+}
+
+fn parse_op(line: &str) -> Result<Op> {
+    let j: serde_json::Value = serde_json::from_str(line)?;
+    let s = |f: &str| j[f].as_str().with_context(|| format!("missing string {f:?}"));
+    let bytes = |f: &str| -> Result<Option<Vec<u8>>> {
+        match &j[f] {
+            serde_json::Value::Null => Ok(None),
+            serde_json::Value::String(v) => decode_bytes(v).map(Some),
+            other => anyhow::bail!("{f:?} must be a string or null, not {other}"),
+        }
+    };
+    let kind = match s("kind")? {
+        "read" => OpKind::Read,
+        "write" => OpKind::Write { value: bytes("value")?.context("a write needs \"value\"")? },
+        "cas" => OpKind::Cas {
+            expected: bytes("expected")?,
+            new: bytes("value")?.context("a cas needs \"value\"")?,
+        },
+        other => anyhow::bail!("unknown kind {other:?}"),
+    };
+    let outcome = match s("outcome")? {
+        "ok" => Outcome::Ok(match &kind {
+            OpKind::Read => Reply::Read(bytes("reply")?),
+            OpKind::Write { .. } => Reply::Written,
+            OpKind::Cas { .. } => Reply::Cas(j["reply"].as_bool().context("a cas reply is a boolean")?),
+        }),
+        "fail" => Outcome::Fail,
+        "unknown" => Outcome::Unknown,
+        other => anyhow::bail!("unknown outcome {other:?}"),
+    };
+    Ok(Op {
+        process: j["process"].as_u64().unwrap_or(0),
+        key: decode_bytes(s("key")?)?,
+        kind,
+        invoke: j["invoke_ns"].as_u64().context("missing invoke_ns")?,
+        complete: j["complete_ns"].as_u64(),
+        outcome,
+    })
 }
 
 /// Draws latency against time: one dot per operation (answered, failed, unknown in different colours,
@@ -350,6 +427,23 @@ mod tests {
         assert!(lost_writes(&ops, &HashMap::from([(b"k".to_vec(), v("b"))])).is_empty());
         // Absent after an acknowledged write: lost.
         assert_eq!(lost_writes(&ops, &HashMap::from([(b"k".to_vec(), None)])).len(), 2);
+    }
+
+    #[test]
+    fn histories_round_trip_through_json_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.jsonl");
+        let ops = vec![
+            Op::write(1, "k", "a", 0, 10),
+            Op::read(2, "k", 5, 15, v("a")),
+            Op::read(2, vec![0u8, 1], 5, 15, None),
+            Op::cas(3, "k", None, "0xnot-hex", 20, 30, false),
+            Op::cas(3, "k", v("a"), vec![0xffu8], 20, 30, true).with_outcome(Outcome::Fail),
+            Op { complete: None, ..Op::write(4, "k", "u", 40, 0).with_outcome(Outcome::Unknown) },
+        ];
+        write_history(&path, &ops).unwrap();
+        assert_eq!(read_history(&path).unwrap(), ops);
+        assert!(decode_bytes("0xzz").is_err());
     }
 
     #[test]

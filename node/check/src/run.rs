@@ -23,11 +23,15 @@ use crate::workload::{self, WorkloadOptions};
 #[derive(Args, Debug, Clone)]
 pub struct CheckArgs {
     /// Check a running cluster at these node addresses (host:port, comma separated).
-    #[arg(long, value_delimiter = ',', conflicts_with = "local", required_unless_present = "local")]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["local", "history"], required_unless_present_any = ["local", "history"])]
     pub endpoints: Vec<String>,
     /// Start a local cluster of `drakkar serve` processes (TLS, loopback) and check it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "history")]
     pub local: bool,
+    /// Only check a recorded history (a `history.jsonl` of an earlier run, or one written by another
+    /// tool in that format) for linearizability.
+    #[arg(long)]
+    pub history: Option<PathBuf>,
     /// Faults to inject (local clusters only), comma separated, taken in turn.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "none")]
     pub nemesis: Vec<Nemesis>,
@@ -126,6 +130,17 @@ fn now_seed() -> u64 {
 /// Runs `drakkar check`; an error when the cluster fails the check (not linearizable, lost writes, or
 /// an undecided verdict) or the run could not be done.
 pub async fn run(a: CheckArgs) -> Result<()> {
+    if let Some(path) = &a.history {
+        let ops = report::read_history(path)?;
+        let started = Instant::now();
+        let copts = CheckOptions { time_limit: a.check_time_limit, ..CheckOptions::default() };
+        let verdict = checker::check(&ops, &copts)?;
+        println!("{} operations: {verdict} ({} ms)", ops.len(), started.elapsed().as_millis());
+        if verdict != Verdict::Linearizable {
+            bail!("the history is {}", verdict.name());
+        }
+        return Ok(());
+    }
     let seed = a.seed.unwrap_or_else(now_seed);
     let out = a
         .out
