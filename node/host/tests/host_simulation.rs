@@ -73,3 +73,57 @@ fn same_seed_same_run() {
         assert!(a.stats.crashes > 0, "seed {seed}: no crash: the schedule tests too little");
     }
 }
+
+/// A deterministic NodeHost runs no thread: nothing happens until its caller ticks it and runs it; a
+/// request answers through its handle once the driver ran; `close` drives the shutdown. A threaded
+/// NodeHost refuses to be driven.
+#[test]
+fn a_deterministic_nodehost_does_nothing_until_driven() {
+    use std::sync::Arc;
+
+    use drakkar_logdb::fs::MemFs;
+    use drakkar_node::kv::{Command, MemKv, Query, QueryResult, Status};
+    use drakkar_node::sim::SimNetwork;
+    use drakkar_node::{GroupConfig, NodeError, NodeHost, NodeHostConfig, StartMode, StateMachineBox};
+    use drakkar_raft::{GroupId, ReplicaId};
+
+    let dir = tempfile::tempdir().unwrap();
+    let net = SimNetwork::new(1);
+    let mut cfg = NodeHostConfig::new(dir.path().join("d"), "h1");
+    cfg.deterministic = Some(7);
+    cfg.log_fs = Some(Arc::new(MemFs::new()));
+    let h = NodeHost::new(cfg, net.transport()).unwrap();
+    net.register("h1", h.sink());
+    let g = GroupId(1);
+    let members = [(ReplicaId(1), "h1".to_string())].into();
+    let sm = StateMachineBox::Concurrent(Arc::new(MemKv::new()));
+    h.start_replica(g, ReplicaId(1), StartMode::Founding(members), sm, GroupConfig::default()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(h.leader(g).unwrap(), None, "no thread may elect a leader behind the driver's back");
+    let mut ticks = 0;
+    while h.leader(g).unwrap().is_none() {
+        h.tick();
+        h.run_until_idle().unwrap();
+        ticks += 1;
+        assert!(ticks < 100, "no leader after {ticks} ticks");
+    }
+    let mut put = h.submit_proposal(g, Command::put("k", "v").encode().unwrap()).unwrap();
+    assert!(put.try_result().is_none(), "answered before the driver ran");
+    h.run_until_idle().unwrap();
+    assert_eq!(put.try_result().unwrap().unwrap().value, Status::Ok.code());
+    assert!(put.try_result().is_none(), "an answer is taken once");
+    let mut read = h.submit_read(g, Query::get("k").encode().unwrap()).unwrap();
+    h.run_until_idle().unwrap();
+    let got = QueryResult::decode(&read.try_result().unwrap().unwrap()).unwrap();
+    assert!(matches!(got, QueryResult::Get(Some(kv)) if &kv.value[..] == b"v"));
+    h.close();
+    assert!(h.submit_proposal(g, Command::put("k", "w").encode().unwrap()).is_err());
+
+    let threaded = NodeHost::new(
+        NodeHostConfig::new(dir.path().join("t"), "t1"),
+        drakkar_node::transport::InProcessNetwork::default().transport(),
+    )
+    .unwrap();
+    assert!(matches!(threaded.run_until_idle(), Err(NodeError::InvalidArgument(_))));
+    threaded.close();
+}
