@@ -194,10 +194,14 @@ pub async fn run(a: CheckArgs) -> Result<()> {
         drop(c);
     }
     let report = result?;
-    if !a.keep
-        && let Some(tmp) = a.local.then(|| std::env::temp_dir().join(format!("drakkar-check-{seed:016x}")))
-    {
-        let _ = std::fs::remove_dir_all(tmp);
+    // A failed run keeps the local cluster's data and node logs for a look.
+    let tmp = std::env::temp_dir().join(format!("drakkar-check-{seed:016x}"));
+    if a.local && !a.keep {
+        if report.passed {
+            let _ = std::fs::remove_dir_all(tmp);
+        } else {
+            eprintln!("drakkar check: the local cluster's data and node logs are in {}", tmp.display());
+        }
     }
     print!("{}", report.summary());
     println!("report: {}", out.join("report.json").display());
