@@ -5,7 +5,8 @@
 //! Every node gets its own TLS certificate from a development CA (`drakkar cert dev`). Node `i` is told
 //! (in `--peers`) that node `j` lives at the proxy of the link `i -> j`, while it advertises its real
 //! address, so cutting proxies partitions the Raft traffic; clients talk to the real addresses.
-//! Every process is killed (by its PID) when the cluster is dropped.
+//! Every process is killed (by its PID) when the cluster is dropped. `DIR/nodes.txt` lists each node's
+//! address and Prometheus metrics URL.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -135,6 +136,7 @@ impl LocalCluster {
         }
         let real: Vec<String> = addrs[..opts.nodes].iter().map(ToString::to_string).collect();
         let mut nodes = Vec::new();
+        let mut metrics_lines = String::new();
         for (i, addr) in addrs.iter().enumerate() {
             let name = format!("node-{}", i + 1);
             let peers: Vec<String> = if i < opts.nodes {
@@ -147,7 +149,7 @@ impl LocalCluster {
             } else {
                 real.clone()
             };
-            let args: Vec<String> = [
+            let mut args: Vec<String> = [
                 "serve",
                 "--data-dir",
                 &opts.dir.join(&name).display().to_string(),
@@ -173,9 +175,14 @@ impl LocalCluster {
             .iter()
             .map(|s| s.to_string())
             .collect();
+            let metrics = free_addr()?;
+            args.extend(["--metrics-listen".to_string(), metrics.to_string()]);
+            metrics_lines.push_str(&format!("{name} {addr} http://{metrics}/metrics\n"));
             let log = opts.dir.join(format!("{name}.log"));
             nodes.push(NodeProc { name, addr: *addr, args, log, child: None });
         }
+        // Where to look while it runs: `name address metrics-url` per node.
+        std::fs::write(opts.dir.join("nodes.txt"), metrics_lines).context("writing nodes.txt")?;
         let mut cluster = LocalCluster { opts, certs, nodes, links };
         for i in 0..cluster.nodes.len() {
             let exe = cluster.opts.exe.clone();
