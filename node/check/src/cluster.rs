@@ -101,9 +101,12 @@ pub struct LocalCluster {
     links: BTreeMap<(usize, usize), LinkProxy>,
 }
 
-fn free_addr() -> Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?)
+/// `n` distinct free ports of 127.0.0.1 (all held open while choosing, so none repeats).
+fn free_addrs(n: usize) -> Result<Vec<SocketAddr>> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port"))
+        .collect::<Result<_>>()?;
+    held.iter().map(|l| l.local_addr().context("a free port")).collect()
 }
 
 impl LocalCluster {
@@ -125,12 +128,21 @@ impl LocalCluster {
         if !out.status.success() {
             bail!("`drakkar cert dev` failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let addrs: Vec<SocketAddr> = (0..total).map(|_| free_addr()).collect::<Result<_>>()?;
+        // Client ports, then metrics ports.
+        let ports = free_addrs(2 * total)?;
+        let (addrs, metrics_addrs) = ports.split_at(total);
         let mut links = BTreeMap::new();
         for from in (0..opts.nodes).filter(|_| opts.proxies) {
             for (to, addr) in addrs.iter().enumerate().take(opts.nodes) {
                 if from != to {
-                    links.insert((from, to), LinkProxy::start(*addr).await.context("starting a proxy")?);
+                    // A proxy's own port must not be one the nodes are about to bind.
+                    let proxy = loop {
+                        let p = LinkProxy::start(*addr).await.context("starting a proxy")?;
+                        if !ports.contains(&p.addr()) {
+                            break p;
+                        }
+                    };
+                    links.insert((from, to), proxy);
                 }
             }
         }
@@ -175,7 +187,7 @@ impl LocalCluster {
             .iter()
             .map(|s| s.to_string())
             .collect();
-            let metrics = free_addr()?;
+            let metrics = metrics_addrs[i];
             args.extend(["--metrics-listen".to_string(), metrics.to_string()]);
             metrics_lines.push_str(&format!("{name} {addr} http://{metrics}/metrics\n"));
             let log = opts.dir.join(format!("{name}.log"));
