@@ -11,7 +11,8 @@ use drakkar_node::sim::{self, HistKind, HistOp, HistOutcome, SimConfig, SimRepor
 /// How to replay a seed.
 pub fn replay_hint(seed: u64) -> String {
     format!(
-        "replay: HOST_SIM_SEED={seed} cargo test -p drakkar-node --profile ci --test host_simulation replay"
+        "replay: HOST_SIM_SEED={seed} cargo test -p drakkar-node --profile ci --test host_simulation replay \
+         (HOST_SIM_TRACE=1 prints every operation, answer and fault)"
     )
 }
 
