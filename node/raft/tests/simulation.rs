@@ -23,7 +23,17 @@ fn run_many(name: &str, base_seed: u64, n: u64, cfg: &SimConfig) -> SimReport {
                 total.conf_changes += r.conf_changes;
                 total.max_commit = total.max_commit.max(r.max_commit);
             }
-            Err(f) => panic!("[{name}] {f}"),
+            Err(f) => panic!(
+                "[{name}] {f}\nwith this suite's configuration: SIM_SEED={seed} SIM_VOTERS={} SIM_STEPS={} \
+                 SIM_PREVOTE={} SIM_DROP_PCT={} SIM_DUP_PCT={} SIM_SPARE_IDS={} cargo test -p drakkar-raft \
+                 --test simulation replay",
+                cfg.voters,
+                cfg.steps,
+                u8::from(cfg.pre_vote),
+                cfg.drop_pct,
+                cfg.dup_pct,
+                cfg.spare_ids
+            ),
         }
     }
     eprintln!("[{name}] {n} schedules x {} steps: {total:?}", cfg.steps);
@@ -69,8 +79,18 @@ fn five_replicas_membership_churn() {
 #[test]
 fn replay() {
     let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) else { return };
-    let voters = std::env::var("SIM_VOTERS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
-    if let Err(f) = simulate(seed, SimConfig { voters, ..SimConfig::default() }) {
+    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let d = SimConfig::default();
+    let cfg = SimConfig {
+        voters: env("SIM_VOTERS").unwrap_or(3),
+        steps: env("SIM_STEPS").map_or(d.steps, |s| s as usize),
+        pre_vote: env("SIM_PREVOTE").map_or(d.pre_vote, |p| p != 0),
+        drop_pct: env("SIM_DROP_PCT").unwrap_or(d.drop_pct),
+        dup_pct: env("SIM_DUP_PCT").unwrap_or(d.dup_pct),
+        spare_ids: env("SIM_SPARE_IDS").unwrap_or(d.spare_ids),
+        ..d
+    };
+    if let Err(f) = simulate(seed, cfg) {
         panic!("{f}");
     }
 }

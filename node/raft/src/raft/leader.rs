@@ -300,6 +300,11 @@ impl<S: Storage> Raft<S> {
         };
         pr.recent_active = true;
         pr.probe_sent = false;
+        // The follower is alive: if appends to it were lost, a full window would block it for good (no
+        // append it could reject ever reaches it). Free one slot so the next append goes out (etcd-raft).
+        if pr.state == ProgressState::Replicate && pr.inflights.full() {
+            pr.inflights.free_first_one();
+        }
         if pr.matched < last {
             self.maybe_send_append(m.from, true);
         }

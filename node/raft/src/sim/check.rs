@@ -68,6 +68,9 @@ pub enum Violation {
     Step(ReplicaId, String),
     /// A replica could not restart from its durable state.
     Restart(ReplicaId, String),
+    /// After every fault was healed and the group ran fault-free for a while, it has no leader, or a
+    /// member did not catch up with the leader's commit index.
+    NotCaughtUp(String),
 }
 
 impl std::fmt::Display for Violation {

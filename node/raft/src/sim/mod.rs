@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use crate::{
     ConfChange, ConfChangeKind, Config, Entry, EntryKind, HardState, LogIndex, MemStorage, Membership,
-    Message, RawNode, ReplicaId, Rng, Role, Snapshot, Storage,
+    Message, MessageKind, RawNode, ReplicaId, Rng, Role, Snapshot, Storage,
 };
 pub use check::Violation;
 use check::{Checker, OpId};
@@ -183,6 +183,8 @@ pub struct Sim {
     settling: bool,
     /// Indices of membership changes some replica has applied.
     conf_applied: BTreeSet<LogIndex>,
+    /// Replicas that must take a snapshot as soon as their writes drain (theirs predates a new member).
+    snapshot_wanted: BTreeSet<ReplicaId>,
 }
 
 impl Sim {
@@ -203,6 +205,7 @@ impl Sim {
             trace: VecDeque::new(),
             settling: false,
             conf_applied: BTreeSet::new(),
+            snapshot_wanted: BTreeSet::new(),
             cfg,
         };
         for id in 1..=s.cfg.voters {
@@ -275,7 +278,11 @@ impl Sim {
     pub fn settle(&mut self) -> Result<SimReport, Box<SimFailure>> {
         self.cut = None;
         self.settling = true;
-        for _ in 0..200 {
+        // 200 rounds, then (while not caught up) up to 2,000 more: elections among pre-candidates with
+        // divergent logs can take a while.
+        let mut round = 0;
+        while round < 200 || (round < 2_200 && (round % 50 != 0 || self.caught_up().is_some())) {
+            round += 1;
             let ids: Vec<ReplicaId> = self.replicas.keys().copied().collect();
             for id in ids {
                 if self.replicas.get(&id).is_some_and(|r| r.node.is_none()) {
@@ -293,7 +300,54 @@ impl Sim {
             self.check()?;
             self.step += 1;
         }
+        self.check_caught_up()?;
         Ok(self.report.clone())
+    }
+
+    /// Liveness after healing: one leader, and every member's commit index equal to the leader's. Only
+    /// with PreVote (and CheckQuorum): without them a replica removed before it learnt of its removal
+    /// keeps campaigning with ever higher terms and can keep the group leaderless (Raft thesis, 4.2.3);
+    /// the NodeHost always enables both.
+    fn check_caught_up(&mut self) -> Result<(), Box<SimFailure>> {
+        if !self.cfg.pre_vote {
+            return Ok(());
+        }
+        match self.caught_up() {
+            None => Ok(()),
+            Some(p) => Err(Box::new(SimFailure {
+                seed: self.seed,
+                step: self.step,
+                violation: Violation::NotCaughtUp(p),
+                trace: self.describe(),
+            })),
+        }
+    }
+
+    /// What keeps the group from being caught up (None: one leader, every member at its commit index).
+    fn caught_up(&self) -> Option<String> {
+        let statuses: Vec<(ReplicaId, crate::Status)> =
+            self.replicas.values().filter_map(|r| r.node.as_ref().map(|n| (r.id, n.status()))).collect();
+        let leaders: Vec<&(ReplicaId, crate::Status)> =
+            statuses.iter().filter(|(_, s)| s.soft_state.role == crate::Role::Leader).collect();
+        match leaders.as_slice() {
+            [] => Some("no leader after settling".to_string()),
+            [(leader, ls)] => {
+                let members: BTreeSet<ReplicaId> = ls.membership.members().collect();
+                let behind: Vec<String> = statuses
+                    .iter()
+                    .filter(|(id, s)| members.contains(id) && s.hard_state.commit < ls.hard_state.commit)
+                    .map(|(id, s)| format!("{id} at {}", s.hard_state.commit))
+                    .collect();
+                (!behind.is_empty()).then(|| {
+                    format!(
+                        "leader {leader} committed {}; behind: {}",
+                        ls.hard_state.commit,
+                        behind.join(", ")
+                    )
+                })
+            }
+            _ => Some(format!("{} leaders after settling", leaders.len())),
+        }
     }
 
     /// The last events and every replica's status, for debugging a schedule.
@@ -320,6 +374,18 @@ impl Sim {
                         st.membership,
                         r.pending.len()
                     );
+                    for (id, pr) in &st.progress {
+                        let _ = writeln!(
+                            s,
+                            "  progress {id}: {:?} match {} next {} inflight {} probe_sent {} active {}",
+                            pr.state,
+                            pr.matched,
+                            pr.next,
+                            pr.inflights.count(),
+                            pr.probe_sent,
+                            pr.recent_active
+                        );
+                    }
                 }
                 None => {
                     let _ = writeln!(s, "replica {}: down", r.id);
@@ -410,7 +476,22 @@ impl Sim {
 
     fn send(&mut self, msgs: Vec<Message>) {
         for m in msgs {
+            if m.kind == MessageKind::Snapshot
+                && m.snapshot.as_ref().is_some_and(|s| s.meta.membership.role(m.to).is_none())
+            {
+                // As the NodeHost does: the latest snapshot predates the receiver's addition and Raft would
+                // refuse it; take a new one (it includes the receiver) and let the leader retry.
+                self.log(|| format!("snapshot for {} predates it: a new one is wanted", m.to));
+                self.snapshot_wanted.insert(m.from);
+                self.snapshot(m.from);
+                self.report_snapshot(m.from, m.to, false);
+                continue;
+            }
             if self.rng.chance(self.cfg.drop_pct, 100) {
+                // As the NodeHost's transport does, a snapshot's fate is reported to its sender.
+                if m.kind == MessageKind::Snapshot {
+                    self.report_snapshot(m.from, m.to, false);
+                }
                 continue;
             }
             let copies = if self.rng.chance(self.cfg.dup_pct, 100) { 2 } else { 1 };
@@ -430,18 +511,37 @@ impl Sim {
             return;
         }
         let (_, m) = self.net.swap_remove(i);
+        let snapshot = (m.kind == MessageKind::Snapshot).then_some((m.from, m.to));
         if let Some(cut) = &self.cut
             && cut.contains(&m.from) != cut.contains(&m.to)
         {
+            if let Some((from, to)) = snapshot {
+                self.report_snapshot(from, to, false);
+            }
             return;
         }
         let line = m.to_string();
         self.log(|| format!("deliver {line}"));
         let to = m.to;
-        if let Some(n) = self.node(to)
-            && let Err(e) = n.step(m)
-        {
-            self.fail_later(Violation::Step(to, e.to_string()));
+        let delivered = match self.node(to) {
+            Some(n) => {
+                if let Err(e) = n.step(m) {
+                    self.fail_later(Violation::Step(to, e.to_string()));
+                }
+                true
+            }
+            None => false,
+        };
+        if let Some((from, to)) = snapshot {
+            self.report_snapshot(from, to, delivered);
+        }
+    }
+
+    /// Tells the sender of a snapshot whether it reached `to` (the transport's duty).
+    fn report_snapshot(&mut self, from: ReplicaId, to: ReplicaId, ok: bool) {
+        self.log(|| format!("report snapshot {from}->{to} {}", if ok { "delivered" } else { "failed" }));
+        if let Some(n) = self.node(from) {
+            n.report_snapshot(to, ok);
         }
     }
 
@@ -549,8 +649,12 @@ impl Sim {
             return self.fail_later(Violation::Step(id, format!("persist: {e}")));
         }
         node.on_persisted(w.number);
+        let drained = r.pending.is_empty();
         self.log(|| format!("persist {id} #{}", w.number));
         self.send(w.after);
+        if drained && self.snapshot_wanted.contains(&id) {
+            self.snapshot(id);
+        }
     }
 
     fn propose(&mut self, id: ReplicaId) {
@@ -597,6 +701,7 @@ impl Sim {
         // Snapshots cover only durable, applied entries; keep a few entries for slow followers.
         let store = node.storage_mut();
         if store.create_snapshot(applied, membership, data).is_ok() {
+            self.snapshot_wanted.remove(&id);
             let keep = LogIndex(applied.0.saturating_sub(3));
             let _ = store.compact(keep);
             self.log(|| format!("snapshot {id} at {applied}"));
