@@ -178,3 +178,49 @@ async fn bad_input_gets_the_right_codes_and_the_node_keeps_serving() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_certificate_files_are_picked_up_without_a_restart() {
+    let mut c = Cluster::new(1, 1, 1, true);
+    c.start_all();
+    bounded(Duration::from_secs(60), async {
+        let certs = c.certs();
+        let trusting = |ca: &std::path::Path| {
+            let cfg = tls::client_config_from_files(ca, None).unwrap();
+            let mut cc = ClientConfig::new([c.addr(1)]).with_tls(Arc::new(Arc::new(cfg)));
+            cc.retry_for = T;
+            cc.request_timeout = Duration::from_secs(2);
+            Client::new(cc).unwrap()
+        };
+        let old_ca = c.dir.path().join("old-ca.pem");
+        std::fs::copy(certs.join("ca.pem"), &old_ca).unwrap();
+        trusting(&old_ca).put(1, "k", "v").await.expect("served with the first certificate");
+
+        // cert-manager style rotation: a new CA and a new node certificate written over the old files.
+        let fresh = c.dir.path().join("fresh");
+        let (ok, _, err) = drakkar(&["cert", "dev", "--out", fresh.to_str().unwrap(), "--nodes", "1"], &[]);
+        assert!(ok, "{err}");
+        for f in ["node-1-key.pem", "node-1.pem", "ca.pem"] {
+            let tmp = certs.join(format!("{f}.tmp"));
+            std::fs::copy(fresh.join(f), &tmp).unwrap();
+            std::fs::rename(&tmp, certs.join(f)).unwrap();
+        }
+        // New connections get the new certificate: a client trusting only the new CA is served, and one
+        // trusting only the old CA is refused, all without a restart.
+        let new_client = trusting(&fresh.join("ca.pem"));
+        let got = new_client.get(1, "k", Consistency::Linearizable).await.expect("served after the rotation");
+        assert_eq!(got.map(|kv| kv.value), Some("v".into()));
+        let mut old = ClientConfig::new([c.addr(1)])
+            .with_tls(Arc::new(Arc::new(tls::client_config_from_files(&old_ca, None).unwrap())));
+        old.retry_for = Duration::from_millis(200);
+        old.request_timeout = Duration::from_secs(2);
+        let old = Client::new(old).unwrap();
+        assert!(
+            old.get(1, "k", Consistency::Linearizable).await.is_err(),
+            "the old certificate is still served"
+        );
+        let log = c.procs[0].as_ref().unwrap().log();
+        assert!(log.contains("TLS certificates reloaded"), "no reload in the log");
+    })
+    .await;
+}
