@@ -32,6 +32,20 @@ pub(crate) trait ReadStore {
 pub(crate) trait WriteStore: ReadStore {
     /// Sets `key` (overwrites).
     fn insert(&mut self, key: &Bytes, value: &Bytes, meta: KeyMeta) -> Result<(), Self::Error>;
+    /// Writes `key` at log `index` ([`KeyMeta::next`] of its metadata), returning its metadata before
+    /// and after. A store overrides it when it can find and update the key in one step. Takes the
+    /// command's key and value by value, so a store that keeps them needs no reference-count traffic.
+    fn put(
+        &mut self,
+        key: Bytes,
+        value: Bytes,
+        index: u64,
+    ) -> Result<(Option<KeyMeta>, KeyMeta), Self::Error> {
+        let prev = self.get_meta(&key)?;
+        let new = KeyMeta::next(prev, index);
+        self.insert(&key, &value, new)?;
+        Ok((prev, new))
+    }
     /// Removes `key`, returning its metadata if it existed.
     fn remove(&mut self, key: &[u8]) -> Result<Option<KeyMeta>, Self::Error>;
     /// Removes every key in `bounds`, returning how many.
@@ -98,7 +112,7 @@ pub(crate) fn apply<S: WriteStore>(s: &mut S, index: u64, cmd: &Bytes) -> Result
 fn execute<S: WriteStore>(s: &mut S, index: u64, cmd: Command) -> Result<CommandResult, S::Error> {
     Ok(match cmd {
         Command::Put { key, value } => {
-            let (prev, new) = put(s, index, &key, &value)?;
+            let (prev, new) = s.put(key, value, index)?;
             CommandResult::Put { prev, new }
         }
         Command::Delete { key } => CommandResult::Delete { prev: s.remove(&key)? },
@@ -136,19 +150,6 @@ fn execute<S: WriteStore>(s: &mut S, index: u64, cmd: Command) -> Result<Command
     })
 }
 
-/// Writes `key` at `index`, returning its metadata before and after.
-fn put<S: WriteStore>(
-    s: &mut S,
-    index: u64,
-    key: &Bytes,
-    value: &Bytes,
-) -> Result<(Option<KeyMeta>, KeyMeta), S::Error> {
-    let prev = s.get_meta(key)?;
-    let new = KeyMeta::next(prev, index);
-    s.insert(key, value, new)?;
-    Ok((prev, new))
-}
-
 fn txn_execute<S: WriteStore>(s: &mut S, index: u64, txn: Txn) -> Result<CommandResult, S::Error> {
     let mut succeeded = true;
     for c in &txn.compares {
@@ -162,7 +163,7 @@ fn txn_execute<S: WriteStore>(s: &mut S, index: u64, txn: Txn) -> Result<Command
     for op in ops {
         results.push(match op {
             Op::Put { key, value } => {
-                let (prev, new) = put(s, index, &key, &value)?;
+                let (prev, new) = s.put(key, value, index)?;
                 OpResult::Put { prev, new }
             }
             Op::Delete { key } => OpResult::Delete { prev: s.remove(&key)? },

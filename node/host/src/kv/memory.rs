@@ -7,7 +7,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 use drakkar_raft::LogIndex;
-use rpds::RedBlackTreeMapSync;
+use imbl::OrdMap;
 
 use super::apply::{self, LookupError, ReadStore, Scan, WriteStore};
 use super::command::{Bounds, KeyMeta, KeyValue};
@@ -25,22 +25,25 @@ struct Stored {
 /// One immutable version of the state. Cloning is O(1): the map is persistent (structurally shared).
 #[derive(Clone, Default)]
 struct State {
-    map: RedBlackTreeMapSync<Bytes, Stored>,
+    map: OrdMap<Bytes, Stored>,
     /// Index of the last entry applied (0: none).
     applied: u64,
 }
 
 /// The in-memory ordered KV state machine. Implements [`ConcurrentStateMachine`] and [`StateMachine`].
 ///
-/// Concurrency design: the state is an immutable, structurally shared ordered map (`rpds`'s
-/// red-black tree, chosen over `im`/`imbl` for its MIT licence and small dependency set) behind a lock
-/// held only to clone or replace a pointer. `update` clones the current version in O(1), applies the
-/// whole batch to its private copy (copying only the touched paths) and publishes it with one swap, so
+/// Concurrency design: the state is an immutable, structurally shared ordered map (`imbl`'s `OrdMap`,
+/// a persistent B+ tree with nodes of 16 keys) behind a lock held only to clone or replace a pointer.
+/// `update` clones the current version in O(1), applies the whole batch to its private copy (copying
+/// only the nodes on the touched paths, each at most once per batch: a copied node is private and later
+/// writes in the same batch change it in place) and publishes it with one swap, so
 ///   - lookups and snapshot saves never wait for a batch to be applied and always see a state between
 ///     batches (never half a batch);
 ///   - `prepare_snapshot` is an O(1) clone of the current version, however large the state.
 ///
 /// A `RwLock<BTreeMap>` would make lookups wait for whole batches and `prepare_snapshot` copy every key.
+/// The B+ tree replaced `rpds`'s red-black tree, whose path copying allocated ~log2(n) nodes per put
+/// (docs/performance.md, "MemKv on a B+ tree"); `imbl` is MPL-2.0, used unmodified from crates.io.
 pub struct MemKv {
     /// The published state. Invariant: only replaced whole, by `update` or `recover_from_snapshot`.
     current: RwLock<State>,
@@ -57,7 +60,7 @@ impl Default for MemKv {
 impl std::fmt::Debug for MemKv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self.view();
-        f.debug_struct("MemKv").field("keys", &s.map.size()).field("applied", &s.applied).finish()
+        f.debug_struct("MemKv").field("keys", &s.map.len()).field("applied", &s.applied).finish()
     }
 }
 
@@ -89,7 +92,7 @@ impl MemKv {
     /// The number of keys.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.view().map.size()
+        self.view().map.len()
     }
 
     /// Whether there are no keys.
@@ -107,7 +110,7 @@ impl ReadStore for State {
     }
 
     fn scan(&self, bounds: &Bounds, scan: &mut Scan) -> Result<(), Infallible> {
-        for (key, s) in self.map.range::<[u8], _>(bounds.as_range()) {
+        for (key, s) in self.map.range::<_, [u8]>(bounds.as_range()) {
             if !scan.admit(key.len(), s.value.len()) {
                 break;
             }
@@ -118,25 +121,48 @@ impl ReadStore for State {
     }
 }
 
+/// A key to store in the map, in its own allocation. A key decoded from a command is a slice of the
+/// command's buffer, and the map keeps a key across overwrites of its value ([`WriteStore::put`]
+/// updates in place): a slice would pin the first put's whole buffer, value included, for as long as
+/// the key exists.
+fn own_key(key: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(key)
+}
+
 impl WriteStore for State {
     fn insert(&mut self, key: &Bytes, value: &Bytes, meta: KeyMeta) -> Result<(), Infallible> {
         let stored = Stored { value: value.clone(), meta };
-        self.map.insert_mut(key.clone(), stored);
+        self.map.insert(own_key(key), stored);
         Ok(())
     }
 
-    fn remove(&mut self, key: &[u8]) -> Result<Option<KeyMeta>, Infallible> {
-        let prev = self.map.get(key).map(|s| s.meta);
-        if prev.is_some() {
-            self.map.remove_mut(key);
+    /// One descent for an existing key (the common overwrite): its value and metadata change in place
+    /// and the stored key is kept. A new key is stored as its own copy ([`own_key`]).
+    fn put(
+        &mut self,
+        key: Bytes,
+        value: Bytes,
+        index: u64,
+    ) -> Result<(Option<KeyMeta>, KeyMeta), Infallible> {
+        if let Some(stored) = self.map.get_mut(&key[..]) {
+            let prev = stored.meta;
+            let new = KeyMeta::next(Some(prev), index);
+            *stored = Stored { value, meta: new };
+            return Ok((Some(prev), new));
         }
-        Ok(prev)
+        let new = KeyMeta::next(None, index);
+        self.map.insert(own_key(&key), Stored { value, meta: new });
+        Ok((None, new))
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Result<Option<KeyMeta>, Infallible> {
+        Ok(self.map.remove(key).map(|s| s.meta))
     }
 
     fn remove_range(&mut self, bounds: &Bounds) -> Result<u64, Infallible> {
-        let keys: Vec<Bytes> = self.map.range::<[u8], _>(bounds.as_range()).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<Bytes> = self.map.range::<_, [u8]>(bounds.as_range()).map(|(k, _)| k.clone()).collect();
         for k in &keys {
-            self.map.remove_mut(&k[..]);
+            self.map.remove(&k[..]);
         }
         Ok(keys.len() as u64)
     }
@@ -154,10 +180,10 @@ fn write_snapshot(s: &State, w: &mut dyn Write) -> Result<(), SmError> {
 /// Builds a complete state from a snapshot stream; nothing is published unless the trailer verifies.
 fn read_snapshot(r: &mut dyn Read) -> Result<State, SmError> {
     let mut reader = SnapshotReader::new(r).map_err(snapshot_error)?;
-    let mut map = RedBlackTreeMapSync::new_sync();
+    let mut map = OrdMap::new();
     while let Some(kv) = reader.next_record().map_err(snapshot_error)? {
         let stored = Stored { value: kv.value, meta: kv.meta };
-        map.insert_mut(kv.key, stored);
+        map.insert(kv.key, stored);
     }
     Ok(State { map, applied: reader.applied() })
 }

@@ -97,8 +97,10 @@ impl Writer {
         self.u32(len_u32(n));
     }
 
+    /// The message. Converted through a boxed slice: `Bytes::from(Vec)` allocates a second block (its
+    /// shared header) whenever the vector has spare capacity, which a 64-byte start buffer nearly always has.
     pub(crate) fn finish(self) -> Bytes {
-        Bytes::from(self.buf)
+        Bytes::from(self.buf.into_boxed_slice())
     }
 }
 
