@@ -102,7 +102,7 @@ pub(crate) enum ApplyItem {
         index: LogIndex,
         term: Term,
         key: u64,
-        outcome: Result<GroupMembership, String>,
+        outcome: Result<GroupMembership, NodeError>,
     },
     Noop {
         index: LogIndex,
@@ -257,16 +257,12 @@ impl ApplyGroup {
                                 meta.push((key, Some(session)));
                             }
                             SessionCheck::Duplicate(r) => self.complete(key, Ok(r)),
-                            SessionCheck::Expired => self.complete(
-                                key,
-                                Err(NodeError::InvalidArgument(
-                                    "this session proposal's result was already acknowledged".into(),
-                                )),
-                            ),
-                            SessionCheck::UnknownSession => self.complete(
-                                key,
-                                Err(NodeError::InvalidArgument("unknown or closed session".into())),
-                            ),
+                            SessionCheck::Expired => {
+                                self.complete(key, Err(NodeError::SessionResultForgotten))
+                            }
+                            SessionCheck::UnknownSession => {
+                                self.complete(key, Err(NodeError::SessionUnknown))
+                            }
                         }
                     }
                     Payload::Register { key, client } => {
@@ -294,7 +290,7 @@ impl ApplyGroup {
                             }
                             Ok(SmResult { value: index.0, data: Bytes::new() })
                         }
-                        Err(e) => Err(NodeError::InvalidArgument(e)),
+                        Err(e) => Err(e),
                     };
                     if !self.flush(&mut batch, &mut meta) {
                         return;
@@ -348,7 +344,7 @@ impl ApplyGroup {
         self.reads = waiting;
         for (_, key) in ready {
             if let Some(Waiter::Read { query, tx }) = self.shared.take_waiter(key) {
-                let r = self.shared.sm.lookup(&query).map_err(|e| NodeError::StateMachine(e.to_string()));
+                let r = self.shared.sm.lookup(&query).map_err(NodeError::from_lookup);
                 let _ = tx.send(r);
             }
         }

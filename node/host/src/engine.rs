@@ -629,10 +629,7 @@ fn committed_items(g: &mut StepGroup, entries: &[drakkar_raft::Entry], bus: &Eve
                 };
                 let (key, expected, address) = decode_cc_context(&cc.context);
                 let outcome = if expected != 0 && expected != g.membership.conf_index {
-                    Err(format!(
-                        "membership changed: expected config change index {expected}, current is {}",
-                        g.membership.conf_index
-                    ))
+                    Err(NodeError::StaleConfChange { expected, current: g.membership.conf_index })
                 } else {
                     match g.node.apply_conf_change(&cc) {
                         Ok(m) => {
@@ -652,7 +649,7 @@ fn committed_items(g: &mut StepGroup, entries: &[drakkar_raft::Entry], bus: &Eve
                             });
                             Ok(g.membership.clone())
                         }
-                        Err(err) => Err(err.to_string()),
+                        Err(err) => Err(NodeError::ConfChangeRefused(err.to_string())),
                     }
                 };
                 ApplyItem::Conf { index: e.index, term: e.term, key, outcome }

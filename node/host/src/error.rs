@@ -41,6 +41,20 @@ pub enum NodeError {
     /// The request is invalid.
     #[error("invalid request: {0}")]
     InvalidArgument(String),
+    /// A session proposal named a session that does not exist (never opened, or closed).
+    #[error("unknown or closed session")]
+    SessionUnknown,
+    /// A retried session proposal whose result was already acknowledged and then forgotten: the client
+    /// retried something it had been answered for.
+    #[error("this session proposal's result was already acknowledged")]
+    SessionResultForgotten,
+    /// The log refused a membership change (adding a member twice, removing a non-member, reusing a
+    /// removed id): decided identically on every replica when the entry was applied.
+    #[error("membership change refused: {0}")]
+    ConfChangeRefused(String),
+    /// A query the state machine does not understand ([`crate::statemachine::SmError::InvalidRequest`]).
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
     /// The state machine refused a lookup.
     #[error("state machine: {0}")]
     StateMachine(String),
@@ -72,3 +86,14 @@ pub enum NodeError {
 
 /// Result alias.
 pub type Result<T, E = NodeError> = std::result::Result<T, E>;
+
+impl NodeError {
+    /// A lookup's failure: a query the state machine does not understand is the caller's error
+    /// ([`NodeError::InvalidQuery`]), anything else the state machine's ([`NodeError::StateMachine`]).
+    pub fn from_lookup(e: crate::statemachine::SmError) -> NodeError {
+        match e {
+            crate::statemachine::SmError::InvalidRequest(m) => NodeError::InvalidQuery(m),
+            other => NodeError::StateMachine(other.to_string()),
+        }
+    }
+}

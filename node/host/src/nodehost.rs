@@ -743,11 +743,12 @@ impl NodeHost {
     /// A read of the local state machine as it is now: fast, possibly stale.
     pub fn stale_read(&self, group: GroupId, query: &[u8]) -> Result<Bytes> {
         let shared = self.shared(group)?;
-        shared.sm.lookup(query).map_err(|e| NodeError::StateMachine(e.to_string()))
+        shared.sm.lookup(query).map_err(NodeError::from_lookup)
     }
 
     /// Proposes a membership change without waiting (see [`NodeHost::change_membership`]); the result's
-    /// value is the change's log index. A refused optimistic lock answers `InvalidArgument`.
+    /// value is the change's log index. A refused optimistic lock answers [`NodeError::StaleConfChange`], a
+    /// change the log refuses [`NodeError::ConfChangeRefused`].
     pub fn submit_membership_change(
         &self,
         group: GroupId,
@@ -778,16 +779,8 @@ impl NodeHost {
         timeout: Duration,
     ) -> Result<GroupMembership> {
         let pending = self.submit_membership_change(group, kind, replica, address, expected_conf_index)?;
-        match pending.wait(timeout).await {
-            Ok(_) => Ok(self.membership(group)?),
-            Err(NodeError::InvalidArgument(msg)) if msg.starts_with("membership changed") => {
-                Err(NodeError::StaleConfChange {
-                    expected: expected_conf_index,
-                    current: self.membership(group)?.conf_index,
-                })
-            }
-            Err(e) => Err(e),
-        }
+        pending.wait(timeout).await?;
+        self.membership(group)
     }
 
     /// Adds a replica (`role`: voter, non-voter or witness) reachable at `address`.

@@ -4,10 +4,10 @@
 //! |---|---|---|
 //! | GroupNotFound | NOT_FOUND | group-not-found |
 //! | GroupExists | ALREADY_EXISTS | |
-//! | InvalidArgument, malformed input, bad queries | INVALID_ARGUMENT | invalid |
+//! | InvalidArgument, InvalidQuery (malformed input, bad queries) | INVALID_ARGUMENT | invalid |
 //! | StaleConfChange | FAILED_PRECONDITION | stale-conf-change |
-//! | unknown or closed session | FAILED_PRECONDITION | session-unknown |
-//! | invalid membership change or transfer target | FAILED_PRECONDITION | |
+//! | SessionUnknown | FAILED_PRECONDITION | session-unknown |
+//! | ConfChangeRefused, SessionResultForgotten, invalid transfer target | FAILED_PRECONDITION | |
 //! | ReplicaIdReused | FAILED_PRECONDITION | replica-id-reused |
 //! | NoLeader | UNAVAILABLE (+ leader hint when known) | no-leader |
 //! | leader transfer in progress | UNAVAILABLE (+ hint) | leader-transfer |
@@ -82,17 +82,13 @@ pub fn to_status(e: NodeError, host: &NodeHost, group: GroupId) -> Status {
         NodeError::StaleConfChange { .. } => {
             (Code::FailedPrecondition, Some(reason::STALE_CONF_CHANGE), false)
         }
-        NodeError::InvalidArgument(m) if m.contains("unknown or closed session") => {
-            (Code::FailedPrecondition, Some(reason::SESSION_UNKNOWN), false)
-        }
-        NodeError::InvalidArgument(m) if m.contains("already acknowledged") => {
+        NodeError::SessionUnknown => (Code::FailedPrecondition, Some(reason::SESSION_UNKNOWN), false),
+        NodeError::SessionResultForgotten | NodeError::ConfChangeRefused(_) => {
             (Code::FailedPrecondition, None, false)
         }
         NodeError::InvalidArgument(_) => (Code::InvalidArgument, Some(reason::INVALID), false),
         // `SmError::InvalidRequest` (a query the state machine does not understand) renders like this.
-        NodeError::StateMachine(m) if m.starts_with("invalid request") => {
-            (Code::InvalidArgument, Some(reason::INVALID), false)
-        }
+        NodeError::InvalidQuery(_) => (Code::InvalidArgument, Some(reason::INVALID), false),
         NodeError::Stopped { .. } => (Code::Unavailable, Some(reason::STOPPED), false),
         NodeError::ReplicaIdReused { .. } => {
             (Code::FailedPrecondition, Some(reason::REPLICA_ID_REUSED), false)
@@ -187,16 +183,10 @@ mod tests {
                 Some(reason::STALE_CONF_CHANGE),
             ),
             (NodeError::InvalidArgument("bad".into()), Code::InvalidArgument, Some(reason::INVALID)),
-            (
-                NodeError::InvalidArgument("unknown or closed session".into()),
-                Code::FailedPrecondition,
-                Some(reason::SESSION_UNKNOWN),
-            ),
-            (
-                NodeError::StateMachine("invalid request: x".into()),
-                Code::InvalidArgument,
-                Some(reason::INVALID),
-            ),
+            (NodeError::SessionUnknown, Code::FailedPrecondition, Some(reason::SESSION_UNKNOWN)),
+            (NodeError::SessionResultForgotten, Code::FailedPrecondition, None),
+            (NodeError::ConfChangeRefused("twice".into()), Code::FailedPrecondition, None),
+            (NodeError::InvalidQuery("x".into()), Code::InvalidArgument, Some(reason::INVALID)),
             (NodeError::StateMachine("disk on fire".into()), Code::Internal, None),
             (NodeError::ShuttingDown, Code::Unavailable, Some(reason::SHUTTING_DOWN)),
             (

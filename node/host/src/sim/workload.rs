@@ -440,7 +440,7 @@ impl Sim {
                             self.c.delete_replica(spare, g).map_err(|e| self.failure(e))?;
                             Some(Spare::Absent)
                         }
-                        Some(Err(NodeError::InvalidArgument(_))) => {
+                        Some(Err(NodeError::ConfChangeRefused(_) | NodeError::StaleConfChange { .. })) => {
                             // Refused as decided by the log: delete the replica only if it is not a member.
                             let member = self
                                 .c
@@ -720,7 +720,14 @@ impl Sim {
                     self.complete(h, HistOutcome::Written);
                 }
             }
-            (What::Series(g, _), Err(NodeError::InvalidArgument(e))) => {
+            (
+                What::Series(g, _),
+                Err(
+                    e @ (NodeError::SessionUnknown
+                    | NodeError::SessionResultForgotten
+                    | NodeError::InvalidArgument(_)),
+                ),
+            ) => {
                 return Err(self.failure(format!("client {id}: a session proposal on {g} was refused: {e}")));
             }
             (What::Series(..), Err(_)) | (What::Open(..), Err(_)) => {}
