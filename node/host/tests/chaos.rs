@@ -215,7 +215,9 @@ async fn chaos_no_acknowledged_write_lost_and_sessions_exactly_once() {
                         session.proposal_completed();
                         series_done.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(NodeError::InvalidArgument(e)) => panic!("session proposal refused: {e}"),
+                    Err(e @ (NodeError::SessionUnknown | NodeError::SessionResultForgotten)) => {
+                        panic!("session proposal refused: {e}")
+                    }
                     Err(_) => {} // timeout, no leader, stopped: retry the same series
                 }
             }
