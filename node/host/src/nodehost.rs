@@ -43,6 +43,8 @@ struct Inner {
     events: Vec<Sender<(usize, ApplyEvent)>>,
     groups: RwLock<HashMap<GroupId, Arc<GroupShared>>>,
     next_key: AtomicU64,
+    /// Numbers the landing files of incoming snapshots.
+    landing: AtomicU64,
     closed: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
@@ -290,6 +292,7 @@ impl NodeHost {
             events,
             groups: RwLock::new(HashMap::new()),
             next_key: AtomicU64::new(first_key),
+            landing: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             threads: Mutex::new(threads),
             metrics,
@@ -1079,34 +1082,50 @@ impl MessageSink for Inner {
         }
     }
 
+    fn snapshot_landing(&self, group: GroupId) -> std::result::Result<std::path::PathBuf, String> {
+        let dir = self.cfg.data_dir.join("snapshots").join(group.0.to_string());
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let n = self.landing.fetch_add(1, Ordering::Relaxed);
+        Ok(dir.join(format!("incoming-{}-{n}.recv", std::process::id())))
+    }
+
     fn receive_snapshot(
         &self,
         group: GroupId,
         mut msg: Message,
-        data: Bytes,
+        file: Option<std::path::PathBuf>,
     ) -> std::result::Result<(), String> {
         let w = &self.workers[(group.0 % self.workers.len() as u64) as usize];
         let Some(snap) = msg.snapshot.as_mut() else {
+            if let Some(f) = &file {
+                let _ = std::fs::remove_file(f);
+            }
             return Err("snapshot message without a snapshot".into());
         };
         let mut header = None;
-        if !data.is_empty() {
-            let dir = self.cfg.data_dir.join("snapshots").join(group.0.to_string());
-            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-            let name = apply::snapshot_file_name(snap.meta.index);
-            let path = dir.join(&name);
-            let tmp = dir.join(format!("{name}.recv"));
-            std::fs::write(&tmp, &data).map_err(|e| e.to_string())?;
-            let h = snapshot::verify_snapshot(&tmp).map_err(|e| e.to_string())?;
-            if h.index != snap.meta.index || h.term != snap.meta.term || h.group != group {
-                let _ = std::fs::remove_file(&tmp);
-                return Err("snapshot file does not match its message".into());
+        if let Some(tmp) = file {
+            let landed = (|| {
+                let dir = tmp.parent().ok_or("a landing path without a directory")?.to_path_buf();
+                let name = apply::snapshot_file_name(snap.meta.index);
+                let h = snapshot::verify_snapshot(&tmp).map_err(|e| e.to_string())?;
+                if h.index != snap.meta.index || h.term != snap.meta.term || h.group != group {
+                    return Err("snapshot file does not match its message".to_string());
+                }
+                std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| e.to_string())?;
+                std::fs::rename(&tmp, dir.join(&name)).map_err(|e| e.to_string())?;
+                std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| e.to_string())?;
+                Ok((name, h))
+            })();
+            match landed {
+                Ok((name, h)) => {
+                    snap.data = Bytes::from(name);
+                    header = Some(Box::new(h));
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
             }
-            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| e.to_string())?;
-            std::fs::rename(&tmp, &path).map_err(|e| e.to_string())?;
-            std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| e.to_string())?;
-            snap.data = Bytes::from(name);
-            header = Some(Box::new(h));
         }
         w.send(Input::SnapshotArrived { group, msg: Box::new(msg), header }).map_err(|e| e.to_string())
     }

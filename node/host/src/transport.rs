@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use drakkar_raft::{GroupId, Message, Rng};
 
 /// Messages from one NodeHost to another, batched.
@@ -27,8 +26,18 @@ pub struct MessageBatch {
 pub trait MessageSink: Send + Sync {
     /// Delivers a batch. Never blocks; may drop messages when queues are full.
     fn deliver(&self, batch: MessageBatch);
-    /// Receives a snapshot file's bytes for `group`, then the `Snapshot` message that refers to it.
-    fn receive_snapshot(&self, group: GroupId, msg: Message, data: Bytes) -> Result<(), String>;
+    /// A new, unused path in the receiver's own snapshot directory of `group`, for the transport to write an
+    /// incoming snapshot file to (on disk as it arrives: memory stays bounded whatever the size).
+    fn snapshot_landing(&self, group: GroupId) -> Result<std::path::PathBuf, String>;
+    /// Receives the `Snapshot` message for `group` and the file written at a path from
+    /// [`MessageSink::snapshot_landing`] (None: a data-less snapshot, e.g. for a witness). The receiver
+    /// verifies the whole file against the message before it keeps it, and removes it when refused.
+    fn receive_snapshot(
+        &self,
+        group: GroupId,
+        msg: Message,
+        file: Option<std::path::PathBuf>,
+    ) -> Result<(), String>;
 }
 
 /// Called when a snapshot transfer ends: `true` if the receiver accepted it.
@@ -202,13 +211,23 @@ impl Transport for InProcessNetwork {
             s.sinks.get(&req.to).and_then(Weak::upgrade)
         };
         let Some(sink) = sink else { return done(false) };
-        let data = match req.file {
-            Some(path) => match std::fs::read(&path) {
-                Ok(d) => Bytes::from(d),
-                Err(_) => return done(false),
-            },
-            None => Bytes::new(),
-        };
-        done(sink.receive_snapshot(req.group, req.msg, data).is_ok());
+        done(land_snapshot(sink.as_ref(), req).is_ok());
     }
+}
+
+/// Copies the file of a snapshot sent in process to the receiver's landing path and hands it over.
+pub(crate) fn land_snapshot(sink: &dyn MessageSink, req: SnapshotRequest) -> Result<(), String> {
+    let file = match &req.file {
+        Some(src) => {
+            let dst = sink.snapshot_landing(req.group)?;
+            if let Err(e) = std::fs::copy(src, &dst) {
+                // The file may have been replaced by a newer snapshot meanwhile: Raft sends again.
+                let _ = std::fs::remove_file(&dst);
+                return Err(format!("copying {}: {e}", src.display()));
+            }
+            Some(dst)
+        }
+        None => None,
+    };
+    sink.receive_snapshot(req.group, req.msg, file)
 }

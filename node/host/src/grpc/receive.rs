@@ -7,7 +7,6 @@
 
 use std::sync::{Arc, Weak};
 
-use bytes::BytesMut;
 use drakkar_client::pb::{self, raft_server::RaftServer};
 use drakkar_raft::GroupId;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +52,40 @@ impl RaftService {
             Some(c) => Ok(Some(c)),
             None => Err(Status::unauthenticated("the Raft service needs a node certificate (mutual TLS)")),
         }
+    }
+
+    /// Writes the data chunks of `stream` to a new file at `path`, expecting `size` bytes. `Ok(Some(why))`:
+    /// the stream ended short (the sender gave up), to be answered as a refusal.
+    async fn land(
+        &self,
+        path: &std::path::Path,
+        stream: &mut Streaming<pb::RaftSnapshotChunk>,
+        size: u64,
+    ) -> Result<Option<String>, Status> {
+        use pb::raft_snapshot_chunk::Part;
+        use tokio::io::AsyncWriteExt;
+        let io = |e: std::io::Error| Status::internal(format!("{}: {e}", path.display()));
+        let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(path).await.map_err(io)?);
+        let mut written = 0u64;
+        loop {
+            let chunk = tokio::select! {
+                _ = self.stop.cancelled() => return Err(Status::unavailable("node is shutting down")),
+                c = stream.message() => c?,
+            };
+            match chunk {
+                None => break,
+                Some(pb::RaftSnapshotChunk { part: Some(Part::Data(d)) }) => {
+                    if written + d.len() as u64 > size {
+                        return Err(Status::invalid_argument("more snapshot bytes than announced"));
+                    }
+                    file.write_all(&d).await.map_err(io)?;
+                    written += d.len() as u64;
+                }
+                Some(_) => return Err(Status::invalid_argument("a second snapshot header")),
+            }
+        }
+        file.flush().await.map_err(io)?;
+        Ok((written != size).then(|| format!("snapshot stream ended after {written} of {size} bytes")))
     }
 
     fn verify_from(
@@ -129,34 +162,27 @@ impl pb::raft_server::Raft for RaftService {
             .and_then(convert::message_from_pb)
             .filter(|m| m.snapshot.is_some())
             .ok_or_else(|| Status::invalid_argument("the header carries no snapshot message"))?;
-        let mut data = BytesMut::with_capacity(header.size.min(64 << 20) as usize);
-        loop {
-            let chunk = tokio::select! {
-                _ = self.stop.cancelled() => return Err(Status::unavailable("node is shutting down")),
-                c = stream.message() => c?,
-            };
-            match chunk {
-                None => break,
-                Some(pb::RaftSnapshotChunk { part: Some(Part::Data(d)) }) => {
-                    if data.len() as u64 + d.len() as u64 > header.size {
-                        return Err(Status::invalid_argument("more snapshot bytes than announced"));
-                    }
-                    data.extend_from_slice(&d);
-                }
-                Some(_) => return Err(Status::invalid_argument("a second snapshot header")),
-            }
-        }
-        if data.len() as u64 != header.size {
-            return Ok(Response::new(pb::RaftSnapshotAck {
-                accepted: false,
-                error: format!("snapshot stream ended after {} of {} bytes", data.len(), header.size),
-            }));
-        }
         let sink = self.sink()?;
         let group = GroupId(header.group);
-        let data = data.freeze();
-        // Writes and fsyncs the file: not on the async workers.
-        let r = tokio::task::spawn_blocking(move || sink.receive_snapshot(group, msg, data))
+        // The file goes to disk as it arrives (memory stays bounded); a data-less snapshot has none.
+        let file = if header.size == 0 {
+            None
+        } else {
+            let path = sink.snapshot_landing(group).map_err(Status::internal)?;
+            match self.land(&path, &mut stream, header.size).await {
+                Ok(None) => Some(path),
+                Ok(Some(short)) => {
+                    let _ = tokio::fs::remove_file(&path).await;
+                    return Ok(Response::new(pb::RaftSnapshotAck { accepted: false, error: short }));
+                }
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&path).await;
+                    return Err(e);
+                }
+            }
+        };
+        // Verifies, fsyncs and renames the file: not on the async workers.
+        let r = tokio::task::spawn_blocking(move || sink.receive_snapshot(group, msg, file))
             .await
             .map_err(|e| Status::internal(format!("receiving a snapshot: {e}")))?;
         Ok(Response::new(match r {

@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use bytes::Bytes;
 use drakkar_raft::{MessageKind, Rng};
 
 use crate::transport::{MessageBatch, MessageSink, SnapshotDone, SnapshotRequest, Transport};
@@ -169,21 +168,16 @@ impl SimNetwork {
                 }
                 (Cargo::Batch(b), _) => self.lock().stats.dropped += b.messages.len() as u64,
                 (Cargo::Snapshot(req, done), Some(sink)) if !cut => {
-                    let data = match &req.file {
-                        Some(path) => std::fs::read(path).map(Bytes::from),
-                        None => Ok(Bytes::new()),
-                    };
-                    let ok = match data {
-                        Ok(data) => sink.receive_snapshot(req.group, req.msg.clone(), data).is_ok(),
-                        // The file was replaced by a newer snapshot meanwhile: Raft sends again.
-                        Err(_) => false,
-                    };
+                    // A copy that fails (the file was replaced by a newer snapshot meanwhile) is a
+                    // refusal: Raft sends again.
+                    let from = req.from.clone();
+                    let ok = crate::transport::land_snapshot(sink.as_ref(), *req).is_ok();
                     if ok {
                         self.lock().stats.snapshots += 1;
                     }
                     done(ok);
                     touched.insert(to);
-                    touched.insert(req.from);
+                    touched.insert(from);
                 }
                 (Cargo::Snapshot(req, done), _) => {
                     self.lock().stats.dropped += 1;
