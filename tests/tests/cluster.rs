@@ -156,6 +156,45 @@ impl Stop {
     }
 }
 
+/// Writer tasks over a cluster and what they saw.
+struct Load {
+    seen: Arc<Mutex<Seen>>,
+    stop: Stop,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts `n` writers, each with a client of every running node.
+    fn start(c: &Cluster, n: usize) -> Load {
+        let (seen, stop) = (Arc::new(Mutex::new(Seen::default())), Stop::default());
+        let writers = (0..n).map(|id| writer(c.client(), id, seen.clone(), stop.clone())).collect();
+        Load { seen, stop, writers }
+    }
+
+    /// Writes acknowledged so far.
+    fn acked(&self) -> usize {
+        self.seen.lock().unwrap().acked.len()
+    }
+
+    /// Waits until `at_least` writes were acknowledged; fails after `T` with `what`.
+    async fn wait_for(&self, at_least: usize, what: &str) {
+        let deadline = tokio::time::Instant::now() + T;
+        while self.acked() < at_least {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the writers and returns what they saw.
+    async fn finish(self) -> Seen {
+        self.stop.set();
+        for w in self.writers {
+            w.await.unwrap();
+        }
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
 async fn assert_all_present(c: &Cluster, node: usize, acked: &BTreeSet<String>) {
     let client = c.client_of(node);
     let r = client.scan(1, drakkar_client::prefix("w"), 0, true, Consistency::Linearizable).await.unwrap();
@@ -177,27 +216,17 @@ async fn kill_the_leader_under_load_then_restart_it() {
     c.start_all();
     bounded(Duration::from_secs(90), async {
         c.wait_for_leaders(T).await;
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let stop = Stop::default();
-        let writers: Vec<_> = (0..3).map(|id| writer(c.client(), id, seen.clone(), stop.clone())).collect();
+        let load = Load::start(&c, 3);
         tokio::time::sleep(Duration::from_millis(800)).await;
         let old = c.leader(1, T).await;
-        let before = seen.lock().unwrap().acked.len();
+        let before = load.acked();
         assert!(before > 0, "no write acknowledged before the crash");
         c.kill9(old);
         let new = c.leader(1, T).await;
         assert_ne!(new, old);
         // Writes continue under the new leader.
-        let deadline = tokio::time::Instant::now() + T;
-        while seen.lock().unwrap().acked.len() < before + 20 {
-            assert!(tokio::time::Instant::now() < deadline, "writes did not resume after the leader died");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        stop.set();
-        for w in writers {
-            w.await.unwrap();
-        }
-        let seen = std::mem::take(&mut *seen.lock().unwrap());
+        load.wait_for(before + 20, "writes did not resume after the leader died").await;
+        let seen = load.finish().await;
         let acked = seen.acked.clone();
         eprintln!(
             "leader {old} killed after {before} acknowledged writes; new leader {new}; {} in total",
@@ -237,14 +266,8 @@ async fn membership_changes_while_writes_continue() {
     bounded(Duration::from_secs(90), async {
         c.wait_for_leaders(T).await;
         let admin = c.client();
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let stop = Stop::default();
-        let w = writer(c.client(), 0, seen.clone(), stop.clone());
-        let deadline = tokio::time::Instant::now() + T;
-        while seen.lock().unwrap().acked.len() < 60 {
-            assert!(tokio::time::Instant::now() < deadline, "writes are too slow");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let load = Load::start(&c, 1);
+        load.wait_for(60, "writes are too slow").await;
         // A snapshot exported through any node.
         let mut snap = Vec::new();
         let (index, bytes) = admin.export_snapshot(1, &mut snap).await.unwrap();
@@ -263,7 +286,8 @@ async fn membership_changes_while_writes_continue() {
         assert!(m.members.iter().any(|x| x.replica == 4 && x.role == pb::Role::Voter as i32));
         // The new voter catches up and serves linearizable reads.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let last = seen.lock().unwrap().acked.iter().next_back().cloned().expect("writes were acknowledged");
+        let last =
+            load.seen.lock().unwrap().acked.iter().next_back().cloned().expect("writes were acknowledged");
         let got = c.client_of(4).get(1, last.clone(), Consistency::Linearizable).await.unwrap();
         assert!(got.is_some(), "node 4 does not see {last}");
         let log = c.procs[3].as_ref().unwrap().log();
@@ -271,15 +295,8 @@ async fn membership_changes_while_writes_continue() {
         let m = admin.remove_replica(1, 4, m.conf_index).await.unwrap();
         assert!(m.removed.contains(&4) && m.members.len() == 3);
         admin.stop_group(&c.addr(4), 1, true).await.unwrap();
-        let before = seen.lock().unwrap().acked.len();
-        let deadline = tokio::time::Instant::now() + T;
-        while seen.lock().unwrap().acked.len() < before + 10 {
-            assert!(tokio::time::Instant::now() < deadline, "writes stopped after the removal");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        stop.set();
-        w.await.unwrap();
-        let seen = std::mem::take(&mut *seen.lock().unwrap());
+        load.wait_for(load.acked() + 10, "writes stopped after the removal").await;
+        let seen = load.finish().await;
         eprintln!("{} writes acknowledged during the membership changes", seen.acked.len());
         for i in 1..=3 {
             assert_all_present(&c, i, &seen.acked).await;
@@ -341,37 +358,19 @@ async fn sigstop_of_the_leader_then_sigcont() {
     c.start_all();
     bounded(Duration::from_secs(90), async {
         c.wait_for_leaders(T).await;
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let stop = Stop::default();
-        let writers: Vec<_> = (0..2).map(|id| writer(c.client(), id, seen.clone(), stop.clone())).collect();
+        let load = Load::start(&c, 2);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let old = c.leader(1, T).await;
-        let before = seen.lock().unwrap().acked.len();
+        let before = load.acked();
         assert!(before > 0, "no write acknowledged before the pause");
         // A paused leader keeps its sockets open but answers nothing: the others elect a new one.
         c.signal(old, "STOP");
         let new = leader_other_than(&c, old, T).await;
-        let deadline = tokio::time::Instant::now() + T;
-        while seen.lock().unwrap().acked.len() < before + 20 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "writes did not resume while the leader was paused"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        load.wait_for(before + 20, "writes did not resume while the leader was paused").await;
         // Resumed, the old leader hears of the newer term, steps down and catches up.
         c.signal(old, "CONT");
-        let paused = seen.lock().unwrap().acked.len();
-        let deadline = tokio::time::Instant::now() + T;
-        while seen.lock().unwrap().acked.len() < paused + 20 {
-            assert!(tokio::time::Instant::now() < deadline, "writes stopped after the old leader resumed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        stop.set();
-        for w in writers {
-            w.await.unwrap();
-        }
-        let seen = std::mem::take(&mut *seen.lock().unwrap());
+        load.wait_for(load.acked() + 20, "writes stopped after the old leader resumed").await;
+        let seen = load.finish().await;
         eprintln!(
             "leader {old} paused after {before} acknowledged writes; new leader {new}; {} in total",
             seen.acked.len()
