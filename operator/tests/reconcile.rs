@@ -100,6 +100,18 @@ fn pod(name: &str, ready: bool) -> Value {
            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})
 }
 
+/// The `dev` cluster's ConfigMap, peer and client Services and PodDisruptionBudget, applied in that order.
+async fn expect_dev_objects(server: &mut ApiServer) {
+    for path in [
+        "/api/v1/namespaces/default/configmaps/dev-config",
+        "/api/v1/namespaces/default/services/dev-peer",
+        "/api/v1/namespaces/default/services/dev",
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets/dev",
+    ] {
+        server.expect_apply(path).await;
+    }
+}
+
 /// Answers the pod list and the status patch; returns the status written.
 async fn expect_pods_and_status(server: &mut ApiServer, name: &str, pods: Vec<Value>) -> Value {
     let seen = server.expect(Method::GET, "/api/v1/namespaces/default/pods").await;
@@ -232,10 +244,7 @@ async fn a_running_cluster_keeps_its_condition_times_and_emits_nothing() {
     dk.status = Some(serde_json::from_value(previous).unwrap());
     let (result, _) = run(dk, Capabilities::default(), |mut server: ApiServer| async move {
         server.expect(Method::GET, &sts_path("default", "dev")).await.ok(&sts);
-        server.expect_apply("/api/v1/namespaces/default/configmaps/dev-config").await;
-        server.expect_apply("/api/v1/namespaces/default/services/dev-peer").await;
-        server.expect_apply("/api/v1/namespaces/default/services/dev").await;
-        server.expect_apply("/apis/policy/v1/namespaces/default/poddisruptionbudgets/dev").await;
+        expect_dev_objects(&mut server).await;
         let seen = server.expect(Method::PATCH, &sts_path("default", "dev")).await;
         seen.assert_apply();
         seen.ok(&sts);
@@ -267,14 +276,7 @@ async fn losing_quorum_flips_available_and_says_so() {
     );
     let (result, _) = run(dk, Capabilities::default(), |mut server: ApiServer| async move {
         server.expect(Method::GET, &sts_path("default", "dev")).await.ok(&sts);
-        for path in [
-            "/api/v1/namespaces/default/configmaps/dev-config",
-            "/api/v1/namespaces/default/services/dev-peer",
-            "/api/v1/namespaces/default/services/dev",
-            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/dev",
-        ] {
-            server.expect_apply(path).await;
-        }
+        expect_dev_objects(&mut server).await;
         server.expect(Method::PATCH, &sts_path("default", "dev")).await.ok(&sts);
         let pods = vec![pod("dev-0", true), pod("dev-1", false), pod("dev-2", false)];
         let status = expect_pods_and_status(&mut server, "dev", pods).await;
@@ -449,14 +451,7 @@ async fn transient_errors_back_off_and_reset_after_success() {
     // A success resets the count: the next failure waits 1 s again.
     let ok = tokio::spawn(async move {
         server.expect(Method::GET, &sts_path("default", "dev")).await.not_found();
-        for p in [
-            "/api/v1/namespaces/default/configmaps/dev-config",
-            "/api/v1/namespaces/default/services/dev-peer",
-            "/api/v1/namespaces/default/services/dev",
-            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/dev",
-        ] {
-            server.expect_apply(p).await;
-        }
+        expect_dev_objects(&mut server).await;
         server.expect_apply(&sts_path("default", "dev")).await;
         expect_pods_and_status(&mut server, "dev", vec![]).await;
         server.expect_event("default", "Created").await;
@@ -548,14 +543,7 @@ async fn what_the_admin_api_reports_goes_into_the_members_and_changes_become_eve
     );
     let script = tokio::spawn(async move {
         server.expect(Method::GET, &sts_path("default", "dev")).await.ok(&sts);
-        for p in [
-            "/api/v1/namespaces/default/configmaps/dev-config",
-            "/api/v1/namespaces/default/services/dev-peer",
-            "/api/v1/namespaces/default/services/dev",
-            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/dev",
-        ] {
-            server.expect_apply(p).await;
-        }
+        expect_dev_objects(&mut server).await;
         server.expect(Method::PATCH, &sts_path("default", "dev")).await.ok(&sts);
         let pods = vec![pod("dev-0", true), pod("dev-1", true), pod("dev-2", true)];
         let status = expect_pods_and_status(&mut server, "dev", pods).await;
