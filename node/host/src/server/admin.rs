@@ -21,20 +21,6 @@ pub(super) struct AdminService(pub(super) Arc<ServerState>);
 
 const CHUNK: usize = 1 << 20;
 
-macro_rules! forward_admin {
-    ($s:expr, $g:expr, $call:expr, $req:expr, $method:ident) => {{
-        let (t, r) = ($call.timeout, $req);
-        return $s
-            .forward
-            .forward(&$s.host, $g, |ch| {
-                let r = r.clone();
-                async move { AdminClient::new(ch).$method(forwarded(r, t)).await }
-            })
-            .await
-            .map(Response::new);
-    }};
-}
-
 fn role_of(role: i32) -> Result<MemberRole, Status> {
     match pb::Role::try_from(role) {
         Ok(pb::Role::Voter) => Ok(MemberRole::Voter),
@@ -126,13 +112,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::AddReplicaRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let s = &self.0;
-        let call = s.begin(&req)?;
-        let r = req.into_inner();
-        let g = GroupId(r.group);
-        if s.route(g, false, &call)? == Route::Forward {
-            forward_admin!(s, g, call, r, add_replica);
-        }
+        let (s, call, r, g) = serve_or_forward!(self, req, false, AdminClient, add_replica);
         if r.address.trim().is_empty() {
             return Err(invalid("the new replica's address is required"));
         }
@@ -145,13 +125,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::PromoteReplicaRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let s = &self.0;
-        let call = s.begin(&req)?;
-        let r = req.into_inner();
-        let g = GroupId(r.group);
-        if s.route(g, false, &call)? == Route::Forward {
-            forward_admin!(s, g, call, r, promote_replica);
-        }
+        let (s, call, r, g) = serve_or_forward!(self, req, false, AdminClient, promote_replica);
         let res = s.host.promote_replica(g, replica(r.replica)?, r.expected_conf_index, call.timeout).await;
         self.change(g, res).await
     }
@@ -160,13 +134,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::RemoveReplicaRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let s = &self.0;
-        let call = s.begin(&req)?;
-        let r = req.into_inner();
-        let g = GroupId(r.group);
-        if s.route(g, false, &call)? == Route::Forward {
-            forward_admin!(s, g, call, r, remove_replica);
-        }
+        let (s, call, r, g) = serve_or_forward!(self, req, false, AdminClient, remove_replica);
         let res = s.host.remove_replica(g, replica(r.replica)?, r.expected_conf_index, call.timeout).await;
         self.change(g, res).await
     }
@@ -175,13 +143,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
-        let s = &self.0;
-        let call = s.begin(&req)?;
-        let r = req.into_inner();
-        let g = GroupId(r.group);
-        if s.route(g, false, &call)? == Route::Forward {
-            forward_admin!(s, g, call, r, transfer_leader);
-        }
+        let (s, _call, r, g) = serve_or_forward!(self, req, false, AdminClient, transfer_leader);
         s.host.transfer_leader(g, replica(r.to)?).await.map_err(|e| to_status(e, &s.host, g))?;
         Ok(Response::new(pb::TransferLeaderResponse {}))
     }
@@ -190,13 +152,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::GetMembershipRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let s = &self.0;
-        let call = s.begin(&req)?;
-        let r = req.into_inner();
-        let g = GroupId(r.group);
-        if s.route(g, false, &call)? == Route::Forward {
-            forward_admin!(s, g, call, r, get_membership);
-        }
+        let (s, _call, _r, g) = serve_or_forward!(self, req, false, AdminClient, get_membership);
         let res = s.host.membership(g);
         self.change(g, res).await
     }

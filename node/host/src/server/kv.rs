@@ -1,43 +1,21 @@
 //! The Kv service over the built-in KV state machine.
 
 use drakkar_client::pb::{self, kv_client::KvClient};
-use drakkar_raft::GroupId;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::ServerState;
-use super::forward::forwarded;
 use super::kvconv::{self, meta};
-use super::ops::{Route, unexpected};
+use super::ops::unexpected;
 use crate::kv::{Command, CommandResult, Query, QueryResult, Txn};
 
 /// The Kv service.
 pub(super) struct KvService(pub(super) Arc<ServerState>);
 
-macro_rules! forward_kv {
-    ($s:expr, $g:expr, $call:expr, $req:expr, $method:ident) => {{
-        let (t, r) = ($call.timeout, $req);
-        return $s
-            .forward
-            .forward(&$s.host, $g, |ch| {
-                let r = r.clone();
-                async move { KvClient::new(ch).$method(forwarded(r, t)).await }
-            })
-            .await
-            .map(Response::new);
-    }};
-}
-
 #[tonic::async_trait]
 impl pb::kv_server::Kv for KvService {
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        let s = &self.0;
-        let call = s.begin(&req)?;
-        let r = req.into_inner();
-        let g = GroupId(r.group);
-        if s.route(g, true, &call)? == Route::Forward {
-            forward_kv!(s, g, call, r, put);
-        }
+        let (s, call, r, g) = serve_or_forward!(self, req, true, KvClient, put);
         let cmd = Command::Put { key: r.key, value: r.value };
         match s.propose_kv(g, &cmd, r.session, call.timeout).await? {
             CommandResult::Put { prev, new } => {
@@ -48,13 +26,7 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        let s = &self.0;
-        let call = s.begin(&req)?;
-        let r = req.into_inner();
-        let g = GroupId(r.group);
-        if s.route(g, true, &call)? == Route::Forward {
-            forward_kv!(s, g, call, r, get);
-        }
+        let (s, call, r, g) = serve_or_forward!(self, req, true, KvClient, get);
         match s.query_kv(g, &Query::Get { key: r.key }, r.consistency, call.timeout).await? {
             QueryResult::Get(item) => Ok(Response::new(pb::GetResponse { kv: item.map(kvconv::kv) })),
             other => Err(unexpected("get", other)),
@@ -62,13 +34,7 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
-        let s = &self.0;
-        let call = s.begin(&req)?;
-        let r = req.into_inner();
-        let g = GroupId(r.group);
-        if s.route(g, true, &call)? == Route::Forward {
-            forward_kv!(s, g, call, r, delete);
-        }
+        let (s, call, r, g) = serve_or_forward!(self, req, true, KvClient, delete);
         match s.propose_kv(g, &Command::Delete { key: r.key }, r.session, call.timeout).await? {
             CommandResult::Delete { prev } => Ok(Response::new(pb::DeleteResponse { prev: prev.map(meta) })),
             other => Err(unexpected("delete", other)),
@@ -79,13 +45,7 @@ impl pb::kv_server::Kv for KvService {
         &self,
         req: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        let s = &self.0;
-        let call = s.begin(&req)?;
-        let r = req.into_inner();
-        let g = GroupId(r.group);
-        if s.route(g, true, &call)? == Route::Forward {
-            forward_kv!(s, g, call, r, delete_range);
-        }
+        let (s, call, r, g) = serve_or_forward!(self, req, true, KvClient, delete_range);
         let cmd = Command::DeleteRange { range: kvconv::range(r.range)? };
         match s.propose_kv(g, &cmd, r.session, call.timeout).await? {
             CommandResult::DeleteRange { deleted } => Ok(Response::new(pb::DeleteRangeResponse { deleted })),
@@ -94,13 +54,7 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
-        let s = &self.0;
-        let call = s.begin(&req)?;
-        let r = req.into_inner();
-        let g = GroupId(r.group);
-        if s.route(g, true, &call)? == Route::Forward {
-            forward_kv!(s, g, call, r, scan);
-        }
+        let (s, call, r, g) = serve_or_forward!(self, req, true, KvClient, scan);
         let q = Query::Scan { range: kvconv::range(r.range)?, limit: r.limit, keys_only: r.keys_only };
         match s.query_kv(g, &q, r.consistency, call.timeout).await? {
             QueryResult::Scan { items, more } => Ok(Response::new(pb::ScanResponse {
@@ -115,13 +69,7 @@ impl pb::kv_server::Kv for KvService {
         &self,
         req: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
-        let s = &self.0;
-        let call = s.begin(&req)?;
-        let r = req.into_inner();
-        let g = GroupId(r.group);
-        if s.route(g, true, &call)? == Route::Forward {
-            forward_kv!(s, g, call, r, compare_and_swap);
-        }
+        let (s, call, r, g) = serve_or_forward!(self, req, true, KvClient, compare_and_swap);
         let cmd = Command::CompareAndSwap {
             key: r.key,
             expected: kvconv::cas_expect(r.expected)?,
@@ -136,13 +84,7 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
-        let s = &self.0;
-        let call = s.begin(&req)?;
-        let r = req.into_inner();
-        let g = GroupId(r.group);
-        if s.route(g, true, &call)? == Route::Forward {
-            forward_kv!(s, g, call, r, txn);
-        }
+        let (s, call, r, g) = serve_or_forward!(self, req, true, KvClient, txn);
         let txn = Txn {
             compares: r.compares.into_iter().map(kvconv::compare).collect::<Result<_, _>>()?,
             success: r.success.into_iter().map(kvconv::op).collect::<Result<_, _>>()?,

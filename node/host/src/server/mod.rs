@@ -9,6 +9,31 @@
 //! the leader hint (`drakkar-leader`) when one is known. Errors map to gRPC codes as listed in
 //! [`status`].
 
+/// The prologue of a handler of a request on one group: admits the request (in-flight limit, deadline),
+/// then either forwards it to a node that runs the group, returning that node's answer from the handler,
+/// or evaluates to `(state, call, request, group)` for serving it here. `$kv`: the request needs the
+/// built-in KV state machine.
+macro_rules! serve_or_forward {
+    ($self:expr, $req:expr, $kv:expr, $client:ident, $method:ident) => {{
+        let s = &$self.0;
+        let call = s.begin(&$req)?;
+        let r = $req.into_inner();
+        let g = drakkar_raft::GroupId(r.group);
+        if s.route(g, $kv, &call)? == crate::server::ops::Route::Forward {
+            let t = call.timeout;
+            return s
+                .forward
+                .forward(&s.host, g, |ch| {
+                    let r = r.clone();
+                    async move { $client::new(ch).$method(crate::server::forward::forwarded(r, t)).await }
+                })
+                .await
+                .map(tonic::Response::new);
+        }
+        (s, call, r, g)
+    }};
+}
+
 mod admin;
 pub mod forward;
 pub mod health;

@@ -3,12 +3,9 @@
 use std::sync::Arc;
 
 use drakkar_client::pb::{self, session_client::SessionClient, state_machine_client::StateMachineClient};
-use drakkar_raft::GroupId;
 use tonic::{Request, Response, Status};
 
 use super::ServerState;
-use super::forward::forwarded;
-use super::ops::Route;
 use super::status::{invalid, to_status};
 use crate::Session;
 
@@ -18,33 +15,13 @@ pub(super) struct SmService(pub(super) Arc<ServerState>);
 /// The Session service.
 pub(super) struct SessionService(pub(super) Arc<ServerState>);
 
-macro_rules! forward_to {
-    ($client:ident, $s:expr, $g:expr, $call:expr, $req:expr, $method:ident) => {{
-        let (t, r) = ($call.timeout, $req);
-        return $s
-            .forward
-            .forward(&$s.host, $g, |ch| {
-                let r = r.clone();
-                async move { $client::new(ch).$method(forwarded(r, t)).await }
-            })
-            .await
-            .map(Response::new);
-    }};
-}
-
 #[tonic::async_trait]
 impl pb::state_machine_server::StateMachine for SmService {
     async fn propose(
         &self,
         req: Request<pb::ProposeRequest>,
     ) -> Result<Response<pb::ProposeResponse>, Status> {
-        let s = &self.0;
-        let call = s.begin(&req)?;
-        let r = req.into_inner();
-        let g = GroupId(r.group);
-        if s.route(g, false, &call)? == Route::Forward {
-            forward_to!(StateMachineClient, s, g, call, r, propose);
-        }
+        let (s, call, r, g) = serve_or_forward!(self, req, false, StateMachineClient, propose);
         if r.command.is_empty() {
             return Err(invalid("an empty command"));
         }
@@ -53,13 +30,7 @@ impl pb::state_machine_server::StateMachine for SmService {
     }
 
     async fn read(&self, req: Request<pb::ReadRequest>) -> Result<Response<pb::ReadResponse>, Status> {
-        let s = &self.0;
-        let call = s.begin(&req)?;
-        let r = req.into_inner();
-        let g = GroupId(r.group);
-        if s.route(g, false, &call)? == Route::Forward {
-            forward_to!(StateMachineClient, s, g, call, r, read);
-        }
+        let (s, call, r, g) = serve_or_forward!(self, req, false, StateMachineClient, read);
         let data = s.query(g, r.query, r.consistency, call.timeout).await?;
         Ok(Response::new(pb::ReadResponse { data }))
     }
@@ -71,13 +42,7 @@ impl pb::session_server::Session for SessionService {
         &self,
         req: Request<pb::OpenSessionRequest>,
     ) -> Result<Response<pb::OpenSessionResponse>, Status> {
-        let s = &self.0;
-        let call = s.begin(&req)?;
-        let r = req.into_inner();
-        let g = GroupId(r.group);
-        if s.route(g, false, &call)? == Route::Forward {
-            forward_to!(SessionClient, s, g, call, r, open_session);
-        }
+        let (s, call, _r, g) = serve_or_forward!(self, req, false, SessionClient, open_session);
         let session = s.host.open_session(g, call.timeout).await.map_err(|e| to_status(e, &s.host, g))?;
         Ok(Response::new(pb::OpenSessionResponse { client_id: session.client }))
     }
@@ -86,13 +51,7 @@ impl pb::session_server::Session for SessionService {
         &self,
         req: Request<pb::CloseSessionRequest>,
     ) -> Result<Response<pb::CloseSessionResponse>, Status> {
-        let s = &self.0;
-        let call = s.begin(&req)?;
-        let r = req.into_inner();
-        let g = GroupId(r.group);
-        if s.route(g, false, &call)? == Route::Forward {
-            forward_to!(SessionClient, s, g, call, r, close_session);
-        }
+        let (s, call, r, g) = serve_or_forward!(self, req, false, SessionClient, close_session);
         let session = Session { group: g, client: r.client_id, series: 0, responded_to: 0 };
         s.host.close_session(session, call.timeout).await.map_err(|e| to_status(e, &s.host, g))?;
         Ok(Response::new(pb::CloseSessionResponse {}))
@@ -102,13 +61,7 @@ impl pb::session_server::Session for SessionService {
         &self,
         req: Request<pb::ProposeInSessionRequest>,
     ) -> Result<Response<pb::ProposeResponse>, Status> {
-        let s = &self.0;
-        let call = s.begin(&req)?;
-        let r = req.into_inner();
-        let g = GroupId(r.group);
-        if s.route(g, false, &call)? == Route::Forward {
-            forward_to!(SessionClient, s, g, call, r, propose_in_session);
-        }
+        let (s, call, r, g) = serve_or_forward!(self, req, false, SessionClient, propose_in_session);
         let Some(session) = r.session else { return Err(invalid("a session is required")) };
         if r.command.is_empty() {
             return Err(invalid("an empty command"));
