@@ -15,12 +15,11 @@ use drakkar_node::bench::embedded::{Embedded, EmbeddedOptions, EmbeddedSm};
 use drakkar_node::bench::etcd::{EtcdOptions, EtcdTarget};
 use drakkar_node::bench::grpc::{GrpcOptions, GrpcTarget};
 use drakkar_node::bench::{self, Consistency, Mix, Report, Target, Workload};
-use drakkar_node::grpc::tls::{ClientAuth, TlsFiles};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::node::{self, NodeOptions};
+use super::node;
 use super::{ClientArgs, SmArg, cert};
 
 /// `drakkar bench`.
@@ -413,26 +412,7 @@ impl DevCluster {
             ls.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?;
         let (shutdown, tracker) = (CancellationToken::new(), TaskTracker::new());
         for (i, l) in ls.into_iter().enumerate() {
-            let name = format!("node-{}", i + 1);
-            let opts = NodeOptions {
-                data_dir: dir.join(&name),
-                advertise: addrs[i].clone(),
-                peers: addrs.clone(),
-                kv_groups: groups,
-                kind: SmArg::Memory.into(),
-                tls: Some(TlsFiles {
-                    ca: certs.join("ca.pem"),
-                    cert: certs.join(format!("{name}.pem")),
-                    key: certs.join(format!("{name}-key.pem")),
-                    client_auth: ClientAuth::Optional,
-                }),
-                tick: Duration::from_millis(20),
-                election_ticks: 10,
-                max_request_bytes: 40 << 20,
-                drain_timeout: Duration::from_secs(5),
-                snapshot_entries: 10_000,
-                compaction_overhead: 1_000,
-            };
+            let opts = super::dev::node_options(&dir, Some(&certs), &addrs, i, groups, SmArg::Memory.into());
             let stop = shutdown.clone();
             tracker.spawn(async move {
                 if let Err(e) = node::run(opts, l, None, stop.clone()).await {

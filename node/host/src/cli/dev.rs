@@ -3,13 +3,14 @@
 //! and ports are kept and reused by the next run; without it everything lives in a temporary directory
 //! removed at exit.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use drakkar_client::{Client, ClientConfig, tls};
 use drakkar_node::grpc::tls::{ClientAuth, TlsFiles};
+use drakkar_node::server::KvKind;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -57,6 +58,39 @@ async fn listeners(dir: &std::path::Path, n: usize) -> Result<Vec<TcpListener>> 
     Ok(out)
 }
 
+/// The options of node `i` (0-based) of a loopback dev cluster under `dir` listening at `addrs`: every
+/// node a founding member of `groups` KV groups, TLS from `certs` (None: `--insecure`), fast ticks.
+pub fn node_options(
+    dir: &Path,
+    certs: Option<&Path>,
+    addrs: &[String],
+    i: usize,
+    groups: u64,
+    kind: KvKind,
+) -> NodeOptions {
+    let name = format!("node-{}", i + 1);
+    let tls = certs.map(|certs| TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join(format!("{name}.pem")),
+        key: certs.join(format!("{name}-key.pem")),
+        client_auth: ClientAuth::Optional,
+    });
+    NodeOptions {
+        data_dir: dir.join(&name),
+        advertise: addrs[i].clone(),
+        peers: addrs.to_vec(),
+        kv_groups: groups,
+        kind,
+        tls,
+        tick: Duration::from_millis(20),
+        election_ticks: 10,
+        max_request_bytes: 40 << 20,
+        drain_timeout: Duration::from_secs(5),
+        snapshot_entries: 10_000,
+        compaction_overhead: 1_000,
+    }
+}
+
 pub async fn run(a: DevArgs) -> Result<()> {
     if a.nodes == 0 || a.groups == 0 {
         bail!("a cluster needs at least one node and one group");
@@ -80,27 +114,8 @@ pub async fn run(a: DevArgs) -> Result<()> {
     let tracker = TaskTracker::new();
     let mut handles = Vec::new();
     for (i, l) in ls.into_iter().enumerate() {
-        let name = format!("node-{}", i + 1);
-        let tls = (!a.insecure).then(|| TlsFiles {
-            ca: certs.join("ca.pem"),
-            cert: certs.join(format!("{name}.pem")),
-            key: certs.join(format!("{name}-key.pem")),
-            client_auth: ClientAuth::Optional,
-        });
-        let opts = NodeOptions {
-            data_dir: dir.join(&name),
-            advertise: addrs[i].clone(),
-            peers: addrs.clone(),
-            kv_groups: a.groups,
-            kind: a.state_machine.into(),
-            tls,
-            tick: Duration::from_millis(20),
-            election_ticks: 10,
-            max_request_bytes: 40 << 20,
-            drain_timeout: Duration::from_secs(5),
-            snapshot_entries: 10_000,
-            compaction_overhead: 1_000,
-        };
+        let tls_dir = (!a.insecure).then_some(certs.as_path());
+        let opts = node_options(&dir, tls_dir, &addrs, i, a.groups, a.state_machine.into());
         handles.push(tracker.spawn(node::run(opts, l, None, shutdown.clone())));
     }
     tracker.close();
