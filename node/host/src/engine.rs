@@ -82,6 +82,8 @@ pub(crate) enum Input {
         to: ReplicaId,
         ok: bool,
     },
+    /// The transport could not reach these replicas of this worker's groups.
+    Unreachable(Vec<(GroupId, ReplicaId)>),
     /// A snapshot file arrived from the leader and was verified; step the message that refers to it.
     SnapshotArrived {
         group: GroupId,
@@ -322,6 +324,14 @@ impl StepWorker {
                     stop_group(g, StopReason::Stopped("stopped".into()), &self.bus);
                 }
                 let _ = tx.send(());
+            }
+            Input::Unreachable(targets) => {
+                for (group, to) in targets {
+                    if let Some(g) = r.groups.get_mut(&group) {
+                        g.node.report_unreachable(to);
+                        Self::mark(r, group);
+                    }
+                }
             }
             Input::ReportSnapshot { group, to, ok } => {
                 if let Some(g) = r.groups.get_mut(&group) {

@@ -1082,6 +1082,20 @@ impl MessageSink for Inner {
         }
     }
 
+    fn unreachable(&self, targets: Vec<(GroupId, ReplicaId)>) {
+        let n = self.workers.len() as u64;
+        let mut per: Vec<Vec<(GroupId, ReplicaId)>> = vec![Vec::new(); self.workers.len()];
+        for (g, r) in targets {
+            per[(g.0 % n) as usize].push((g, r));
+        }
+        for (w, targets) in per.into_iter().enumerate() {
+            if !targets.is_empty() {
+                // Full queue: drop; the leader finds out from the missing answers instead.
+                let _ = self.workers[w].try_send(Input::Unreachable(targets));
+            }
+        }
+    }
+
     fn snapshot_landing(&self, group: GroupId) -> std::result::Result<std::path::PathBuf, String> {
         let dir = self.cfg.data_dir.join("snapshots").join(group.0.to_string());
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use drakkar_raft::{GroupId, Message, Rng};
+use drakkar_raft::{GroupId, Message, ReplicaId, Rng};
 
 /// Messages from one NodeHost to another, batched.
 #[derive(Clone, Debug, Default)]
@@ -38,6 +38,18 @@ pub trait MessageSink: Send + Sync {
         msg: Message,
         file: Option<std::path::PathBuf>,
     ) -> Result<(), String>;
+    /// The transport could not reach these replicas (a failed connection or stream): messages to them
+    /// were lost. Their leaders stop streaming entries to them and probe instead until they answer.
+    /// Never blocks.
+    fn unreachable(&self, targets: Vec<(GroupId, ReplicaId)>);
+}
+
+/// The distinct (group, recipient) pairs of `batch`'s messages: what [`MessageSink::unreachable`] takes.
+pub fn recipients(batch: &MessageBatch) -> Vec<(GroupId, ReplicaId)> {
+    let mut v: Vec<(GroupId, ReplicaId)> = batch.messages.iter().map(|(g, m)| (*g, m.to)).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// Called when a snapshot transfer ends: `true` if the receiver accepted it.
@@ -174,6 +186,12 @@ impl Transport for InProcessNetwork {
         let (sink, dup) = {
             let Ok(mut s) = self.state.lock() else { return };
             if Self::cut(&s.faults, &batch.from, to) {
+                // As a refused connection: the sender learns its peers there are unreachable.
+                let sender = s.sinks.get(&batch.from).and_then(Weak::upgrade);
+                drop(s);
+                if let Some(sender) = sender {
+                    sender.unreachable(recipients(&batch));
+                }
                 return;
             }
             let (drop_pct, dup_pct) = (s.faults.drop_pct, s.faults.dup_pct);

@@ -95,6 +95,7 @@ pub async fn run(
     let mut hcfg = NodeHostConfig::new(&opts.data_dir, opts.advertise.clone());
     hcfg.tick_interval = opts.tick;
     let host = NodeHost::new(hcfg, Arc::new(transport.clone())).context("starting the NodeHost")?;
+    transport.set_local(host.sink());
     let group = GroupConfig {
         election_ticks: opts.election_ticks,
         snapshot_entries: opts.snapshot_entries,

@@ -7,6 +7,9 @@
 //!   retransmits. Queued batches are merged before sending (batching per destination).
 //! - A broken stream is re-established with exponential backoff (100 ms to 5 s, with jitter); messages
 //!   queued while the peer is down are discarded (they are stale by the time it is back).
+//! - When a stream breaks or cannot be opened, the recipients of the batches lost with it are reported to
+//!   the local NodeHost ([`GrpcTransport::set_local`]), whose leaders then probe them (Raft's
+//!   `report_unreachable`) instead of streaming entries into the void.
 //! - Snapshot files go on their own connection, as a stream of 1 MiB chunks ([`peer::send_snapshot`]).
 //! - The receiving side is [`receive::RaftService`], served with the client API.
 
@@ -17,7 +20,7 @@ pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use drakkar_client::connect::{self, Connector};
@@ -25,7 +28,7 @@ use drakkar_client::tls::ClientTls;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::transport::{MessageBatch, SnapshotDone, SnapshotRequest, Transport};
+use crate::transport::{MessageBatch, MessageSink, SnapshotDone, SnapshotRequest, Transport};
 
 /// Settings of a [`GrpcTransport`].
 #[derive(Clone, Debug)]
@@ -55,6 +58,7 @@ struct Inner {
     peers: Mutex<HashMap<String, mpsc::Sender<MessageBatch>>>,
     dropped: AtomicU64,
     stop: CancellationToken,
+    local: Arc<OnceLock<Weak<dyn MessageSink>>>,
 }
 
 /// The gRPC transport. Cheap to clone.
@@ -72,9 +76,22 @@ impl GrpcTransport {
         stop: CancellationToken,
     ) -> Self {
         let connector = Connector::new(tls, cfg.connect_timeout);
-        let inner =
-            Inner { rt, connector, cfg, peers: Mutex::new(HashMap::new()), dropped: AtomicU64::new(0), stop };
+        let inner = Inner {
+            rt,
+            connector,
+            cfg,
+            peers: Mutex::new(HashMap::new()),
+            dropped: AtomicU64::new(0),
+            stop,
+            local: Arc::new(OnceLock::new()),
+        };
         GrpcTransport { inner: Arc::new(inner) }
+    }
+
+    /// Connects the transport to the local NodeHost (`NodeHost::sink`), which it then tells about peers it
+    /// cannot reach. Only the first call counts.
+    pub fn set_local(&self, sink: Weak<dyn MessageSink>) {
+        let _ = self.inner.local.set(sink);
     }
 
     /// Messages dropped because a peer's queue was full or its task gone.
@@ -95,6 +112,8 @@ impl GrpcTransport {
             max_backoff: self.inner.cfg.max_backoff,
             stop: self.inner.stop.clone(),
             idle_since: std::time::Instant::now(),
+            local: self.inner.local.clone(),
+            last: None,
         };
         self.inner.rt.spawn(task.run());
         peers.insert(to.to_string(), tx.clone());

@@ -1,5 +1,6 @@
 //! One task per peer: keeps a stream of batches open to it; and snapshot streams.
 
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use drakkar_client::connect::{self, Connector};
@@ -11,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::convert;
 use super::receive::MAX_BATCH_BYTES;
-use crate::transport::{MessageBatch, SnapshotRequest};
+use crate::transport::{MessageBatch, MessageSink, SnapshotRequest, recipients};
 
 /// Batches merged into one stream message stay under this many (estimated) bytes.
 const MERGE_BYTES: u64 = 4 << 20;
@@ -29,6 +30,10 @@ pub(super) struct PeerTask {
     pub(super) max_backoff: Duration,
     pub(super) stop: CancellationToken,
     pub(super) idle_since: Instant,
+    /// The local NodeHost, told which replicas could not be reached.
+    pub(super) local: Arc<OnceLock<Weak<dyn MessageSink>>>,
+    /// The last batch handed to the stream: lost with it if the stream breaks.
+    pub(super) last: Option<MessageBatch>,
 }
 
 fn size(b: &MessageBatch) -> u64 {
@@ -72,6 +77,7 @@ impl PeerTask {
                 Ok(false) => {}
                 Err(e) => tracing::debug!(peer = %self.address, error = %e, "raft stream ended"),
             }
+            let mut lost: Vec<MessageBatch> = self.last.take().into_iter().collect();
             if started.elapsed() > Duration::from_secs(10) {
                 backoff = Duration::from_millis(100);
             }
@@ -82,7 +88,22 @@ impl PeerTask {
             }
             backoff = (backoff * 2).min(self.max_backoff);
             // Stale by now: Raft has retransmitted or will.
-            while self.queue.try_recv().is_ok() {}
+            while let Ok(b) = self.queue.try_recv() {
+                lost.push(b);
+            }
+            self.report_unreachable(&lost);
+        }
+    }
+
+    /// Tells the local NodeHost that the recipients of `lost` could not be reached: their leaders probe
+    /// them instead of streaming entries into a broken connection.
+    fn report_unreachable(&self, lost: &[MessageBatch]) {
+        let Some(sink) = self.local.get().and_then(Weak::upgrade) else { return };
+        let mut targets: Vec<_> = lost.iter().flat_map(recipients).collect();
+        targets.sort_unstable();
+        targets.dedup();
+        if !targets.is_empty() {
+            sink.unreachable(targets);
         }
     }
 
@@ -109,6 +130,7 @@ impl PeerTask {
                     self.idle_since = Instant::now();
                     let batch = self.merge(b);
                     let msg = convert::batch_to_pb(&batch);
+                    self.last = Some(batch);
                     tokio::select! {
                         _ = self.stop.cancelled() => return Ok(true),
                         r = tx.send(msg) => if r.is_err() { return Err("stream closed".into()) },
