@@ -2,7 +2,8 @@
 //! a scale-up from 3 to 5 voters (non-voters added, started, promoted once caught up), a scale-down back
 //! to 3 (the leader hands over first, members removed), and a pod that comes back after its removal
 //! (its stale replica deleted, then added under a fresh id). Data written before stays readable on
-//! every member.
+//! every member. And a pod whose volume was wiped: its old replicas, refused by their groups, are removed,
+//! deleted and replaced under fresh ids.
 
 use std::time::Duration;
 
@@ -139,6 +140,61 @@ async fn scale_up_scale_down_and_a_returning_pod_against_real_nodes() {
         assert!(got.is_some(), "node 4 did not catch up");
         // Converged: another pass changes nothing.
         assert!(converge(&c, &[1, 2, 3, 4], within).await.is_empty());
+    })
+    .await
+    .expect("the test exceeded its time bound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_pod_is_replaced_under_fresh_ids() {
+    let mut c = Cluster::new(3, 3, GROUPS, true);
+    c.start_all();
+    tokio::time::timeout(Duration::from_secs(150), async {
+        c.wait_for_leaders(Duration::from_secs(30)).await;
+        let client = c.client();
+        for g in 1..=GROUPS {
+            for k in 0..20 {
+                client.put(g, format!("k{k}"), format!("v{k}")).await.unwrap();
+            }
+        }
+        // Node 2 loses its volume: it comes back empty and founds the groups again under its old ids,
+        // which its peers refuse (they know another incarnation behind them).
+        c.kill9(2);
+        std::fs::remove_dir_all(&c.nodes[1].data_dir).unwrap();
+        c.start(2);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = c.client_of(2).status(&c.addr(2)).await;
+            let refused = status.as_ref().is_ok_and(|s| {
+                s.groups.len() == GROUPS as usize
+                    && s.groups.iter().all(|g| g.state == pb::ReplicaState::IdReused as i32 && g.replica == 2)
+            });
+            // Ready all the same: the operator only acts on ready nodes.
+            let ready = c.http_get(2, "/readyz").is_some_and(|(line, _)| line.contains("200"));
+            if refused && ready {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node 2 not refused and ready: {status:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        let healed = converge(&c, &[1, 2, 3], Duration::from_secs(60)).await;
+        for (what, f) in [
+            ("RemoveLost", (|s: &Step| matches!(s, Step::RemoveLost { .. })) as fn(&Step) -> bool),
+            ("Clear", |s| matches!(s, Step::Clear { .. })),
+            ("Add", |s| matches!(s, Step::Add { .. })),
+            ("Promote", |s| matches!(s, Step::Promote { .. })),
+        ] {
+            assert_eq!(count(&healed, f), GROUPS as usize, "{what}: {healed:?}");
+        }
+        let ms = assert_voters(&c, &[1, 2, 3]).await;
+        for m in &ms {
+            let id = m.members.iter().find(|x| x.address == c.addr(2)).unwrap().replica;
+            assert_eq!(m.removed, vec![2], "group {}", m.group);
+            assert!(id > 3, "group {}: a fresh id, not {id}", m.group);
+        }
+        assert_data(&c, &[2], 20).await;
+        assert!(converge(&c, &[1, 2, 3], Duration::from_secs(10)).await.is_empty());
     })
     .await
     .expect("the test exceeded its time bound");

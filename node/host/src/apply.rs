@@ -68,7 +68,29 @@ pub(crate) enum StopReason {
     ReplicaIdReused,
 }
 
+/// Whether this node's replica of a group runs, and if not, why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplicaState {
+    /// It runs.
+    Running,
+    /// It stopped (asked to, removed from the group, or a fatal error), with the reason.
+    Stopped(String),
+    /// The group's other members refused it: this node lost the data it had under this replica id (a
+    /// wiped data directory). It can never run again under this id; it must be removed from the group
+    /// and the node added back under a new id.
+    ReplicaIdReused,
+}
+
 impl GroupShared {
+    /// The replica's state.
+    pub(crate) fn state(&self) -> ReplicaState {
+        match self.stopped.lock().ok().and_then(|s| s.clone()) {
+            None => ReplicaState::Running,
+            Some(StopReason::Stopped(r)) => ReplicaState::Stopped(r),
+            Some(StopReason::ReplicaIdReused) => ReplicaState::ReplicaIdReused,
+        }
+    }
+
     /// The error requests get once the replica stopped.
     pub(crate) fn stopped_error(&self) -> Option<NodeError> {
         let r = self.stopped.lock().ok()?.clone()?;

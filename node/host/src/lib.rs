@@ -35,7 +35,7 @@ pub mod snapshot;
 pub mod statemachine;
 pub mod transport;
 
-pub use apply::GroupMembership;
+pub use apply::{GroupMembership, ReplicaState};
 pub use config::{GroupConfig, NodeHostConfig, SmKind};
 pub use error::{NodeError, Result};
 pub use events::Event;

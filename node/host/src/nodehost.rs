@@ -866,6 +866,13 @@ impl NodeHost {
         Ok(self.shared(group)?.replica)
     }
 
+    /// This node's replica id in `group` and whether it runs; unlike the other queries, answers for a
+    /// replica that stopped (until [`NodeHost::stop_replica`] or [`NodeHost::remove_data`] forgets it).
+    pub fn replica_state(&self, group: GroupId) -> Result<(ReplicaId, crate::ReplicaState)> {
+        let s = self.any_shared(group)?;
+        Ok((s.replica, s.state()))
+    }
+
     /// The index applied to this replica's state machine.
     pub fn applied_index(&self, group: GroupId) -> Result<LogIndex> {
         Ok(LogIndex(self.shared(group)?.applied.load(Ordering::Acquire)))

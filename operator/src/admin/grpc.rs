@@ -16,7 +16,7 @@ use drakkar_client::pb;
 use drakkar_client::{Client, ClientConfig};
 use futures::future::{BoxFuture, join_all};
 
-use super::plan::{GroupView, MemberView, NodeGroups, Step, ViewRole, next_step};
+use super::plan::{GroupView, Held, MemberView, NodeGroups, Step, ViewRole, next_step};
 use super::{
     AdminError, Convergence, MemberChange, MemberPlan, Membership, Observation, ObservedMember, Target,
 };
@@ -104,7 +104,18 @@ impl GrpcMembership {
             .flatten()
             .filter_map(|s| {
                 let address = s.node?.address;
-                Some((address, s.groups.iter().map(|g| (g.group, (g.replica, g.applied_index))).collect()))
+                let held = s.groups.iter().filter_map(|g| {
+                    let held = match pb::ReplicaState::try_from(g.state) {
+                        Ok(pb::ReplicaState::Running) => Held::running(g.replica, g.applied_index),
+                        Ok(pb::ReplicaState::IdReused) => Held::lost(g.replica),
+                        // Stopped for another reason: held, never caught up. Its data is deleted once
+                        // its id is removed from the group; otherwise restarting it is left to a person.
+                        Ok(pb::ReplicaState::Stopped) => Held { replica: g.replica, applied: 0, lost: false },
+                        Err(_) => return None,
+                    };
+                    Some((g.group, held))
+                });
+                Some((address, held.collect()))
             })
             .collect()
     }
@@ -129,7 +140,9 @@ impl GrpcMembership {
         };
         match step {
             Step::TransferLeader { to } => client.transfer_leader(g, *to).await,
-            Step::Remove { replica, .. } => client.remove_replica(g, *replica, conf_index).await.map(drop),
+            Step::Remove { replica, .. } | Step::RemoveLost { replica, .. } => {
+                client.remove_replica(g, *replica, conf_index).await.map(drop)
+            }
             Step::Clear { address, .. } => client.stop_group(address, g, true).await,
             Step::Start { replica, address } => client.start_group(address, start(*replica)).await,
             Step::Add { replica, address } => {

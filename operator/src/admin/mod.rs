@@ -100,6 +100,10 @@ impl std::fmt::Display for MemberChange {
             Step::Remove { replica, address } => {
                 write!(f, "group {g}: removed replica {replica} ({address})")
             }
+            Step::RemoveLost { replica, address } => write!(
+                f,
+                "group {g}: removed replica {replica} ({address}), which lost its data; the node joins again under a new id"
+            ),
             Step::Clear { address, replica } => {
                 write!(f, "group {g}: deleted the data of removed replica {replica} on {address}")
             }

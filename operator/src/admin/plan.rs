@@ -9,6 +9,8 @@
 //!   a membership read from a lagging replica may miss a recent addition, and must not make the operator
 //!   destroy a live replica;
 //! - the leader is never removed: leadership is handed to a caught-up desired voter first;
+//! - a member whose node lost its data (the group refused its replica id as reused) is removed, then its
+//!   node is cleared and added back under a fresh id like any new node: a wiped volume heals itself;
 //! - changes carry the configuration index they were planned from, so a stale view is refused by the
 //!   group instead of undoing a newer change.
 
@@ -54,8 +56,31 @@ pub struct GroupView {
     pub removed: Vec<u64>,
 }
 
-/// What a reachable node runs: group -> (its replica id, its applied index).
-pub type NodeGroups = BTreeMap<u64, (u64, u64)>;
+/// One replica a node holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// Its replica id.
+    pub replica: u64,
+    /// The index applied to it (0 when `lost`).
+    pub applied: u64,
+    /// The group refused it as reused after data loss: it no longer runs and never will again.
+    pub lost: bool,
+}
+
+impl Held {
+    /// A running replica.
+    pub fn running(replica: u64, applied: u64) -> Held {
+        Held { replica, applied, lost: false }
+    }
+
+    /// A replica refused as reused after data loss.
+    pub fn lost(replica: u64) -> Held {
+        Held { replica, applied: 0, lost: true }
+    }
+}
+
+/// What a reachable node holds: group -> its replica.
+pub type NodeGroups = BTreeMap<u64, Held>;
 
 /// The next change of one group.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +89,13 @@ pub enum Step {
     TransferLeader {
         /// The desired voter that takes over.
         to: u64,
+    },
+    /// Remove a member whose node lost its data (refused as reused): its node is added back under a new id.
+    RemoveLost {
+        /// Its replica id.
+        replica: u64,
+        /// Its address.
+        address: String,
     },
     /// Remove a member whose pod is no longer wanted.
     Remove {
@@ -111,8 +143,9 @@ pub fn next_step(view: &GroupView, nodes: &BTreeMap<String, NodeGroups>, voters:
     }
     let g = view.group;
     let wanted: BTreeSet<&str> = voters.iter().map(String::as_str).collect();
-    let applied =
-        |m: &MemberView| nodes.get(&m.address)?.get(&g).filter(|(r, _)| *r == m.replica).map(|x| x.1);
+    let applied = |m: &MemberView| {
+        nodes.get(&m.address)?.get(&g).filter(|h| h.replica == m.replica && !h.lost).map(|h| h.applied)
+    };
     let leader_applied = view.members.iter().find(|m| m.replica == view.leader).and_then(applied);
     let caught_up = |m: &MemberView| match (applied(m), leader_applied) {
         (Some(a), Some(l)) => a.saturating_add(CATCH_UP_LAG) >= l,
@@ -136,13 +169,16 @@ pub fn next_step(view: &GroupView, nodes: &BTreeMap<String, NodeGroups>, voters:
         return to.map(|c| Step::TransferLeader { to: c.replica });
     }
 
-    // 2. Wanted members whose node does not run their replica.
+    // 2. Wanted members whose node does not run their replica: lost ones go, missing ones are started.
     for m in view.members.iter().filter(|m| m.role != ViewRole::Witness) {
         let Some(runs) = nodes.get(&m.address) else { continue };
         match runs.get(&g) {
             None => return Some(Step::Start { replica: m.replica, address: m.address.clone() }),
-            Some((r, _)) if *r != m.replica && view.removed.contains(r) => {
-                return Some(Step::Clear { address: m.address.clone(), replica: *r });
+            Some(h) if h.replica == m.replica && h.lost => {
+                return Some(Step::RemoveLost { replica: m.replica, address: m.address.clone() });
+            }
+            Some(h) if h.replica != m.replica && view.removed.contains(&h.replica) => {
+                return Some(Step::Clear { address: m.address.clone(), replica: h.replica });
             }
             Some(_) => {}
         }
@@ -167,8 +203,8 @@ pub fn next_step(view: &GroupView, nodes: &BTreeMap<String, NodeGroups>, voters:
         let Some(runs) = nodes.get(address) else { continue };
         return match runs.get(&g) {
             None => Some(Step::Add { replica: next_id, address: address.clone() }),
-            Some((r, _)) if view.removed.contains(r) => {
-                Some(Step::Clear { address: address.clone(), replica: *r })
+            Some(h) if view.removed.contains(&h.replica) => {
+                Some(Step::Clear { address: address.clone(), replica: h.replica })
             }
             // A replica this view does not know: the view may be behind a recent addition. Wait.
             Some(_) => None,
@@ -202,7 +238,7 @@ mod tests {
 
     /// Nodes 1..=n running replica i of group 1 at `applied`.
     fn running(n: u64, applied: u64) -> BTreeMap<String, NodeGroups> {
-        (1..=n).map(|i| (addr(i), NodeGroups::from([(1, (i, applied))]))).collect()
+        (1..=n).map(|i| (addr(i), NodeGroups::from([(1, Held::running(i, applied))]))).collect()
     }
 
     fn want(ids: &[u64]) -> Vec<String> {
@@ -234,11 +270,11 @@ mod tests {
             Some(Step::Start { replica: 8, address: addr(4) })
         );
         // Running, far behind: wait; nothing else is added meanwhile.
-        nodes.insert(addr(4), NodeGroups::from([(1, (8, 10))]));
+        nodes.insert(addr(4), NodeGroups::from([(1, Held::running(8, 10))]));
         nodes.insert(addr(5), NodeGroups::new());
         assert_eq!(next_step(&v, &nodes, &want(&[1, 2, 3, 4, 5])), None);
         // Caught up: promoted.
-        nodes.insert(addr(4), NodeGroups::from([(1, (8, 100 - CATCH_UP_LAG))]));
+        nodes.insert(addr(4), NodeGroups::from([(1, Held::running(8, 100 - CATCH_UP_LAG))]));
         assert_eq!(
             next_step(&v, &nodes, &want(&[1, 2, 3, 4, 5])),
             Some(Step::Promote { replica: 8, address: addr(4) })
@@ -270,7 +306,7 @@ mod tests {
         assert_eq!(next_step(&v, &nodes, &want(&[1, 2, 3])), Some(Step::TransferLeader { to: 1 }));
         // No caught-up wanted voter to take over: wait rather than remove the leader.
         let lagging: BTreeMap<String, NodeGroups> = (1..=5)
-            .map(|i| (addr(i), NodeGroups::from([(1, (i, if i == 5 { 1000 } else { 10 }))])))
+            .map(|i| (addr(i), NodeGroups::from([(1, Held::running(i, if i == 5 { 1000 } else { 10 }))])))
             .collect();
         assert_eq!(next_step(&v, &lagging, &want(&[1, 2, 3])), None);
     }
@@ -279,7 +315,7 @@ mod tests {
     fn a_returning_pod_is_cleared_only_when_its_old_replica_was_removed() {
         // Node 4 still runs replica 4, which was removed: its data is cleared, then it is added anew.
         let mut nodes = running(3, 100);
-        nodes.insert(addr(4), NodeGroups::from([(1, (4, 50))]));
+        nodes.insert(addr(4), NodeGroups::from([(1, Held::running(4, 50))]));
         let mut v = voters(3);
         v.removed = vec![4];
         assert_eq!(
@@ -297,5 +333,36 @@ mod tests {
             next_step(&v, &nodes, &want(&[1, 2, 3, 4])),
             Some(Step::Clear { address: addr(4), replica: 4 })
         );
+    }
+
+    #[test]
+    fn a_wiped_member_is_removed_cleared_and_added_back_under_a_fresh_id() {
+        // Node 2 lost its data: the group refused its replica 2 as reused.
+        let mut nodes = running(3, 100);
+        nodes.insert(addr(2), NodeGroups::from([(1, Held::lost(2))]));
+        let mut v = voters(3);
+        assert_eq!(
+            next_step(&v, &nodes, &want(&[1, 2, 3])),
+            Some(Step::RemoveLost { replica: 2, address: addr(2) })
+        );
+        // Removed: the node still holds the refused replica, which is now safe to delete.
+        v.members.retain(|m| m.replica != 2);
+        v.removed = vec![2];
+        assert_eq!(
+            next_step(&v, &nodes, &want(&[1, 2, 3])),
+            Some(Step::Clear { address: addr(2), replica: 2 })
+        );
+        // Cleared: it joins under a fresh id, never its old one.
+        nodes.insert(addr(2), NodeGroups::new());
+        assert_eq!(
+            next_step(&v, &nodes, &want(&[1, 2, 3])),
+            Some(Step::Add { replica: 4, address: addr(2) })
+        );
+        // A lost replica never counts as caught up, so leadership is never handed to it.
+        let mut v = voters(3);
+        v.leader = 3;
+        nodes.insert(addr(2), NodeGroups::from([(1, Held::lost(2))]));
+        nodes.insert(addr(1), NodeGroups::from([(1, Held::running(1, 0))]));
+        assert_eq!(next_step(&v, &nodes, &want(&[1, 2])), None);
     }
 }

@@ -347,9 +347,12 @@ async fn manage_membership(
         .changes
         .iter()
         .map(|c| {
+            if let Step::RemoveLost { .. } = c.step {
+                return event(EventType::Warning, "LostReplicaRemoved", "ChangeMembership", c.to_string());
+            }
             let reason = match c.step {
                 Step::TransferLeader { .. } => "LeaderTransferred",
-                Step::Remove { .. } => "MemberRemoved",
+                Step::Remove { .. } | Step::RemoveLost { .. } => "MemberRemoved",
                 Step::Clear { .. } => "StaleReplicaDeleted",
                 Step::Start { .. } => "ReplicaStarted",
                 Step::Add { .. } => "MemberAdded",

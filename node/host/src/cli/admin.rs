@@ -225,6 +225,13 @@ pub async fn run(a: AdminArgs) -> Result<()> {
                             n.address, n.incarnation, n.version, n.ready
                         );
                         for g in s.groups {
+                            if g.state != pb::ReplicaState::Running as i32 {
+                                println!(
+                                    "  group {} replica {} STOPPED: {}",
+                                    g.group, g.replica, g.stop_reason
+                                );
+                                continue;
+                            }
                             println!(
                                 "  group {} replica {} leader {} term {} applied {} members {} {}",
                                 g.group, g.replica, g.leader, g.term, g.applied_index, g.members, g.kind

@@ -14,7 +14,7 @@ use super::forward::forwarded;
 use super::ops::Route;
 use super::status::{invalid, to_status};
 use super::{KvKind, ServerState};
-use crate::{GroupMembership, NodeHost, StartMode};
+use crate::{GroupMembership, NodeHost, ReplicaState, StartMode};
 
 /// The Admin service.
 pub(super) struct AdminService(pub(super) Arc<ServerState>);
@@ -162,6 +162,27 @@ impl pb::admin_server::Admin for AdminService {
         let _call = s.begin(&req)?;
         let mut groups = Vec::new();
         for g in s.host.groups() {
+            let Ok((rep, state)) = s.host.replica_state(g) else { continue };
+            let kind = s.kv_kind(g).map(|k| k.name().to_string()).unwrap_or_default();
+            let (state, stop_reason) = match state {
+                ReplicaState::Running => (pb::ReplicaState::Running, String::new()),
+                ReplicaState::Stopped(r) => (pb::ReplicaState::Stopped, r),
+                ReplicaState::ReplicaIdReused => (
+                    pb::ReplicaState::IdReused,
+                    "replica id reused after data loss: replace it under a new id".to_string(),
+                ),
+            };
+            if state != pb::ReplicaState::Running {
+                groups.push(pb::GroupStatus {
+                    group: g.0,
+                    replica: rep.0,
+                    kind,
+                    state: state as i32,
+                    stop_reason,
+                    ..Default::default()
+                });
+                continue;
+            }
             let (Ok(rep), Ok(applied), Ok(m)) =
                 (s.host.replica_of(g), s.host.applied_index(g), s.host.membership(g))
             else {
@@ -178,8 +199,10 @@ impl pb::admin_server::Admin for AdminService {
                 applied_index: applied.0,
                 conf_index: m.conf_index,
                 leader_address,
-                kind: s.kv_kind(g).map(|k| k.name().to_string()).unwrap_or_default(),
+                kind,
                 members: (ms.voters.len() + ms.non_voters.len() + ms.witnesses.len()) as u32,
+                state: pb::ReplicaState::Running as i32,
+                stop_reason: String::new(),
             });
         }
         Ok(Response::new(pb::StatusResponse { node: Some(self.node_info()), groups }))

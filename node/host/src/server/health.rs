@@ -7,6 +7,8 @@
 //! - Readiness (`/readyz`, health service `drakkar.v1.Kv`): every probed group has a leader and a
 //!   linearizable read completed, which means this replica has applied everything the leader had
 //!   committed when the read started: it is caught up. Up to 16 groups are probed per second, in turn.
+//!   Replicas refused as reused after data loss are left out: they need replacing under a new id (by the
+//!   operator, which only acts on ready nodes), and their groups' requests are forwarded meanwhile.
 //! - `/metrics`: [`crate::NodeHost::metrics_text`].
 
 use std::hash::BuildHasher;
@@ -36,7 +38,14 @@ pub fn nonce() -> u64 {
 
 /// One probe round over `groups` (a window of the hosted groups): (ready, engine answered).
 async fn probe(state: &ServerState, round: usize) -> (bool, bool) {
-    let all = state.host.groups();
+    // A replica refused as reused after data loss serves nothing here (its group's requests are
+    // forwarded) and only the operator's replacement brings it back, for which the node must be ready.
+    let all: Vec<_> = state
+        .host
+        .groups()
+        .into_iter()
+        .filter(|g| !matches!(state.host.replica_state(*g), Ok((_, crate::ReplicaState::ReplicaIdReused))))
+        .collect();
     if all.is_empty() {
         return (true, true);
     }
