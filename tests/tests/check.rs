@@ -117,3 +117,40 @@ fn membership_changes() {
         r["faults"].as_array().unwrap().iter().filter(|f| f["errors"].as_array().unwrap().is_empty()).count();
     assert!(clean >= 1, "{r}");
 }
+
+/// Whether this process may mount a tmpfs (root with CAP_SYS_ADMIN), which the disk-full nemesis needs.
+fn can_mount_tmpfs() -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "drakkar-probe"])
+        .arg(dir.path())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if mounted {
+        let _ = Command::new("umount").arg(dir.path()).status();
+    }
+    mounted
+}
+
+#[test]
+fn disk_full() {
+    if !can_mount_tmpfs() {
+        // The nemesis itself refuses clearly in that case (see docs/reliability.md).
+        eprintln!(
+            "SKIPPED: the disk-full nemesis needs root to mount a tmpfs per node, and mount failed here"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let r = check("disk-full", dir.path());
+    let faults = r["faults"].as_array().unwrap();
+    assert!(faults_of(&r, "disk-full") >= 1, "{r}");
+    // Under writes, a full disk fails a log write: the node stops (exits) rather than acknowledge, and the
+    // nemesis restarts it once there is room again.
+    assert!(
+        faults.iter().any(|f| f["target"].as_str().unwrap().contains("it stopped")),
+        "no node stopped on a full disk: {r}"
+    );
+    assert!(faults.iter().all(|f| f["errors"].as_array().unwrap().is_empty()), "{r}");
+}

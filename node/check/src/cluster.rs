@@ -6,7 +6,9 @@
 //! (in `--peers`) that node `j` lives at the proxy of the link `i -> j`, while it advertises its real
 //! address, so cutting proxies partitions the Raft traffic; clients talk to the real addresses.
 //! Every process is killed (by its PID) when the cluster is dropped. `DIR/nodes.txt` lists each node's
-//! address and Prometheus metrics URL.
+//! address and Prometheus metrics URL. For the disk-full nemesis each node's data directory is its own
+//! small tmpfs (mounted here, which needs root; unmounted when the cluster is dropped), so filling one
+//! node's disk is quick and touches nothing else.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,10 +42,14 @@ pub struct LocalOptions {
     /// Route the Raft traffic between founding nodes through a cuttable proxy per directed link (for
     /// partitions); otherwise nodes talk directly.
     pub proxies: bool,
+    /// Put each node's data directory on its own tmpfs of this many bytes (for the disk-full nemesis;
+    /// needs root to mount).
+    pub disk_limit: Option<u64>,
 }
 
 struct NodeProc {
     name: String,
+    data_dir: PathBuf,
     addr: SocketAddr,
     args: Vec<String>,
     log: PathBuf,
@@ -99,6 +105,8 @@ pub struct LocalCluster {
     nodes: Vec<NodeProc>,
     /// `(from, to)` -> the proxy `from` uses to reach `to` (founding nodes only).
     links: BTreeMap<(usize, usize), LinkProxy>,
+    /// tmpfs mounts made here, unmounted on drop.
+    mounts: Vec<PathBuf>,
 }
 
 /// `n` distinct free ports of 127.0.0.1 (all held open while choosing, so none repeats).
@@ -161,10 +169,11 @@ impl LocalCluster {
             } else {
                 real.clone()
             };
+            let data_dir = opts.dir.join(&name);
             let mut args: Vec<String> = [
                 "serve",
                 "--data-dir",
-                &opts.dir.join(&name).display().to_string(),
+                &data_dir.display().to_string(),
                 "--listen",
                 &addr.to_string(),
                 "--advertise",
@@ -191,11 +200,14 @@ impl LocalCluster {
             args.extend(["--metrics-listen".to_string(), metrics.to_string()]);
             metrics_lines.push_str(&format!("{name} {addr} http://{metrics}/metrics\n"));
             let log = opts.dir.join(format!("{name}.log"));
-            nodes.push(NodeProc { name, addr: *addr, args, log, child: None });
+            nodes.push(NodeProc { name, data_dir, addr: *addr, args, log, child: None });
         }
         // Where to look while it runs: `name address metrics-url` per node.
         std::fs::write(opts.dir.join("nodes.txt"), metrics_lines).context("writing nodes.txt")?;
-        let mut cluster = LocalCluster { opts, certs, nodes, links };
+        let mut cluster = LocalCluster { opts, certs, nodes, links, mounts: Vec::new() };
+        if let Some(limit) = cluster.opts.disk_limit {
+            cluster.mount_disks(limit)?;
+        }
         for i in 0..cluster.nodes.len() {
             let exe = cluster.opts.exe.clone();
             cluster.nodes[i].spawn(&exe)?;
@@ -271,6 +283,72 @@ impl LocalCluster {
         self.links.values().for_each(|p| p.set_cut(false));
     }
 
+    /// Mounts a tmpfs of `limit` bytes on every node's data directory.
+    fn mount_disks(&mut self, limit: u64) -> Result<()> {
+        for n in &self.nodes {
+            std::fs::create_dir_all(&n.data_dir)
+                .with_context(|| format!("creating {}", n.data_dir.display()))?;
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={limit},mode=0700"), "drakkar-check"])
+                .arg(&n.data_dir)
+                .output()
+                .context("running mount (the disk-full nemesis needs root and mount)")?;
+            if !out.status.success() {
+                bail!(
+                    "the disk-full nemesis gives each node a small tmpfs, which needs root: mount {} failed: {}",
+                    n.data_dir.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            self.mounts.push(n.data_dir.clone());
+        }
+        Ok(())
+    }
+
+    fn ballast(&self, i: usize) -> PathBuf {
+        self.nodes[i].data_dir.join("drakkar-check-ballast")
+    }
+
+    /// Fills node `i`'s disk (its tmpfs) until writes fail with "no space left"; returns the bytes added.
+    pub fn fill_disk(&self, i: usize) -> Result<u64> {
+        use std::io::Write;
+        let Some(limit) = self.opts.disk_limit else { bail!("the nodes' disks are not limited") };
+        let path = self.ballast(i);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        let mut written = 0u64;
+        // Large chunks, then pages, so that not even a page is left.
+        for chunk in [1usize << 20, 4096] {
+            let buf = vec![0u8; chunk];
+            while written <= limit {
+                match f.write(&buf) {
+                    Ok(0) => break,
+                    Ok(n) => written += n as u64,
+                    Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                    Err(e) => return Err(e).with_context(|| format!("writing {}", path.display())),
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    /// Frees what [`LocalCluster::fill_disk`] took.
+    pub fn free_disk(&self, i: usize) -> Result<()> {
+        let path = self.ballast(i);
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
+    }
+
+    /// How node `i` ended, if it exited by itself (it is not running and was not killed here).
+    pub fn exited(&mut self, i: usize) -> Option<String> {
+        let c = self.nodes[i].child.as_mut()?;
+        let status = c.try_wait().ok()??;
+        self.nodes[i].child = None;
+        Some(status.to_string())
+    }
+
     /// Node logs, for a report.
     pub fn logs(&self) -> Vec<PathBuf> {
         self.nodes.iter().map(|n| n.log.clone()).collect()
@@ -312,6 +390,12 @@ impl Drop for LocalCluster {
         for n in &mut self.nodes {
             // A stopped process dies of SIGKILL too.
             n.kill9();
+        }
+        for m in &self.mounts {
+            if !Command::new("umount").arg(m).status().is_ok_and(|s| s.success()) {
+                // Still busy (a process in its last moments): detach it now, freed once unused.
+                let _ = Command::new("umount").arg("-l").arg(m).status();
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 //! | `pause` | SIGSTOP of a random founding node (it stays connected but silent) | SIGCONT |
 //! | `partition` | every proxied link to and from a random founding node cut | healing the links |
 //! | `membership` | a replica of a random group added on the spare node (as non-voter, then promoted) | removing it again (its id is never reused) |
+//! | `disk-full` | a random founding node's disk (its own tmpfs; needs root) filled until writes fail: the node must stop acknowledging, and exits | freeing the space and restarting the node if it exited |
 //!
 //! Faults take turns: a quiet period, then one fault held for a while, then healing, and so on until the
 //! run ends; every fault is recorded with its times for the report and the plot.
@@ -33,6 +34,8 @@ pub enum Nemesis {
     Partition,
     /// Add and remove a replica.
     Membership,
+    /// Fill a node's disk (needs root: each node gets a tmpfs). Not part of `all`.
+    DiskFull,
     /// Every fault above, in turn.
     All,
 }
@@ -64,6 +67,7 @@ impl Nemesis {
             Nemesis::Pause => "pause",
             Nemesis::Partition => "partition",
             Nemesis::Membership => "membership",
+            Nemesis::DiskFull => "disk-full",
             Nemesis::All => "all",
         }
     }
@@ -164,6 +168,26 @@ pub async fn run(
                 tokio::time::sleep(opts.hold).await;
                 cluster.lock().await.heal();
                 format!("{} isolated", cluster.lock().await.name(node))
+            }
+            Nemesis::DiskFull => {
+                let name = cluster.lock().await.name(node).to_string();
+                if let Err(e) = cluster.lock().await.fill_disk(node) {
+                    errors.push(format!("filling the disk: {e:#}"));
+                }
+                tokio::time::sleep(opts.hold).await;
+                let mut c = cluster.lock().await;
+                if let Err(e) = c.free_disk(node) {
+                    errors.push(format!("freeing the disk: {e:#}"));
+                }
+                match c.exited(node) {
+                    Some(status) => {
+                        if let Err(e) = c.restart(node) {
+                            errors.push(format!("restart: {e:#}"));
+                        }
+                        format!("{name} disk full (it stopped: {status}; restarted)")
+                    }
+                    None => format!("{name} disk full"),
+                }
             }
             Nemesis::Membership => {
                 let group = opts.groups[rng.below(opts.groups.len())];

@@ -18,6 +18,10 @@ use crate::nemesis::{self, Nemesis, NemesisOptions};
 use crate::report::{self, Counts, Latency, Report};
 use crate::workload::{self, WorkloadOptions};
 
+/// Size of each node's tmpfs under the disk-full nemesis: far more than a check run writes, and only
+/// what is used takes memory.
+const DISK_LIMIT: u64 = 512 << 20;
+
 /// `drakkar check`: run a workload against a cluster (with faults, for a local one), check the history
 /// for linearizability and write a report.
 #[derive(Args, Debug, Clone)]
@@ -169,6 +173,7 @@ pub async fn run(a: CheckArgs) -> Result<()> {
             tick_ms: a.local_tick_ms,
             spare: kinds.contains(&Nemesis::Membership),
             proxies: kinds.contains(&Nemesis::Partition),
+            disk_limit: kinds.contains(&Nemesis::DiskFull).then_some(DISK_LIMIT),
         };
         eprintln!(
             "drakkar check: starting a local cluster of {} nodes in {}",

@@ -120,6 +120,8 @@ pub(crate) struct StepWorker {
     /// Deterministic mode: stream snapshots from the calling thread (the simulated transport only queues
     /// them) instead of a thread per transfer.
     pub(crate) inline_snapshots: bool,
+    /// The first fatal error of any worker (see [`crate::NodeHost::failure`]).
+    pub(crate) failure: Arc<std::sync::OnceLock<String>>,
 }
 
 /// A step worker's state between rounds: its groups and the work a round left for the next.
@@ -582,6 +584,8 @@ impl StepWorker {
     }
 
     fn fatal(&self, r: &mut Round, reason: String) {
+        tracing::error!(worker = self.index, %reason, "fatal: every group of this worker stops");
+        let _ = self.failure.set(reason.clone());
         for (_, g) in r.groups.drain() {
             stop_group(g, StopReason::Stopped(reason.clone()), &self.bus);
         }

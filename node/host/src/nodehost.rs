@@ -51,6 +51,8 @@ struct Inner {
     bus: EventBus,
     /// Deterministic mode: the workers, run by [`NodeHost::run_until_idle`] instead of threads.
     driven: Option<Mutex<Driven>>,
+    /// The first fatal error of a step worker.
+    failure: Arc<std::sync::OnceLock<String>>,
 }
 
 /// The workers of a deterministic NodeHost, stepped by the caller's thread.
@@ -236,6 +238,7 @@ impl NodeHost {
         let metrics = Arc::new(Metrics::new());
         let identities = Arc::new(PeerIdentities::open(&cfg.data_dir)?);
         let bus = EventBus::new();
+        let failure = Arc::new(std::sync::OnceLock::new());
         let mut threads = Vec::new();
         let mut appliers = Vec::new();
         let mut apply_loops = Vec::new();
@@ -270,6 +273,7 @@ impl NodeHost {
                 identities: identities.clone(),
                 bus: bus.clone(),
                 inline_snapshots: driven,
+                failure: failure.clone(),
             });
         }
         let driven = if driven {
@@ -298,6 +302,7 @@ impl NodeHost {
             metrics,
             bus,
             driven,
+            failure,
         });
         if inner.driven.is_none() {
             let weak = Arc::downgrade(&inner);
@@ -864,6 +869,14 @@ impl NodeHost {
     /// This node's replica id in `group`.
     pub fn replica_of(&self, group: GroupId) -> Result<ReplicaId> {
         Ok(self.shared(group)?.replica)
+    }
+
+    /// Why this NodeHost can no longer work, if it cannot: the log store failed a write or fsync (it then
+    /// refuses every later write: nothing more may be acknowledged) or a worker hit another fatal error.
+    /// Its groups have stopped. The way back is a new process: close it, reopen the data directory, and
+    /// recovery keeps exactly what was durable. `drakkar serve` exits when this turns `Some`.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.failure.get().cloned().or_else(|| self.inner.db.poisoned())
     }
 
     /// This node's replica id in `group` and whether it runs; unlike the other queries, answers for a

@@ -286,3 +286,61 @@ async fn import_snapshot_repairs_a_group_that_lost_quorum() {
     let wrong = c.hosts[&1].import_snapshot(GroupId(2), ReplicaId(1), &export, members.clone());
     assert!(wrong.is_err());
 }
+
+async fn propose(h: &drakkar_node::NodeHost, cmd: &'static str) -> drakkar_node::Result<()> {
+    h.propose(GroupId(1), Bytes::from_static(cmd.as_bytes()), T).await.map(drop)
+}
+
+/// A log store write that fails (a full disk: the append stops short) stops the NodeHost for good: the
+/// proposal is not acknowledged, `failure()` says why, nothing later is acknowledged even once the disk
+/// has room again, and a new NodeHost on the same data recovers every acknowledged write and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_log_write_stops_the_host_until_a_restart_recovers_it() {
+    use drakkar_logdb::fs::MemFs;
+    use drakkar_node::transport::InProcessNetwork;
+    use drakkar_node::{NodeHost, NodeHostConfig, StartMode};
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = Arc::new(MemFs::new());
+    let net = InProcessNetwork::new(3);
+    let open = || {
+        let mut cfg = NodeHostConfig::new(tmp.path(), common::addr(1));
+        cfg.tick_interval = Duration::from_millis(5);
+        cfg.log_fs = Some(fs.clone());
+        let h = NodeHost::new(cfg, net.transport()).unwrap();
+        net.register(&common::addr(1), h.sink());
+        h
+    };
+    let solo = || StartMode::Founding(common::Cluster::members([1]));
+    let h = open();
+    h.start_replica(GroupId(1), ReplicaId(1), solo(), common::sm(), fast_group()).unwrap();
+    let deadline = std::time::Instant::now() + T;
+    while propose(&h, "a=1").await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.failure(), None);
+
+    fs.fail_appends_after(0, 7);
+    assert!(propose(&h, "b=2").await.is_err(), "acknowledged though it was not written");
+    let why = h.failure().expect("the failure is reported");
+    assert!(why.contains("log store"), "{why}");
+    fs.clear_faults();
+    assert!(propose(&h, "c=3").await.is_err(), "acknowledged after the log store failed");
+    h.close();
+
+    // A restart (power loss included) recovers what was durable.
+    fs.crash_clean();
+    let h = open();
+    h.start_replica(GroupId(1), ReplicaId(1), solo(), common::sm(), fast_group()).unwrap();
+    let deadline = std::time::Instant::now() + T;
+    while propose(&h, "d=4").await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the restarted host never took writes again");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.failure(), None);
+    assert_eq!(h.read(GroupId(1), Bytes::from_static(b"a"), T).await.unwrap(), Bytes::from_static(b"1"));
+    assert_eq!(h.read(GroupId(1), Bytes::from_static(b"c"), T).await.unwrap(), Bytes::new(), "c was refused");
+    h.close();
+}

@@ -122,8 +122,28 @@ pub async fn run(
         tracker.spawn(server::health::serve_http(http, state.clone(), serving.clone()));
     }
     tracing::info!(address = %opts.advertise, incarnation = %format!("{:032x}", host.incarnation()), "node started");
+    let failed = {
+        let host = host.clone();
+        async move {
+            loop {
+                if let Some(reason) = host.failure() {
+                    return reason;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
     tokio::select! {
         _ = shutdown.cancelled() => {}
+        reason = failed => {
+            // As etcd does: after a failed write or fsync nothing more may be acknowledged, and only a
+            // new process recovers exactly what is durable. No graceful steps: they would write.
+            tracing::error!(%reason, "storage failed: exiting so that a restart recovers from the data on disk");
+            serving.cancel();
+            background.cancel();
+            close(host).await;
+            bail!("storage failed: {reason}");
+        }
         r = server_task => {
             background.cancel();
             close(host).await;

@@ -197,8 +197,11 @@ impl ServerState {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// The engine answered within `within`.
+    /// The engine answered within `within` and has not failed.
     pub fn is_live(&self, within: Duration) -> bool {
+        if self.host.failure().is_some() {
+            return false;
+        }
         let now = self.started.elapsed().as_millis() as u64;
         now.saturating_sub(self.live_at_ms.load(Ordering::Acquire)) <= within.as_millis() as u64
     }
