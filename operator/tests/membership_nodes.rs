@@ -77,23 +77,30 @@ async fn assert_data(c: &Cluster, nodes: &[usize], keys: u64) {
     }
 }
 
+/// `nodes` nodes, the first `founders` founding every group, each group holding `k0..k20`.
+async fn cluster_with_data(nodes: usize, founders: usize) -> Cluster {
+    let mut c = Cluster::new(nodes, founders, GROUPS, true);
+    c.start_all();
+    c.wait_for_leaders(Duration::from_secs(30)).await;
+    let client = c.client();
+    for g in 1..=GROUPS {
+        for k in 0..20 {
+            client.put(g, format!("k{k}"), format!("v{k}")).await.unwrap();
+        }
+    }
+    c
+}
+
 fn count(changes: &[MemberChange], f: impl Fn(&Step) -> bool) -> usize {
     changes.iter().filter(|c| f(&c.step)).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_up_scale_down_and_a_returning_pod_against_real_nodes() {
-    // Nodes 4 and 5 start without groups, like pods beyond the founding members.
-    let mut c = Cluster::new(5, 3, GROUPS, true);
-    c.start_all();
     tokio::time::timeout(Duration::from_secs(150), async {
-        c.wait_for_leaders(Duration::from_secs(30)).await;
+        // Nodes 4 and 5 start without groups, like pods beyond the founding members.
+        let c = cluster_with_data(5, 3).await;
         let client = c.client();
-        for g in 1..=GROUPS {
-            for k in 0..20 {
-                client.put(g, format!("k{k}"), format!("v{k}")).await.unwrap();
-            }
-        }
         let within = Duration::from_secs(40);
 
         // Scale up to 5: each new node joins every group as a non-voter, then is promoted.
@@ -147,16 +154,8 @@ async fn scale_up_scale_down_and_a_returning_pod_against_real_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_pod_is_replaced_under_fresh_ids() {
-    let mut c = Cluster::new(3, 3, GROUPS, true);
-    c.start_all();
     tokio::time::timeout(Duration::from_secs(150), async {
-        c.wait_for_leaders(Duration::from_secs(30)).await;
-        let client = c.client();
-        for g in 1..=GROUPS {
-            for k in 0..20 {
-                client.put(g, format!("k{k}"), format!("v{k}")).await.unwrap();
-            }
-        }
+        let mut c = cluster_with_data(3, 3).await;
         // Node 2 loses its volume: it comes back empty and founds the groups again under its old ids,
         // which its peers refuse (they know another incarnation behind them).
         c.kill9(2);

@@ -313,13 +313,18 @@ async fn a_failed_log_write_stops_the_host_until_a_restart_recovers_it() {
         h
     };
     let solo = || StartMode::Founding(common::Cluster::members([1]));
-    let h = open();
-    h.start_replica(GroupId(1), ReplicaId(1), solo(), common::sm(), fast_group()).unwrap();
-    let deadline = std::time::Instant::now() + T;
-    while propose(&h, "a=1").await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "no leader");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Opens the host, starts its single-replica group and waits until `cmd` is acknowledged.
+    let start = async |cmd: &'static str| {
+        let h = open();
+        h.start_replica(GroupId(1), ReplicaId(1), solo(), common::sm(), fast_group()).unwrap();
+        let deadline = std::time::Instant::now() + T;
+        while propose(&h, cmd).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "the host never took a write");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        h
+    };
+    let h = start("a=1").await;
     assert_eq!(h.failure(), None);
 
     fs.fail_appends_after(0, 7);
@@ -332,13 +337,7 @@ async fn a_failed_log_write_stops_the_host_until_a_restart_recovers_it() {
 
     // A restart (power loss included) recovers what was durable.
     fs.crash_clean();
-    let h = open();
-    h.start_replica(GroupId(1), ReplicaId(1), solo(), common::sm(), fast_group()).unwrap();
-    let deadline = std::time::Instant::now() + T;
-    while propose(&h, "d=4").await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "the restarted host never took writes again");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let h = start("d=4").await;
     assert_eq!(h.failure(), None);
     assert_eq!(h.read(GroupId(1), Bytes::from_static(b"a"), T).await.unwrap(), Bytes::from_static(b"1"));
     assert_eq!(h.read(GroupId(1), Bytes::from_static(b"c"), T).await.unwrap(), Bytes::new(), "c was refused");
