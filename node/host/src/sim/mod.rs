@@ -14,7 +14,8 @@
 //! The run records a per-key history of the contended and write-once keys (invocation and completion on
 //! the virtual clock; `NoLeader`/`Busy` answers as failed, timeouts and crashes as unknown) for a
 //! linearizability checker, and itself checks, after healing every fault and letting the groups settle:
-//! every acknowledged write-once key is on every replica with its value; every session's key was written
+//! every group elects a leader within 30 virtual seconds (after a power loss of every host that takes an
+//! election or two, so the wait is bounded rather than fixed); every acknowledged write-once key is on every replica with its value; every session's key was written
 //! exactly once per answered series, and each answer carried the first application's result; every replica
 //! of a group holds the same state. A seed replays the same run exactly (`run(seed, ..)` twice gives the
 //! same [`SimReport::fingerprint`]).

@@ -181,6 +181,15 @@ impl Sim {
             }
             self.step(false)?;
         }
+        // Every group elects a leader (after a power loss of every host that takes an election or two).
+        let healed = self.now;
+        while let Some(g) = (1..=self.cfg.groups).map(GroupId).find(|g| self.c.leader_host(*g).is_none()) {
+            if self.now > healed + SETTLE_LIMIT_MS {
+                return Err(self.failure(format!("{g} has no leader 30 s after the faults healed")));
+            }
+            self.step(false)?;
+        }
+        self.trace(|| format!("every group has a leader, {} ms after settling", self.now - healed));
         for _ in 0..200 {
             self.step(false)?;
         }
