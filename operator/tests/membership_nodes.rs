@@ -12,18 +12,29 @@ use drakkar_e2e::Cluster;
 use drakkar_operator::admin::{
     ClientTls, Convergence, GrpcMembership, MemberChange, MemberPlan, Membership, Step, Target,
 };
-use drakkar_operator::crd::StateMachine;
+use drakkar_operator::crd::{MemberRole, StateMachine};
 
 const GROUPS: u64 = 2;
 
-/// Converges until no group is pending; returns every change made.
-async fn converge(c: &Cluster, voters: &[usize], within: Duration) -> Vec<MemberChange> {
+/// Every node of `c`, with the client certificate.
+fn target(c: &Cluster) -> Target {
     let read = |f: &str| std::fs::read_to_string(c.certs().join(f)).unwrap();
-    let target = Target {
+    Target {
         endpoints: (1..=c.nodes.len()).map(|i| c.addr(i)).collect(),
         groups: GROUPS as u32,
         tls: Some(ClientTls { ca: read("ca.pem"), cert: read("client.pem"), key: read("client-key.pem") }),
-    };
+    }
+}
+
+/// Node `i`'s role in group 1 as the operator observes it.
+async fn observed_role(c: &Cluster, i: usize) -> MemberRole {
+    let obs = GrpcMembership { timeout: Duration::from_secs(3) }.observe(&target(c)).await.unwrap().unwrap();
+    obs.members.iter().find(|m| m.address == c.addr(i)).map_or(MemberRole::None, |m| m.role)
+}
+
+/// Converges until no group is pending; returns every change made.
+async fn converge(c: &Cluster, voters: &[usize], within: Duration) -> Vec<MemberChange> {
+    let target = target(c);
     let plan = MemberPlan {
         voters: voters.iter().map(|&i| c.addr(i)).collect(),
         state_machine: StateMachine::Memory,
@@ -177,6 +188,8 @@ async fn a_wiped_pod_is_replaced_under_fresh_ids() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
 
+        assert_eq!(observed_role(&c, 2).await, MemberRole::Lost);
+
         let healed = converge(&c, &[1, 2, 3], Duration::from_secs(60)).await;
         for (what, f) in [
             ("RemoveLost", (|s: &Step| matches!(s, Step::RemoveLost { .. })) as fn(&Step) -> bool),
@@ -193,6 +206,7 @@ async fn a_wiped_pod_is_replaced_under_fresh_ids() {
             assert!(id > 3, "group {}: a fresh id, not {id}", m.group);
         }
         assert_data(&c, &[2], 20).await;
+        assert!(matches!(observed_role(&c, 2).await, MemberRole::Leader | MemberRole::Follower));
         assert!(converge(&c, &[1, 2, 3], Duration::from_secs(10)).await.is_empty());
     })
     .await

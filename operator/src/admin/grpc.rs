@@ -69,19 +69,35 @@ impl GrpcMembership {
             .membership(1)
             .await
             .map_err(|e| AdminError::Unreachable(format!("group 1 membership: {e}")))?;
+        let statuses: Vec<pb::StatusResponse> =
+            join_all(target.endpoints.iter().map(|e| client.status(e))).await.into_iter().flatten().collect();
+        // Group 1 replicas their nodes report refused as reused after data loss: (address, replica).
+        let lost: std::collections::BTreeSet<(String, u64)> = statuses
+            .iter()
+            .filter_map(|s| Some((s.node.as_ref()?.address.clone(), &s.groups)))
+            .flat_map(|(address, groups)| {
+                groups
+                    .iter()
+                    .filter(|g| g.group == 1 && g.state == pb::ReplicaState::IdReused as i32)
+                    .map(move |g| (address.clone(), g.replica))
+            })
+            .collect();
         let members = membership
             .members
             .iter()
             .map(|m| ObservedMember {
                 replica_id: m.replica,
                 address: m.address.clone(),
-                role: role_of(m, membership.leader),
+                role: if lost.contains(&(m.address.clone(), m.replica)) {
+                    MemberRole::Lost
+                } else {
+                    role_of(m, membership.leader)
+                },
             })
             .collect();
         // group -> (term, leader): the highest term any node reports.
         let mut leaders: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
-        let statuses = join_all(target.endpoints.iter().map(|e| client.status(e))).await;
-        for status in statuses.into_iter().flatten() {
+        for status in statuses {
             for g in status.groups.iter().filter(|g| g.leader != 0) {
                 let entry = leaders.entry(g.group).or_insert((g.term, g.leader));
                 if g.term > entry.0 {

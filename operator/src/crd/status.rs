@@ -80,6 +80,9 @@ pub enum MemberRole {
     NonVoting,
     /// Witness (votes, stores no data).
     Witness,
+    /// A member whose node lost its data (a wiped volume): the group refuses it, and the operator replaces
+    /// it under a new replica id.
+    Lost,
     /// Not a member of the group (e.g. a pod added by a scale-up, not yet added to the groups).
     None,
     /// Not observed.
