@@ -167,11 +167,9 @@ pub struct NodeSpec {
 
 /// A cluster of `drakkar serve` processes.
 pub struct Cluster {
-    /// Temporary directory of data, certificates and logs.
-    pub dir: tempfile::TempDir,
     /// Node settings; index `i` is node `i + 1`.
     pub nodes: Vec<NodeSpec>,
-    /// Running processes.
+    /// Running processes. Dropped (killed, their logs printed if the test panics) before `dir`.
     pub procs: Vec<Option<Proc>>,
     /// Founding members (the first `founders` nodes).
     pub founders: usize,
@@ -181,6 +179,9 @@ pub struct Cluster {
     pub tls: bool,
     /// Extra `serve` flags.
     pub extra: Vec<String>,
+    /// Temporary directory of data, certificates and logs. Last: fields drop in order, and the logs must
+    /// still be there when a panicking test's processes print them.
+    pub dir: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -335,21 +336,31 @@ impl Cluster {
         let c = self.client();
         loop {
             let mut ok = true;
+            let mut seen = Vec::new();
             for i in 1..=self.founders {
                 if self.procs[i - 1].is_none() {
                     continue;
                 }
                 match c.status(&self.addr(i)).await {
                     Ok(s) => {
-                        ok &= s.groups.len() as u64 >= self.groups && s.groups.iter().all(|g| g.leader != 0)
+                        ok &= s.groups.len() as u64 >= self.groups && s.groups.iter().all(|g| g.leader != 0);
+                        let leaders: Vec<(u64, u64)> = s.groups.iter().map(|g| (g.group, g.leader)).collect();
+                        seen.push(format!("node {i}: (group, leader) {leaders:?}"));
                     }
-                    Err(_) => ok = false,
+                    Err(e) => {
+                        ok = false;
+                        seen.push(format!("node {i}: {e}"));
+                    }
                 }
             }
             if ok {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "no leader for every group within {within:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader for every group within {within:?}: {}",
+                seen.join("; ")
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -875,8 +875,12 @@ impl NodeHost {
     /// refuses every later write: nothing more may be acknowledged) or a worker hit another fatal error.
     /// Its groups have stopped. The way back is a new process: close it, reopen the data directory, and
     /// recovery keeps exactly what was durable. `drakkar serve` exits when this turns `Some`.
+    ///
+    /// Lock-free (health probes and watchers call it often): it reads what the first fatal error recorded.
+    /// A failed log store write always reaches a step worker as a fatal error, since the store then refuses
+    /// every later write. (Not `LogDb::poisoned`: that takes the writer's lock, held across every fsync.)
     pub fn failure(&self) -> Option<String> {
-        self.inner.failure.get().cloned().or_else(|| self.inner.db.poisoned())
+        self.inner.failure.get().cloned()
     }
 
     /// This node's replica id in `group` and whether it runs; unlike the other queries, answers for a
