@@ -166,15 +166,17 @@ impl SimNetwork {
                     sink.deliver(b);
                     touched.insert(to);
                 }
-                (Cargo::Batch(b), sink) => {
-                    self.lock().stats.dropped += b.messages.len() as u64;
+                (Cargo::Batch(b), _) => {
                     // A cut link or a crashed receiver, as a failed connection: the sender hears of it.
-                    let sender = self.lock().sinks.get(&b.from).and_then(Weak::upgrade);
+                    let sender = {
+                        let mut s = self.lock();
+                        s.stats.dropped += b.messages.len() as u64;
+                        s.sinks.get(&b.from).and_then(Weak::upgrade)
+                    };
                     if let Some(sender) = sender {
                         sender.unreachable(crate::transport::recipients(&b));
                         touched.insert(b.from.clone());
                     }
-                    drop(sink);
                 }
                 (Cargo::Snapshot(req, done), Some(sink)) if !cut => {
                     // A copy that fails (the file was replaced by a newer snapshot meanwhile) is a
