@@ -353,7 +353,7 @@ proptest! {
 
     /// The same history with one ok read changed to a value nobody wrote: not linearizable.
     #[test]
-    fn a_corrupted_read_is_caught(plan in prop::collection::vec(planned(), 1..40), which in any::<prop::sample::Index>()) {
+    fn a_corrupted_read_is_caught(plan in prop::collection::vec(planned(), 1..20), which in any::<prop::sample::Index>()) {
         let mut h = real_register(&plan);
         let reads: Vec<usize> = (0..h.len()).filter(|&i| matches!(h[i].outcome, Outcome::Ok(Reply::Read(_)))).collect();
         prop_assume!(!reads.is_empty());
