@@ -307,6 +307,49 @@ async fn membership_changes_while_writes_continue() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_replica_is_a_witness_forwards_reads_and_writes() {
+    // Node 4 joins group 1 as a witness: it votes and stores log metadata, its state machine holds
+    // nothing. Requests sent to it must be answered by a replica with data, never by the witness.
+    let mut c = Cluster::new(4, 3, 1, true);
+    c.start_all();
+    bounded(Duration::from_secs(60), async {
+        c.wait_for_leaders(T).await;
+        let admin = c.client();
+        admin.put(1, "wk", "before").await.unwrap();
+        let m = admin.membership(1).await.unwrap();
+        let m = admin.add_replica(1, 4, &c.addr(4), pb::Role::Witness, m.conf_index).await.unwrap();
+        assert!(m.members.iter().any(|x| x.replica == 4 && x.role == pb::Role::Witness as i32));
+        let start =
+            pb::StartGroupRequest { group: 1, replica: 4, initial_members: vec![], join: true, kind: 0 };
+        admin.start_group(&c.addr(4), start).await.unwrap();
+        let n4 = c.client_of(4);
+        // Until the witness has caught up, node 4 may answer from elsewhere or not at all; once it has,
+        // every answer must be the data's.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let st = admin.status(&c.addr(4)).await.unwrap();
+            if st.groups.iter().any(|g| g.group == 1 && g.applied_index >= m.conf_index) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the witness never caught up: {st:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for consistency in [Consistency::Linearizable, Consistency::Stale] {
+            let got = n4.get(1, "wk", consistency).await.unwrap();
+            assert_eq!(got.map(|kv| kv.value), Some("before".into()), "{consistency:?} read through node 4");
+        }
+        n4.put(1, "wk", "after").await.expect("a write through node 4");
+        let got = n4.get(1, "wk", Consistency::Linearizable).await.unwrap();
+        assert_eq!(got.map(|kv| kv.value), Some("after".into()));
+        assert_eq!(
+            admin.get(1, "wk", Consistency::Linearizable).await.unwrap().map(|kv| kv.value),
+            Some("after".into())
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_leadership_over_and_exits_cleanly() {
     let mut c = Cluster::new(3, 3, 2, false);
     c.start_all();
@@ -388,6 +431,17 @@ async fn sigstop_of_the_leader_then_sigcont() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_export_imported_into_a_new_cluster_gives_the_same_data() {
+    export_then_import(pb::StateMachineKind::KvMemory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_imported_into_on_disk_kv_groups_gives_the_same_data() {
+    export_then_import(pb::StateMachineKind::KvDisk).await;
+}
+
+/// Exports group 1 of one cluster (with more than one import message of incompressible data) and
+/// imports it into the replicas of a new cluster, which then run it as `kind`.
+async fn export_then_import(kind: pb::StateMachineKind) {
     let mut a = Cluster::new(3, 3, 1, true);
     a.start_all();
     // The new cluster's nodes found no group: the imported snapshot brings group 1.
@@ -400,10 +454,22 @@ async fn a_snapshot_export_imported_into_a_new_cluster_gives_the_same_data() {
             ca.put(1, format!("k{i:03}"), format!("v{i}")).await.unwrap();
         }
         ca.delete(1, "k007").await.unwrap();
+        // 1.5 MB that compression cannot shrink: the file needs several import messages.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let big: Vec<u8> = (0..1_500_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        ca.put(1, "big", big.clone()).await.unwrap();
         let file = b.dir.path().join("group-1.snap");
         let mut f = tokio::fs::File::create(&file).await.unwrap();
         let (index, bytes) = ca.export_snapshot(1, &mut f).await.unwrap();
         drop(f);
+        assert!(bytes > 1_500_000, "the export is {bytes} bytes");
         let want = ca.scan(1, drakkar_client::prefix("k"), 0, true, Consistency::Linearizable).await.unwrap();
         assert_eq!(want.items.len(), 49);
 
@@ -424,7 +490,7 @@ async fn a_snapshot_export_imported_into_a_new_cluster_gives_the_same_data() {
             replica: i as u64,
             initial_members: vec![],
             join: true,
-            kind: 0,
+            kind: kind as i32,
         };
         cb.start_group(&b.addr(1), start(1)).await.unwrap();
         let target = pb::ImportSnapshotTarget { group: 1, replica: 1, members: members.clone() };
@@ -446,6 +512,8 @@ async fn a_snapshot_export_imported_into_a_new_cluster_gives_the_same_data() {
                 .await
                 .unwrap();
             assert_eq!(got.items, want.items, "node {i} of the new cluster");
+            let got = b.client_of(i).get(1, "big", Consistency::Stale).await.unwrap();
+            assert!(got.is_some_and(|kv| kv.value == big), "node {i}: the large value");
         }
         // The new cluster takes writes in the imported group.
         cb.put(1, "after-import", "yes").await.unwrap();

@@ -218,11 +218,13 @@ impl Client {
     }
 
     /// Opens a session on `group` (Session.OpenSession); returns its id.
+    /// The id is chosen here, once, so retries of the call after a lost answer register one session.
     pub async fn open_session(&self, group: u64) -> Result<u64, ClientError> {
+        let client_id = random_session_id();
         let r = self
             .call(Some(group), true, |ch, t| async move {
                 pb::session_client::SessionClient::new(ch)
-                    .open_session(request(pb::OpenSessionRequest { group }, t))
+                    .open_session(request(pb::OpenSessionRequest { group, client_id }, t))
                     .await
             })
             .await?;
@@ -285,4 +287,17 @@ impl Client {
             }
         }
     }
+}
+
+/// A random non-zero session id (std's randomly keyed hasher over the time and a process-wide counter).
+fn random_session_id() -> u64 {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    std::collections::hash_map::RandomState::new().hash_one((
+        n,
+        std::process::id(),
+        std::time::SystemTime::now(),
+    )) | 1
 }

@@ -88,6 +88,17 @@ impl Connector {
         Connector { tls, timeout }
     }
 
+    /// The same connector with another connection deadline.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The deadline of one connection attempt: name resolution, TCP connect and TLS handshake.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Resolves `host` now, connects to the first address that answers, then runs the TLS handshake.
     pub async fn connect(&self, host: &str, port: u16) -> io::Result<Io> {
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
@@ -147,15 +158,47 @@ pub fn host_port(endpoint: &str) -> &str {
     e.trim_end_matches('/')
 }
 
-/// A lazily connecting channel to `endpoint` (`host:port`); it reconnects (resolving the name again)
-/// whenever the connection breaks.
-pub fn channel(endpoint: &str, connector: Connector) -> Result<Channel, crate::ClientError> {
+/// HTTP/2 keepalive of a channel: when nothing came from the server for `interval`, a PING is sent, and
+/// the connection is closed (failing its calls with UNAVAILABLE) if the answer takes longer than
+/// `timeout`. A connection that went silent is thus noticed `interval + timeout` after its last frame,
+/// instead of after TCP's retransmission timeouts (minutes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// Silence before a PING.
+    pub interval: Duration,
+    /// Longest wait for the PING's answer.
+    pub timeout: Duration,
+}
+
+impl KeepAlive {
+    /// For client applications, which may be far from the nodes: a connection silent for 20 s is dropped.
+    pub const CLIENT: KeepAlive =
+        KeepAlive { interval: Duration::from_secs(10), timeout: Duration::from_secs(10) };
+}
+
+/// The endpoint `endpoint` (`host:port`) with `keepalive` (also while no call is open), for
+/// [`Endpoint::connect_with_connector`] (connects now) or [`Endpoint::connect_with_connector_lazy`].
+pub fn endpoint(endpoint: &str, keepalive: KeepAlive) -> Result<Endpoint, crate::ClientError> {
     let uri = format!("http://{}", host_port(endpoint));
-    let ep = Endpoint::from_shared(uri.clone())
+    Ok(Endpoint::from_shared(uri)
         .map_err(|e| crate::ClientError::Endpoint { endpoint: endpoint.into(), message: e.to_string() })?
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
-    Ok(ep.connect_with_connector_lazy(connector))
+        .http2_keep_alive_interval(keepalive.interval)
+        .keep_alive_timeout(keepalive.timeout)
+        .keep_alive_while_idle(true))
+}
+
+/// A lazily connecting channel to `endpoint` (`host:port`) with [`KeepAlive::CLIENT`]; it reconnects
+/// (resolving the name again) whenever the connection breaks.
+pub fn channel(endpoint: &str, connector: Connector) -> Result<Channel, crate::ClientError> {
+    channel_with(endpoint, connector, KeepAlive::CLIENT)
+}
+
+/// [`channel`] with another keepalive.
+pub fn channel_with(
+    endpoint: &str,
+    connector: Connector,
+    keepalive: KeepAlive,
+) -> Result<Channel, crate::ClientError> {
+    Ok(self::endpoint(endpoint, keepalive)?.connect_with_connector_lazy(connector))
 }

@@ -40,6 +40,13 @@ pub mod reason {
     pub const NOT_KV: &str = "not-kv";
     /// The replica's id was reused after its node lost its data (FAILED_PRECONDITION).
     pub const REPLICA_ID_REUSED: &str = "replica-id-reused";
+    /// The node's replica of the group is a witness and holds no data (FAILED_PRECONDITION, with the
+    /// leader hint): ask another node. Nodes route around their witnesses; only a NodeHost caller sees it.
+    pub const WITNESS: &str = "witness";
+    /// A retried session write whose result the group no longer keeps (FAILED_PRECONDITION): it was
+    /// acknowledged, or evicted past the per-session limit; it may have been applied once and is not
+    /// applied again.
+    pub const SESSION_RESULT_FORGOTTEN: &str = "session-result-forgotten";
 }
 
 /// Why a client call failed.

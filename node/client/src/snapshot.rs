@@ -9,7 +9,8 @@ use crate::pb;
 type Admin = pb::admin_client::AdminClient<tonic::transport::Channel>;
 
 /// Bytes per ImportSnapshot message (the server's request limit is far larger).
-const CHUNK: usize = 1 << 20;
+/// Bytes of file per ImportSnapshot message: well under the Admin service's 1 MiB message limit.
+const CHUNK: usize = 256 << 10;
 
 impl Client {
     /// Takes a snapshot of `group` and writes it to `out`; returns (log index, bytes written).

@@ -57,6 +57,8 @@ pub(crate) struct GroupShared {
     pub(crate) term: AtomicU64,
     pub(crate) applied: AtomicU64,
     pub(crate) info: std::sync::Mutex<GroupMembership>,
+    /// Time-to-live, in log entries, of the sessions this replica registers.
+    pub(crate) session_ttl: u64,
     /// Set once the replica stopped, with the reason.
     pub(crate) stopped: std::sync::Mutex<Option<StopReason>>,
 }
@@ -102,6 +104,11 @@ impl GroupShared {
                 NodeError::ReplicaIdReused { group: self.group, replica: self.replica }
             }
         })
+    }
+
+    /// Whether this replica is a witness in the applied membership.
+    pub(crate) fn is_witness(&self) -> bool {
+        self.info.lock().is_ok_and(|m| m.membership.witnesses.contains(&self.replica))
     }
 
     pub(crate) fn take_waiter(&self, key: u64) -> Option<Waiter> {
@@ -266,13 +273,18 @@ impl ApplyGroup {
                             }
                             in_batch.clear();
                         }
-                        match self.sessions.check(&session) {
+                        match self.sessions.check(&session, index.0) {
                             SessionCheck::Apply => {
                                 in_batch.insert((session.client, session.series));
                                 if index <= self.disk_applied {
-                                    // Already in the on-disk state: only the bookkeeping is replayed; the
-                                    // result was delivered before the restart.
-                                    self.sessions.record(&session, SmResult::default());
+                                    // Already in the on-disk state: only the bookkeeping is replayed, with
+                                    // the result the state machine kept (a retry gets it again).
+                                    match self.shared.sm.result_of(index) {
+                                        Ok(r) => self.sessions.record(&session, r.unwrap_or_default()),
+                                        Err(e) => {
+                                            return self.fail(format!("reading a kept result: {e}"));
+                                        }
+                                    }
                                     continue;
                                 }
                                 batch.push(SmEntry { index, cmd, result: SmResult::default() });
@@ -287,18 +299,18 @@ impl ApplyGroup {
                             }
                         }
                     }
-                    Payload::Register { key, client } => {
+                    Payload::Register { key, client, ttl } => {
                         if !self.flush(&mut batch, &mut meta) {
                             return;
                         }
-                        let code = self.sessions.register(client);
+                        let code = self.sessions.register(client, index.0, ttl);
                         self.complete(key, Ok(SmResult { value: code, data: Bytes::new() }));
                     }
                     Payload::Unregister { key, client } => {
                         if !self.flush(&mut batch, &mut meta) {
                             return;
                         }
-                        let code = self.sessions.unregister(client);
+                        let code = self.sessions.unregister(client, index.0);
                         self.complete(key, Ok(SmResult { value: code, data: Bytes::new() }));
                     }
                     Payload::Noop => {}
@@ -364,9 +376,16 @@ impl ApplyGroup {
         let applied = self.applied;
         let (ready, waiting): (Vec<_>, Vec<_>) = self.reads.drain(..).partition(|(i, _)| *i <= applied);
         self.reads = waiting;
+        let witness = self.membership.membership.witnesses.contains(&self.shared.replica);
         for (_, key) in ready {
             if let Some(Waiter::Read { query, tx }) = self.shared.take_waiter(key) {
-                let r = self.shared.sm.lookup(&query).map_err(NodeError::from_lookup);
+                // A witness's state machine holds nothing: it never answers a read (a read queued before
+                // its membership was known lands here).
+                let r = if witness {
+                    Err(NodeError::Witness { group: self.shared.group, replica: self.shared.replica })
+                } else {
+                    self.shared.sm.lookup(&query).map_err(NodeError::from_lookup)
+                };
                 let _ = tx.send(r);
             }
         }
@@ -506,16 +525,28 @@ impl SnapshotJob {
 }
 
 /// Loads the latest snapshot of a restarting group into its state machine: returns the header.
+/// An on-disk state machine already holds its state up to `disk_applied` (what `open` returned): it
+/// recovers from the snapshot only when it is behind it (a new or replaced file, e.g. after an import).
 pub(crate) fn recover_from(
     shared: &GroupShared,
     path: &Path,
+    disk_applied: LogIndex,
 ) -> Result<(SnapshotHeader, Sessions), NodeError> {
     let (header, mut body) = snapshot::open_snapshot(path).map_err(|e| NodeError::Storage(e.to_string()))?;
     let sessions =
         Sessions::load(&mut body).map_err(|e| NodeError::Storage(format!("{}: {e}", path.display())))?;
-    if !shared.sm.is_on_disk() {
-        shared.sm.recover(&mut body).map_err(|e| NodeError::StateMachine(e.to_string()))?;
+    if shared.sm.is_on_disk() && disk_applied >= header.index {
+        return Ok((header, sessions));
     }
+    if header.flags & snapshot::FLAG_METADATA_ONLY != 0 {
+        return Err(NodeError::Storage(format!(
+            "{}: the state machine is at index {disk_applied}, behind this snapshot at {}, which carries no \
+             data to recover from",
+            path.display(),
+            header.index
+        )));
+    }
+    shared.sm.recover(&mut body).map_err(|e| NodeError::StateMachine(e.to_string()))?;
     Ok((header, sessions))
 }
 

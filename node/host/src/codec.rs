@@ -4,7 +4,9 @@
 //! Layout (little-endian): `kind: u8`, then by kind:
 //! - `PLAIN` (1): `key: u64`, command bytes.
 //! - `SESSION` (2): `key: u64`, `client: u64`, `series: u64`, `responded_to: u64`, command bytes.
-//! - `REGISTER` (3) / `UNREGISTER` (4): `key: u64`, `client: u64`.
+//! - `REGISTER` (3): `key: u64`, `client: u64`, then `ttl: u64` (the session's time-to-live in log
+//!   entries; absent in entries written before sessions expired: never expires).
+//! - `UNREGISTER` (4): `key: u64`, `client: u64`.
 //!
 //! An empty payload is the no-op a new leader appends. Anything else that does not decode is applied as
 //! a no-op on every replica alike (never a crash).
@@ -52,6 +54,9 @@ pub enum Payload {
         key: u64,
         /// The client id.
         client: u64,
+        /// Log entries without use after which the session expires
+        /// ([`crate::session::NO_EXPIRY`]: never).
+        ttl: u64,
     },
     /// Closes a session.
     Unregister {
@@ -93,8 +98,14 @@ impl Payload {
                 b.put_u64_le(session.responded_to);
                 b.put_slice(cmd);
             }
-            Payload::Register { key, client } | Payload::Unregister { key, client } => {
-                b.put_u8(if matches!(self, Payload::Register { .. }) { REGISTER } else { UNREGISTER });
+            Payload::Register { key, client, ttl } => {
+                b.put_u8(REGISTER);
+                b.put_u64_le(*key);
+                b.put_u64_le(*client);
+                b.put_u64_le(*ttl);
+            }
+            Payload::Unregister { key, client } => {
+                b.put_u8(UNREGISTER);
                 b.put_u64_le(*key);
                 b.put_u64_le(*client);
             }
@@ -125,7 +136,11 @@ impl Payload {
                 }),
                 _ => None,
             },
-            Some(&REGISTER) => word(0).zip(word(1)).map(|(key, client)| Payload::Register { key, client }),
+            Some(&REGISTER) => word(0).zip(word(1)).map(|(key, client)| Payload::Register {
+                key,
+                client,
+                ttl: word(2).unwrap_or(crate::session::NO_EXPIRY),
+            }),
             Some(&UNREGISTER) => {
                 word(0).zip(word(1)).map(|(key, client)| Payload::Unregister { key, client })
             }
@@ -149,13 +164,21 @@ mod tests {
                 session: SessionRef { client: 1, series: 2, responded_to: 1 },
                 cmd: Bytes::from_static(b"x"),
             },
-            Payload::Register { key: 3, client: 44 },
+            Payload::Register { key: 3, client: 44, ttl: 1_000 },
             Payload::Unregister { key: 4, client: 44 },
         ];
         for p in cases {
             assert_eq!(Payload::decode(&p.encode()), p);
         }
         assert_eq!(Payload::decode(&Bytes::new()), Payload::Noop);
+        // A registration written before sessions expired has no ttl: it never expires.
+        let mut old = vec![REGISTER];
+        old.extend_from_slice(&3u64.to_le_bytes());
+        old.extend_from_slice(&44u64.to_le_bytes());
+        assert_eq!(
+            Payload::decode(&Bytes::from(old)),
+            Payload::Register { key: 3, client: 44, ttl: crate::session::NO_EXPIRY }
+        );
     }
 
     proptest! {

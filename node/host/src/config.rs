@@ -84,8 +84,9 @@ pub struct GroupConfig {
     pub max_in_mem_log_size: u64,
     /// Quiesce after this many idle ticks (0: never).
     pub quiesce_ticks: u32,
-    /// Serve reads from the leader's lease instead of a heartbeat round (needs bounded clock drift).
-    pub lease_read: bool,
+    /// Log entries without use after which a client session registered through this replica expires
+    /// (the value travels in the registration entry, so every replica expires it alike).
+    pub session_ttl_entries: u64,
 }
 
 impl Default for GroupConfig {
@@ -98,7 +99,7 @@ impl Default for GroupConfig {
             compaction_overhead: 1_000,
             max_in_mem_log_size: 256 << 20,
             quiesce_ticks: 0,
-            lease_read: false,
+            session_ttl_entries: 1_000_000,
         }
     }
 }

@@ -44,9 +44,10 @@ pub enum NodeError {
     /// A session proposal named a session that does not exist (never opened, or closed).
     #[error("unknown or closed session")]
     SessionUnknown,
-    /// A retried session proposal whose result was already acknowledged and then forgotten: the client
-    /// retried something it had been answered for.
-    #[error("this session proposal's result was already acknowledged")]
+    /// A retried session proposal whose result the group no longer keeps: the client acknowledged it, or
+    /// it was evicted past the per-session limit of unacknowledged results. It may have been applied once;
+    /// it is not applied again.
+    #[error("this session proposal's result is no longer kept (acknowledged, or evicted past the limit)")]
     SessionResultForgotten,
     /// The log refused a membership change (adding a member twice, removing a non-member, reusing a
     /// removed id): decided identically on every replica when the entry was applied.
@@ -74,6 +75,15 @@ pub enum NodeError {
         /// The group.
         group: GroupId,
         /// The replica.
+        replica: ReplicaId,
+    },
+    /// This node's replica of the group is a witness: it holds no state machine data, so it serves no
+    /// reads, writes or sessions. Send the request to a node with a data replica.
+    #[error("replica {replica} of group {group} is a witness and holds no data")]
+    Witness {
+        /// The group.
+        group: GroupId,
+        /// The witness replica.
         replica: ReplicaId,
     },
     /// Storage failed.

@@ -407,6 +407,22 @@ impl NodeHost {
         }
     }
 
+    /// The group's shared state, if its replica here holds the state machine's data: requests that read
+    /// or change the state never run on a witness (whose state machine holds nothing).
+    fn data_shared(&self, g: GroupId) -> Result<Arc<GroupShared>> {
+        let s = self.shared(g)?;
+        if s.is_witness() {
+            return Err(NodeError::Witness { group: g, replica: s.replica });
+        }
+        Ok(s)
+    }
+
+    /// Whether this node's replica of `group` is a witness (it votes and stores log metadata, but holds
+    /// no state machine data: reads, writes and sessions must go to another replica).
+    pub fn is_witness(&self, group: GroupId) -> Result<bool> {
+        Ok(self.shared(group)?.is_witness())
+    }
+
     /// The group's shared state even if the replica stopped.
     fn any_shared(&self, g: GroupId) -> Result<Arc<GroupShared>> {
         self.inner.groups.read().ok().and_then(|m| m.get(&g).cloned()).ok_or(NodeError::GroupNotFound(g))
@@ -469,6 +485,7 @@ impl NodeHost {
             term: AtomicU64::new(0),
             applied: AtomicU64::new(0),
             info: Mutex::new(GroupMembership::default()),
+            session_ttl: gcfg.session_ttl_entries,
             stopped: Mutex::new(None),
         });
         // Recover from the latest snapshot.
@@ -482,7 +499,7 @@ impl NodeHost {
             membership.membership = snap.meta.membership.clone();
             if !snap.data.is_empty() {
                 let path = snap_dir.join(String::from_utf8_lossy(&snap.data).as_ref());
-                let (header, s) = apply::recover_from(&shared, &path)?;
+                let (header, s) = apply::recover_from(&shared, &path, disk_applied)?;
                 sessions = s;
                 membership.addresses = header.addresses;
                 membership.conf_index = header.conf_index;
@@ -501,8 +518,9 @@ impl NodeHost {
         rcfg.pre_vote = gcfg.check_quorum;
         rcfg.max_in_mem_log_size = gcfg.max_in_mem_log_size;
         rcfg.quiesce_ticks = gcfg.quiesce_ticks;
-        rcfg.read_only_option =
-            if gcfg.lease_read { ReadOnlyOption::LeaseBased } else { ReadOnlyOption::Safe };
+        // Lease-based reads are not offered: a deposed leader could answer from its lease after a newer
+        // leader accepted writes, whenever clocks drift (the raft core keeps the option, undocumented here).
+        rcfg.read_only_option = ReadOnlyOption::Safe;
         let node = RawNode::new(rcfg, storage).map_err(|e| NodeError::Storage(e.to_string()))?;
         // A restarted replica reports its durable term until the next change (not 0).
         let term = node.status().hard_state.term.0;
@@ -639,7 +657,7 @@ impl NodeHost {
         payload: Payload,
         timeout: Duration,
     ) -> Result<SmResult> {
-        let shared = self.shared(group)?;
+        let shared = self.data_shared(group)?;
         let data = payload.encode();
         self.retry_no_leader(timeout, |left| {
             // Every attempt under the same key: an earlier attempt's handle is gone by now.
@@ -653,7 +671,7 @@ impl NodeHost {
     /// applied here. A `NoLeader` answer means it never entered the log (retry it); without an answer it
     /// may or may not be applied later.
     pub fn submit_proposal(&self, group: GroupId, cmd: Bytes) -> Result<Pending<SmResult>> {
-        let shared = self.shared(group)?;
+        let shared = self.data_shared(group)?;
         let key = self.key();
         self.start_payload(&shared, key, Payload::Plain { key, cmd }.encode())
     }
@@ -665,23 +683,39 @@ impl NodeHost {
         self.propose_payload(group, key, Payload::Plain { key, cmd }, timeout).await
     }
 
-    fn new_session(&self, group: GroupId) -> (Session, u64, Payload) {
-        let client = random(self.inner.cfg.deterministic, self.key()) | 1;
-        let key = self.key();
-        (Session { group, client, series: 1, responded_to: 0 }, key, Payload::Register { key, client })
+    fn new_session(&self, shared: &GroupShared, client: Option<u64>) -> (Session, u64, Payload) {
+        let client = client.unwrap_or_else(|| random(self.inner.cfg.deterministic, self.key()) | 1);
+        let (group, key, ttl) = (shared.group, self.key(), shared.session_ttl);
+        (Session { group, client, series: 1, responded_to: 0 }, key, Payload::Register { key, client, ttl })
     }
 
     /// Registers a session without waiting: the session is usable once the handle answers with value
     /// [`crate::session::codes::OK`].
     pub fn submit_open_session(&self, group: GroupId) -> Result<(Session, Pending<SmResult>)> {
-        let shared = self.shared(group)?;
-        let (session, key, payload) = self.new_session(group);
+        let shared = self.data_shared(group)?;
+        let (session, key, payload) = self.new_session(&shared, None);
         Ok((session, self.start_payload(&shared, key, payload.encode())?))
     }
 
     /// Opens a client session (registered through the log) for exactly-once proposals.
     pub async fn open_session(&self, group: GroupId, timeout: Duration) -> Result<Session> {
-        let (session, key, payload) = self.new_session(group);
+        self.open_session_with_id(group, None, timeout).await
+    }
+
+    /// Opens a client session under `client` (a random non-zero id the caller chose; None: chosen here).
+    /// Registering an id that is already registered succeeds and changes nothing, so a caller that lost
+    /// the answer retries with the same id and opens one session, not two.
+    pub async fn open_session_with_id(
+        &self,
+        group: GroupId,
+        client: Option<u64>,
+        timeout: Duration,
+    ) -> Result<Session> {
+        if client == Some(0) {
+            return Err(NodeError::InvalidArgument("session id 0 is reserved".into()));
+        }
+        let shared = self.data_shared(group)?;
+        let (session, key, payload) = self.new_session(&shared, client);
         let r = self.propose_payload(group, key, payload, timeout).await?;
         if r.value != crate::session::codes::OK {
             return Err(NodeError::InvalidArgument(format!(
@@ -700,7 +734,7 @@ impl NodeHost {
 
     /// Proposes in a session without waiting (see [`NodeHost::propose_in_session`]).
     pub fn submit_session_proposal(&self, s: &Session, cmd: Bytes) -> Result<Pending<SmResult>> {
-        let shared = self.shared(s.group)?;
+        let shared = self.data_shared(s.group)?;
         let (key, payload) = self.session_payload(s, cmd);
         self.start_payload(&shared, key, payload.encode())
     }
@@ -713,12 +747,17 @@ impl NodeHost {
         self.propose_payload(s.group, key, payload, timeout).await
     }
 
-    /// Closes a session.
+    /// Closes a session. [`NodeError::SessionUnknown`] if it was not open (never opened, closed,
+    /// expired or dropped).
     pub async fn close_session(&self, s: Session, timeout: Duration) -> Result<()> {
         let key = self.key();
-        self.propose_payload(s.group, key, Payload::Unregister { key, client: s.client }, timeout)
-            .await
-            .map(|_| ())
+        let r = self
+            .propose_payload(s.group, key, Payload::Unregister { key, client: s.client }, timeout)
+            .await?;
+        if r.value == crate::session::codes::UNKNOWN_OR_EXISTS {
+            return Err(NodeError::SessionUnknown);
+        }
+        Ok(())
     }
 
     fn start_read(&self, shared: &Arc<GroupShared>, query: Bytes) -> Result<Pending<Bytes>> {
@@ -733,14 +772,14 @@ impl NodeHost {
 
     /// A linearizable read without waiting (see [`NodeHost::read`]). `NoLeader`: retry it.
     pub fn submit_read(&self, group: GroupId, query: Bytes) -> Result<Pending<Bytes>> {
-        let shared = self.shared(group)?;
+        let shared = self.data_shared(group)?;
         self.start_read(&shared, query)
     }
 
     /// A linearizable read: confirms the read point with the leader (ReadIndex; works on followers), waits
     /// until it is applied here, then runs `query` on the local state machine.
     pub async fn read(&self, group: GroupId, query: Bytes, timeout: Duration) -> Result<Bytes> {
-        let shared = self.shared(group)?;
+        let shared = self.data_shared(group)?;
         self.retry_no_leader(timeout, |left| {
             let pending = self.start_read(&shared, query.clone());
             async move { pending?.wait(left).await }
@@ -750,7 +789,7 @@ impl NodeHost {
 
     /// A read of the local state machine as it is now: fast, possibly stale.
     pub fn stale_read(&self, group: GroupId, query: &[u8]) -> Result<Bytes> {
-        let shared = self.shared(group)?;
+        let shared = self.data_shared(group)?;
         shared.sm.lookup(query).map_err(NodeError::from_lookup)
     }
 
@@ -928,6 +967,11 @@ impl NodeHost {
     /// is not running here, then start the replicas again (any [`StartMode`]: the imported state wins).
     /// Members of the old membership that are not in the new one are recorded as removed, so their ids can
     /// never come back; their data must be destroyed before they could talk to the group again.
+    ///
+    /// The file is verified whole before anything of the replica's is touched: checksum, header, and a
+    /// full decode of the body (the session table, then the state machine's part read to its end). This
+    /// function does not know the group's state machine, so it cannot check that part's own format:
+    /// [`NodeHost::import_snapshot_verified`] can. See it for the order of the steps and the errors.
     pub fn import_snapshot(
         &self,
         group: GroupId,
@@ -935,6 +979,47 @@ impl NodeHost {
         exported: &Path,
         members: BTreeMap<ReplicaId, String>,
     ) -> Result<LogIndex> {
+        self.import_snapshot_verified(group, replica, exported, members, |body| {
+            std::io::copy(body, &mut std::io::sink()).map(drop).map_err(crate::statemachine::SmError::Io)
+        })
+    }
+
+    /// [`NodeHost::import_snapshot`], with `verify` checking the state machine's part of the body. It is
+    /// handed a reader of that part (what follows the session table) and must fail unless it is a valid
+    /// state of the group's state machine: recover it into a scratch instance of the group's kind, then
+    /// drop that instance. What it leaves unread is still decoded. It is not called for a snapshot without
+    /// state machine data ([`snapshot::FLAG_METADATA_ONLY`]).
+    ///
+    /// Steps: the snapshot is rewritten with the new membership into a new file of the group's snapshot
+    /// directory, decoded and verified as it is written, and fsynced with its directory; only then does
+    /// one log store batch switch the replica to it (the atomic step), and the older files of the
+    /// directory are removed last. A crash before the switch leaves the old state (and at most an unused
+    /// file); after it, the new one.
+    ///
+    /// Errors: `InvalidArgument` for a file that is not a valid snapshot of `group` (bad checksum, header,
+    /// session table or body, or `verify` refused it), for a running group, or for another import of the
+    /// group in progress; `Storage` when writing fails, or when `verify` fails with an I/O error other than
+    /// `InvalidData`/`UnexpectedEof` (its scratch instance's storage failed). On every error the replica's
+    /// files and log are as they were and no new file is left behind.
+    pub fn import_snapshot_verified(
+        &self,
+        group: GroupId,
+        replica: ReplicaId,
+        exported: &Path,
+        members: BTreeMap<ReplicaId, String>,
+        verify: impl FnOnce(&mut dyn std::io::Read) -> std::result::Result<(), crate::statemachine::SmError>,
+    ) -> Result<LogIndex> {
+        /// Paths of the snapshot directories an import is writing into: one import per group at a time.
+        static CLAIMED: Mutex<std::collections::BTreeSet<PathBuf>> =
+            Mutex::new(std::collections::BTreeSet::new());
+        /// Holds a directory of `CLAIMED` until dropped.
+        struct Claim(PathBuf);
+        impl Drop for Claim {
+            fn drop(&mut self) {
+                CLAIMED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.0);
+            }
+        }
+
         if self.any_shared(group).is_ok() {
             return Err(NodeError::InvalidArgument(format!(
                 "stop group {group} before importing a snapshot"
@@ -976,26 +1061,161 @@ impl NodeHost {
             conf_index: old.index.0,
             flags: old.flags,
         };
-        // Start from a clean slate: no older snapshot file may shadow the imported one.
         let dir = self.snap_dir(group);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(NodeError::Storage(format!("{}: {e}", dir.display()))),
+        let claimed = CLAIMED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(dir.clone());
+        if !claimed {
+            return Err(NodeError::InvalidArgument(format!(
+                "another import of group {group} is in progress"
+            )));
         }
-        std::fs::create_dir_all(&dir).map_err(|e| NodeError::Storage(format!("{}: {e}", dir.display())))?;
-        let name = apply::snapshot_file_name(old.index);
-        snapshot::write_snapshot(&dir.join(&name), &header, |w| std::io::copy(&mut body, w).map(|_| ()))
-            .map_err(|e| NodeError::Storage(e.to_string()))?;
+        let _claim = Claim(dir.clone());
+        let created = Self::import_dir(&dir)?;
+        // Undoes what a failed import wrote (its file, a directory it created): the files are as they were.
+        let undo = |path: Option<&Path>| {
+            if let Some(p) = path {
+                let _ = std::fs::remove_file(p);
+            }
+            if created {
+                let _ = std::fs::remove_dir(&dir);
+            }
+        };
+        // A new name: the file the log store names now (possibly of the same index) stays as it is until
+        // the switch.
+        let mut name = apply::snapshot_file_name(old.index);
+        if dir.join(&name).exists() {
+            let nonce = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            name = format!("snapshot-{:020}.import-{nonce}.snap", old.index.0);
+        }
+        let path = dir.join(&name);
+        let metadata_only = old.flags & snapshot::FLAG_METADATA_ONLY != 0;
+        if let Err(e) = Self::stage_import(&path, &header, &mut *body, metadata_only, verify) {
+            undo(None);
+            return Err(e);
+        }
+        drop(body);
+        if self.any_shared(group).is_ok() {
+            undo(Some(&path));
+            return Err(NodeError::InvalidArgument(format!("group {group} was started during the import")));
+        }
+        // The switch: one batch replaces the group's log and snapshot record.
         let mut batch = WriteBatch::new();
         let snap = drakkar_raft::Snapshot {
             meta: drakkar_raft::SnapshotMeta { index: old.index, term: old.term, membership },
-            data: Bytes::from(name),
+            data: Bytes::from(name.clone()),
         };
         let hs = HardState { term: old.term, vote: None, commit: old.index };
         batch.remove_group(group).apply_snapshot(group, snap).set_hard_state(group, hs);
-        self.inner.db.save(&batch).map_err(|e| NodeError::Storage(e.to_string()))?;
+        if let Err(e) = self.inner.db.save(&batch) {
+            undo(Some(&path));
+            return Err(NodeError::Storage(e.to_string()));
+        }
+        Self::remove_other_files(&dir, &name, exported);
         Ok(old.index)
+    }
+
+    /// Creates the snapshot directory `dir` of an import if missing (durably: its parents are fsynced).
+    /// Returns whether it created it.
+    fn import_dir(dir: &Path) -> Result<bool> {
+        let io = |e: std::io::Error| NodeError::Storage(format!("{}: {e}", dir.display()));
+        match std::fs::metadata(dir) {
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        std::fs::create_dir_all(dir).map_err(io)?;
+        for parent in dir.ancestors().skip(1).take(2) {
+            std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        Ok(true)
+    }
+
+    /// Writes the imported snapshot at `path` (durably, see [`snapshot::write_snapshot`]) from the
+    /// decompressed `body` of the exported one, decoding the body as it passes: the session table, then
+    /// `verify` on the state machine's part (unless `metadata_only`), then the rest to its end. A body that
+    /// does not decode is `InvalidArgument`, a failed write `Storage`; either way no file is left at `path`.
+    fn stage_import(
+        path: &Path,
+        header: &snapshot::SnapshotHeader,
+        body: &mut dyn std::io::Read,
+        metadata_only: bool,
+        verify: impl FnOnce(&mut dyn std::io::Read) -> std::result::Result<(), crate::statemachine::SmError>,
+    ) -> Result<()> {
+        use std::io::{ErrorKind, Read};
+
+        /// Copies every byte read from `src` to `dst`. Invariant: `dst` received exactly the bytes read
+        /// unless `write_failed` is set.
+        struct Tee<'r, 'w> {
+            src: &'r mut dyn Read,
+            dst: &'w mut dyn std::io::Write,
+            /// Reading (decompressing) the exported body failed.
+            read_failed: bool,
+            /// Writing the new file failed: the first such error.
+            write_failed: Option<std::io::Error>,
+        }
+        impl Read for Tee<'_, '_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.src.read(buf).inspect_err(|e| {
+                    self.read_failed |= e.kind() != ErrorKind::Interrupted;
+                })?;
+                if let Err(e) = self.dst.write_all(&buf[..n]) {
+                    let msg = format!("writing the imported snapshot: {e}");
+                    self.write_failed.get_or_insert(e);
+                    return Err(std::io::Error::other(msg));
+                }
+                Ok(n)
+            }
+        }
+
+        let bad = |what: &str, e: &dyn std::fmt::Display| {
+            NodeError::InvalidArgument(format!("the snapshot's {what} does not decode: {e}"))
+        };
+        let mut refused = None;
+        let written = snapshot::write_snapshot(path, header, |w| {
+            let mut tee = Tee { src: body, dst: w, read_failed: false, write_failed: None };
+            let checked = (|| {
+                crate::session::Sessions::load(&mut tee).map_err(|e| bad("session table", &e))?;
+                if !metadata_only && let Err(e) = verify(&mut tee) {
+                    let scratch_failed = !tee.read_failed
+                        && matches!(&e, crate::statemachine::SmError::Io(io)
+                            if !matches!(io.kind(), ErrorKind::InvalidData | ErrorKind::UnexpectedEof));
+                    return Err(if scratch_failed {
+                        NodeError::Storage(format!("verifying the snapshot's state machine data: {e}"))
+                    } else {
+                        bad("state machine data", &e)
+                    });
+                }
+                std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| bad("body", &e))?;
+                Ok(())
+            })();
+            if let Some(e) = tee.write_failed.take() {
+                return Err(e);
+            }
+            checked.map_err(|e| {
+                refused = Some(e);
+                std::io::Error::other("refused")
+            })
+        });
+        match (written, refused) {
+            (Ok(_), _) => Ok(()),
+            (Err(_), Some(e)) => Err(e),
+            (Err(e), None) => Err(NodeError::Storage(e.to_string())),
+        }
+    }
+
+    /// After an import switched to `keep`: removes every other file of the snapshot directory `dir`
+    /// (older snapshots, stray landing and temporary files), except `exported` if it lies there. A file
+    /// that stays is harmless: the log store names the current one.
+    fn remove_other_files(dir: &Path, keep: &str, exported: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let path = e.path();
+            if e.file_name() != keep && path != exported && e.file_type().is_ok_and(|t| t.is_file()) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
     }
 
     /// Stops every group and the workers.

@@ -114,6 +114,18 @@ impl SmHandle {
         }
     }
 
+    /// The result an on-disk state machine kept for the entry at `index` (None: not kept, or another
+    /// kind, whose entries are always applied again after a restart).
+    pub(crate) fn result_of(
+        &self,
+        index: LogIndex,
+    ) -> Result<Option<crate::statemachine::SmResult>, SmError> {
+        match self {
+            SmHandle::OnDisk(sm) => sm.result_of(index),
+            _ => Ok(None),
+        }
+    }
+
     pub(crate) fn sync(&self) -> Result<(), SmError> {
         match self {
             SmHandle::OnDisk(sm) => sm.sync(),

@@ -6,9 +6,25 @@
 //! whose series id is already recorded is not applied again; its recorded result is returned instead.
 //! The table is part of every snapshot, so it survives restarts and reaches new replicas.
 //!
-//! Invariant: for each session, every recorded series id is greater than `responded_to`.
+//! Every decision here is a function of the table and the entry being applied (its log index), never of
+//! a clock or of a replica's configuration, so every replica decides alike:
+//! - **Eviction floor.** A session keeps at most [`MAX_PENDING_PER_SESSION`] unacknowledged results; past
+//!   it the oldest is evicted and the session's floor rises to its series id. A proposal at or below the
+//!   floor (or at or below `responded_to`) whose result is not kept is never applied: it gets
+//!   [`SessionCheck::Expired`].
+//! - **Expiry in log time.** Each session carries the time-to-live (in log entries) its registration
+//!   entry named. A session not used for that many entries is dropped at the next session entry applied.
+//! - **Least recently used at the cap.** Registering beyond [`MAX_SESSIONS`] drops the session used least
+//!   recently (lowest last-use index, then lowest id) instead of refusing.
+//! - **Idempotent registration.** Registering an id that exists answers OK and changes nothing (ids are
+//!   random 64-bit numbers: a second registration of one is a retry of the first).
+//!
+//! Invariants: `lru` holds exactly one `(last_used, client)` and `expiry` one `(last_used + ttl, client)`
+//! pair per session. A recorded result may sit at or below `responded_to` or `floor` (a write applied
+//! in the same batch as the one that acknowledged it, or applied after later series); it is found first,
+//! so its retry still gets it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 
 use bytes::Bytes;
@@ -16,15 +32,36 @@ use bytes::Bytes;
 use crate::codec::SessionRef;
 use crate::statemachine::SmResult;
 
-/// At most this many sessions exist at once; registering more evicts nothing and fails (deterministically).
+/// At most this many sessions exist at once; registering more drops the least recently used one.
 pub const MAX_SESSIONS: usize = 65_536;
-/// At most this many unacknowledged results are kept per session.
+/// At most this many unacknowledged results are kept per session; older ones are evicted (and retries of
+/// them refused, see the module docs).
 pub const MAX_PENDING_PER_SESSION: usize = 4_096;
+/// The time-to-live of a session whose registration named none (entries written before sessions
+/// expired): never.
+pub const NO_EXPIRY: u64 = u64::MAX;
+
+/// The first word of a session table in format 2 (format 1 started with the session count, at most
+/// [`MAX_SESSIONS`]).
+const FORMAT_2: u64 = 0xD5E5_5102_0000_0002;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Session {
     responded_to: u64,
+    /// The highest series id whose result was evicted unacknowledged (0: none).
+    floor: u64,
+    /// Log index of the last entry that used the session (registration included).
+    last_used: u64,
+    /// Entries without use after which the session expires.
+    ttl: u64,
     results: BTreeMap<u64, SmResult>,
+}
+
+impl Session {
+    /// The last log index at which the session is still alive.
+    fn expires_at(&self) -> u64 {
+        self.last_used.saturating_add(self.ttl)
+    }
 }
 
 /// What to do with a session proposal.
@@ -34,10 +71,10 @@ pub enum SessionCheck {
     Apply,
     /// Already applied: here is the recorded result.
     Duplicate(SmResult),
-    /// Its result was already acknowledged and forgotten: the client is retrying something it has had an
-    /// answer for. Not applied.
+    /// Its result is no longer kept (acknowledged by the client, or evicted past the per-session limit):
+    /// it may have been applied once; it is not applied again.
     Expired,
-    /// The session does not exist (never registered, closed, or evicted). Not applied.
+    /// The session does not exist (never registered, closed, expired or dropped). Not applied.
     UnknownSession,
 }
 
@@ -45,61 +82,112 @@ pub enum SessionCheck {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sessions {
     sessions: BTreeMap<u64, Session>,
+    /// `(last_used, client)` of every session: the least recently used first.
+    lru: BTreeSet<(u64, u64)>,
+    /// `(last_used + ttl, client)` of every session: the first to expire first.
+    expiry: BTreeSet<(u64, u64)>,
 }
 
 /// Result codes in `SmResult::value` for session bookkeeping entries.
 pub mod codes {
-    /// Registered or unregistered.
+    /// Registered (or already registered: a retry) or unregistered.
     pub const OK: u64 = 0;
-    /// The session already exists (register) or does not (unregister, proposal).
+    /// The session does not exist (unregister).
     pub const UNKNOWN_OR_EXISTS: u64 = 1;
-    /// Too many sessions.
+    /// Too many sessions (no longer answered: the least recently used session is dropped instead).
     pub const FULL: u64 = 2;
 }
 
 impl Sessions {
-    /// Opens a session. Returns the result code.
-    pub fn register(&mut self, client: u64) -> u64 {
-        if self.sessions.contains_key(&client) {
-            return codes::UNKNOWN_OR_EXISTS;
+    /// Opens session `client` by the entry at `index`, expiring after `ttl` entries without use. Returns
+    /// the result code.
+    pub fn register(&mut self, client: u64, index: u64, ttl: u64) -> u64 {
+        self.expire(index);
+        if let Some(s) = self.sessions.get(&client) {
+            // A retried registration: the session stays as it is (its results included).
+            let last = s.last_used;
+            self.touch(client, last, index);
+            return codes::OK;
         }
-        if self.sessions.len() >= MAX_SESSIONS {
-            return codes::FULL;
+        while self.sessions.len() >= MAX_SESSIONS {
+            let Some(&(_, oldest)) = self.lru.iter().next() else { break };
+            self.remove(oldest);
         }
-        self.sessions.insert(client, Session::default());
+        let s = Session { last_used: index, ttl: ttl.max(1), ..Session::default() };
+        self.lru.insert((index, client));
+        self.expiry.insert((s.expires_at(), client));
+        self.sessions.insert(client, s);
         codes::OK
     }
 
-    /// Closes a session. Returns the result code.
-    pub fn unregister(&mut self, client: u64) -> u64 {
-        if self.sessions.remove(&client).is_some() { codes::OK } else { codes::UNKNOWN_OR_EXISTS }
+    /// Closes a session by the entry at `index`. Returns the result code.
+    pub fn unregister(&mut self, client: u64, index: u64) -> u64 {
+        self.expire(index);
+        if self.remove(client) { codes::OK } else { codes::UNKNOWN_OR_EXISTS }
     }
 
-    /// Decides whether a session proposal is applied, and forgets results the client has acknowledged.
-    pub fn check(&mut self, s: &SessionRef) -> SessionCheck {
+    fn remove(&mut self, client: u64) -> bool {
+        match self.sessions.remove(&client) {
+            Some(s) => {
+                self.lru.remove(&(s.last_used, client));
+                self.expiry.remove(&(s.expires_at(), client));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn touch(&mut self, client: u64, last: u64, index: u64) {
+        if let Some(s) = self.sessions.get_mut(&client)
+            && index > last
+        {
+            self.lru.remove(&(last, client));
+            self.expiry.remove(&(s.expires_at(), client));
+            s.last_used = index;
+            self.lru.insert((index, client));
+            self.expiry.insert((s.expires_at(), client));
+        }
+    }
+
+    /// Drops every session unused for longer than its time-to-live, as of the entry at `index`.
+    fn expire(&mut self, index: u64) {
+        while let Some(&(at, client)) = self.expiry.first()
+            && at < index
+        {
+            self.remove(client);
+        }
+    }
+
+    /// Decides whether the session proposal at log `index` is applied, and forgets results the client
+    /// has acknowledged.
+    pub fn check(&mut self, s: &SessionRef, index: u64) -> SessionCheck {
+        self.expire(index);
         let Some(sess) = self.sessions.get_mut(&s.client) else { return SessionCheck::UnknownSession };
         if s.responded_to > sess.responded_to {
             sess.responded_to = s.responded_to;
             let keep = sess.results.split_off(&(s.responded_to + 1));
             sess.results = keep;
         }
-        if let Some(r) = sess.results.get(&s.series) {
-            return SessionCheck::Duplicate(r.clone());
+        let found = sess.results.get(&s.series).cloned();
+        let below = s.series <= sess.responded_to || s.series <= sess.floor;
+        let last = sess.last_used;
+        self.touch(s.client, last, index);
+        match found {
+            Some(r) => SessionCheck::Duplicate(r),
+            None if below => SessionCheck::Expired,
+            None => SessionCheck::Apply,
         }
-        if s.series <= sess.responded_to {
-            return SessionCheck::Expired;
-        }
-        SessionCheck::Apply
     }
 
     /// Records the result of an applied session proposal.
     pub fn record(&mut self, s: &SessionRef, result: SmResult) {
         if let Some(sess) = self.sessions.get_mut(&s.client) {
             if sess.results.len() >= MAX_PENDING_PER_SESSION
-                && let Some((&oldest, _)) = sess.results.iter().next()
+                && let Some((oldest, _)) = sess.results.pop_first()
             {
-                // A client that never acknowledges must not grow memory without bound.
-                sess.results.remove(&oldest);
+                // A client that never acknowledges must not grow memory without bound; a late retry of
+                // the evicted series is refused, never applied again.
+                sess.floor = sess.floor.max(oldest);
             }
             sess.results.insert(s.series, result);
         }
@@ -115,13 +203,14 @@ impl Sessions {
         self.sessions.is_empty()
     }
 
-    /// Writes the table (part of a snapshot).
+    /// Writes the table (part of a snapshot), in format 2.
     pub fn save(&self, w: &mut dyn Write) -> io::Result<()> {
+        w.write_all(&FORMAT_2.to_le_bytes())?;
         w.write_all(&(self.sessions.len() as u64).to_le_bytes())?;
         for (client, s) in &self.sessions {
-            w.write_all(&client.to_le_bytes())?;
-            w.write_all(&s.responded_to.to_le_bytes())?;
-            w.write_all(&(s.results.len() as u64).to_le_bytes())?;
+            for word in [*client, s.responded_to, s.floor, s.last_used, s.ttl, s.results.len() as u64] {
+                w.write_all(&word.to_le_bytes())?;
+            }
             for (series, r) in &s.results {
                 w.write_all(&series.to_le_bytes())?;
                 w.write_all(&r.value.to_le_bytes())?;
@@ -132,7 +221,8 @@ impl Sessions {
         Ok(())
     }
 
-    /// Reads a table written by [`Sessions::save`].
+    /// Reads a table written by [`Sessions::save`] (format 2) or by earlier versions (format 1: no floor,
+    /// no last use, no expiry).
     pub fn load(r: &mut dyn Read) -> io::Result<Sessions> {
         fn u64_of(r: &mut dyn Read) -> io::Result<u64> {
             let mut b = [0u8; 8];
@@ -140,14 +230,18 @@ impl Sessions {
             Ok(u64::from_le_bytes(b))
         }
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("session table: {what}"));
-        let n = u64_of(r)?;
+        let first = u64_of(r)?;
+        let v2 = first == FORMAT_2;
+        let n = if v2 { u64_of(r)? } else { first };
         if n > MAX_SESSIONS as u64 {
             return Err(bad("too many sessions"));
         }
-        let mut sessions = BTreeMap::new();
+        let mut t = Sessions::default();
         for _ in 0..n {
             let client = u64_of(r)?;
             let responded_to = u64_of(r)?;
+            let (floor, last_used, ttl) =
+                if v2 { (u64_of(r)?, u64_of(r)?, u64_of(r)?) } else { (0, 0, NO_EXPIRY) };
             let m = u64_of(r)?;
             if m > MAX_PENDING_PER_SESSION as u64 {
                 return Err(bad("too many results"));
@@ -164,9 +258,13 @@ impl Sessions {
                 r.read_exact(&mut data)?;
                 results.insert(series, SmResult { value, data: Bytes::from(data) });
             }
-            sessions.insert(client, Session { responded_to, results });
+            if t.sessions.insert(client, Session { responded_to, floor, last_used, ttl, results }).is_some() {
+                return Err(bad("a session listed twice"));
+            }
+            t.lru.insert((last_used, client));
+            t.expiry.insert((last_used.saturating_add(ttl), client));
         }
-        Ok(Sessions { sessions })
+        Ok(t)
     }
 }
 
@@ -178,25 +276,107 @@ mod tests {
         SessionRef { client: 9, series, responded_to }
     }
 
+    fn roundtrip(t: &Sessions) {
+        let mut buf = Vec::new();
+        t.save(&mut buf).unwrap();
+        assert_eq!(&Sessions::load(&mut buf.as_slice()).unwrap(), t);
+        assert!(Sessions::load(&mut &buf[..buf.len() - 1]).is_err());
+    }
+
     #[test]
     fn retried_proposal_applies_once() {
         let mut t = Sessions::default();
-        assert_eq!(t.check(&at(1, 0)), SessionCheck::UnknownSession);
-        assert_eq!(t.register(9), codes::OK);
-        assert_eq!(t.register(9), codes::UNKNOWN_OR_EXISTS);
-        assert_eq!(t.check(&at(1, 0)), SessionCheck::Apply);
+        assert_eq!(t.check(&at(1, 0), 1), SessionCheck::UnknownSession);
+        assert_eq!(t.register(9, 2, NO_EXPIRY), codes::OK);
+        assert_eq!(t.check(&at(1, 0), 3), SessionCheck::Apply);
         let r = SmResult { value: 5, data: Bytes::from_static(b"first") };
         t.record(&at(1, 0), r.clone());
-        assert_eq!(t.check(&at(1, 0)), SessionCheck::Duplicate(r));
+        // A retried registration changes nothing.
+        assert_eq!(t.register(9, 4, NO_EXPIRY), codes::OK);
+        assert_eq!(t.check(&at(1, 0), 5), SessionCheck::Duplicate(r));
         // The client acknowledges 1 with its next proposal: 1's result is forgotten.
-        assert_eq!(t.check(&at(2, 1)), SessionCheck::Apply);
+        assert_eq!(t.check(&at(2, 1), 6), SessionCheck::Apply);
         t.record(&at(2, 1), SmResult::default());
-        assert_eq!(t.check(&at(1, 1)), SessionCheck::Expired);
-        let mut buf = Vec::new();
-        t.save(&mut buf).unwrap();
-        assert_eq!(Sessions::load(&mut buf.as_slice()).unwrap(), t);
-        assert!(Sessions::load(&mut &buf[..buf.len() - 1]).is_err());
-        assert_eq!(t.unregister(9), codes::OK);
-        assert_eq!(t.check(&at(3, 2)), SessionCheck::UnknownSession);
+        assert_eq!(t.check(&at(1, 1), 7), SessionCheck::Expired);
+        roundtrip(&t);
+        assert_eq!(t.unregister(9, 8), codes::OK);
+        assert_eq!(t.unregister(9, 9), codes::UNKNOWN_OR_EXISTS);
+        assert_eq!(t.check(&at(3, 2), 10), SessionCheck::UnknownSession);
+    }
+
+    #[test]
+    fn an_evicted_result_is_never_applied_again() {
+        let mut t = Sessions::default();
+        t.register(9, 1, NO_EXPIRY);
+        // Series 1 is slow; 2 ..= 4097 are applied, none acknowledged (1 is still in flight).
+        for series in 1..=(MAX_PENDING_PER_SESSION as u64 + 1) {
+            assert_eq!(t.check(&at(series, 0), series + 1), SessionCheck::Apply);
+            t.record(&at(series, 0), SmResult { value: series, data: Bytes::new() });
+        }
+        // Series 1's result was evicted: its retry is refused, not applied a second time.
+        assert_eq!(t.check(&at(1, 0), 5_000), SessionCheck::Expired);
+        assert_eq!(
+            t.check(&at(2, 0), 5_001),
+            SessionCheck::Duplicate(SmResult { value: 2, data: Bytes::new() })
+        );
+        roundtrip(&t);
+    }
+
+    #[test]
+    fn unused_sessions_expire_in_log_time() {
+        let mut t = Sessions::default();
+        t.register(1, 10, 100);
+        t.register(2, 20, 100);
+        t.register(3, 30, NO_EXPIRY);
+        let s2 = SessionRef { client: 2, series: 1, responded_to: 0 };
+        assert_eq!(t.check(&s2, 110), SessionCheck::Apply);
+        // At 111 session 1 is 101 entries old: gone. Session 2 was used at 110.
+        assert_eq!(
+            t.check(&SessionRef { client: 1, series: 1, responded_to: 0 }, 111),
+            SessionCheck::UnknownSession
+        );
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.unregister(2, 210), codes::OK, "alive through last use + ttl");
+        assert_eq!(t.register(4, 1_000_000, 100), codes::OK);
+        assert_eq!(t.len(), 2, "session 3 never expires");
+        roundtrip(&t);
+    }
+
+    #[test]
+    fn a_full_table_drops_the_least_recently_used_session() {
+        let mut t = Sessions::default();
+        for c in 0..MAX_SESSIONS as u64 {
+            assert_eq!(t.register(c + 1, c + 1, NO_EXPIRY), codes::OK);
+        }
+        // Session 1 is used again: session 2 is now the least recently used.
+        let idx = MAX_SESSIONS as u64 + 1;
+        assert_eq!(t.check(&SessionRef { client: 1, series: 1, responded_to: 0 }, idx), SessionCheck::Apply);
+        assert_eq!(t.register(u64::MAX, idx + 1, NO_EXPIRY), codes::OK);
+        assert_eq!(t.len(), MAX_SESSIONS);
+        assert_eq!(
+            t.check(&SessionRef { client: 2, series: 1, responded_to: 0 }, idx + 2),
+            SessionCheck::UnknownSession
+        );
+        assert_eq!(
+            t.check(&SessionRef { client: 1, series: 2, responded_to: 1 }, idx + 3),
+            SessionCheck::Apply
+        );
+    }
+
+    #[test]
+    fn format_1_tables_still_load() {
+        // client 9, responded_to 1, one result (series 2, value 7, data "ab").
+        let mut v1 = Vec::new();
+        for w in [1u64, 9, 1, 1, 2, 7, 2] {
+            v1.extend_from_slice(&w.to_le_bytes());
+        }
+        v1.extend_from_slice(b"ab");
+        let mut t = Sessions::load(&mut v1.as_slice()).unwrap();
+        assert_eq!(
+            t.check(&at(2, 1), 50),
+            SessionCheck::Duplicate(SmResult { value: 7, data: Bytes::from_static(b"ab") })
+        );
+        assert_eq!(t.check(&at(1, 1), 51), SessionCheck::Expired);
+        roundtrip(&t);
     }
 }

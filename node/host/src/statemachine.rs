@@ -102,4 +102,13 @@ pub trait OnDiskStateMachine: Send + Sync + 'static {
     fn save_snapshot(&self, prepared: Box<dyn Any + Send>, w: &mut dyn Write) -> Result<(), SmError>;
     /// Replaces the whole state with a stream written by `save_snapshot` (and records its index).
     fn recover_from_snapshot(&self, r: &mut dyn Read) -> Result<(), SmError>;
+    /// The result `update` set for the entry at `index`, if the state machine keeps it durably with the
+    /// entry's effects. After a restart the engine does not apply entries at or below the index `open`
+    /// returned; for those proposed in a client session it asks here for the result to return to a retry
+    /// of the proposal. `None` (the default: nothing kept): the retry is answered with an empty result,
+    /// as Dragonboat does. Keeping results of the entries since the latest snapshot is enough.
+    fn result_of(&self, index: LogIndex) -> Result<Option<SmResult>, SmError> {
+        let _ = index;
+        Ok(None)
+    }
 }

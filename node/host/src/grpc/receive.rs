@@ -4,6 +4,9 @@
 //! With TLS, a stream is accepted only from a connection that presented a client certificate (checked
 //! against the CA before anything is read), and that certificate must be valid for the host name of the
 //! stream's `from` address (see [`super::tls`]). Every batch of a stream must name the same `from`.
+//!
+//! A stream from a peer is a sign it is up: the node's transport is told ([`super::heard_from`]), which
+//! reconnects to it at once if its own connection to that peer is down.
 
 use std::sync::{Arc, Weak};
 
@@ -129,6 +132,8 @@ impl pb::raft_server::Raft for RaftService {
                 }
                 None => {
                     self.verify_from(&certs, &b.from)?;
+                    // A new stream from a peer: it is up (maybe just restarted), so reconnect to it now.
+                    super::heard_from(&self.sink, &b.from);
                     from = Some(b.from.clone());
                 }
             }
@@ -150,6 +155,7 @@ impl pb::raft_server::Raft for RaftService {
             _ => return Err(Status::invalid_argument("a snapshot stream starts with its header")),
         };
         self.verify_from(&certs, &header.from)?;
+        super::heard_from(&self.sink, &header.from);
         let max = self.state.config().max_snapshot_bytes;
         if header.size > max {
             return Err(Status::resource_exhausted(format!(

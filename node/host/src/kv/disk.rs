@@ -2,7 +2,11 @@
 //!
 //! The database file holds two tables:
 //! - `kv`: key -> `version u64 | mod_index u64 | create_index u64 | value bytes` (little-endian);
-//! - `meta`: `"format"` -> [`DISK_FORMAT`], `"applied_index"` -> the last applied log index.
+//! - `meta`: `"format"` -> [`DISK_FORMAT`], `"applied_index"` -> the last applied log index;
+//! - `results`: log index -> `value u64 | data bytes`, the result of each of the last
+//!   [`DiskKvOptions::results_kept`] entries applied (so a session retry after a restart gets the result
+//!   of an entry the engine does not apply again; see [`OnDiskStateMachine::result_of`]). Files written
+//!   before this table existed gain it on first use.
 //!
 //! Invariant: `applied_index` is written in the same write transaction as the effects of the entries up
 //! to it, so after any crash the database holds exactly the state at `applied_index`.
@@ -25,13 +29,16 @@ use super::apply::{self, LookupError, ReadStore, Scan, WriteStore};
 use super::command::{Bounds, KeyMeta, KeyValue};
 use super::snapshot::{SnapshotReader, SnapshotWriter};
 use super::snapshot_error;
-use crate::statemachine::{OnDiskStateMachine, SmEntry, SmError};
+use crate::statemachine::{OnDiskStateMachine, SmEntry, SmError, SmResult};
 
 /// The on-disk layout version stored under `meta["format"]`.
 pub const DISK_FORMAT: u64 = 1;
 
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const RESULTS: TableDefinition<u64, &[u8]> = TableDefinition::new("results");
+/// Default of [`DiskKvOptions::results_kept`].
+pub const RESULTS_KEPT: u64 = 100_000;
 const META_FORMAT: &str = "format";
 const META_APPLIED: &str = "applied_index";
 /// Bytes of metadata before the value in a `kv` record.
@@ -46,6 +53,10 @@ pub struct DiskKvOptions {
     pub durable_batches: bool,
     /// redb's page cache size in bytes (None: redb's default).
     pub cache_size: Option<usize>,
+    /// Results of this many latest entries are kept (None: [`RESULTS_KEPT`]). After a restart the engine
+    /// asks for the results of the entries since its latest snapshot: keep more than the group's
+    /// snapshot interval (`GroupConfig::snapshot_entries`).
+    pub results_kept: Option<u64>,
 }
 
 /// The on-disk KV state machine: the same commands, queries, results and key metadata as
@@ -159,8 +170,20 @@ impl DiskKv {
         let txn = self.begin_write(durability)?;
         {
             let mut store = DiskStore(txn.open_table(KV).map_err(redb::Error::from)?);
+            let mut results = txn.open_table(RESULTS).map_err(redb::Error::from)?;
+            let mut rec = Vec::new();
             for e in entries.iter_mut() {
                 e.result = apply::apply(&mut store, e.index.0, &e.cmd)?;
+                rec.clear();
+                rec.extend_from_slice(&e.result.value.to_le_bytes());
+                rec.extend_from_slice(&e.result.data);
+                results.insert(e.index.0, &rec[..]).map_err(redb::Error::from)?;
+            }
+            let kept = self.options.results_kept.unwrap_or(RESULTS_KEPT).max(1);
+            let cutoff = last.saturating_sub(kept - 1);
+            // Drains every result below the window (read them all: the iterator removes as it goes).
+            for item in results.extract_from_if(..cutoff, |_, _| true).map_err(redb::Error::from)? {
+                item.map_err(redb::Error::from)?;
             }
             let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
             meta.insert(META_APPLIED, last).map_err(redb::Error::from)?;
@@ -173,6 +196,9 @@ impl DiskKv {
         // On any error `txn` is dropped uncommitted (aborted): the previous state stays.
         {
             txn.delete_table(KV).map_err(kv_err)?;
+            // Results of entries before the snapshot are never asked for again.
+            txn.delete_table(RESULTS).map_err(kv_err)?;
+            txn.open_table(RESULTS).map_err(kv_err)?;
             let mut kv = txn.open_table(KV).map_err(kv_err)?;
             let mut reader = SnapshotReader::new(r).map_err(snapshot_error)?;
             let mut rec = Vec::new();
@@ -221,6 +247,7 @@ fn init_tables(db: &Database) -> Result<(), KvError> {
             }
         }
         txn.open_table(KV).map_err(redb::Error::from)?;
+        txn.open_table(RESULTS).map_err(redb::Error::from)?;
     }
     txn.commit().map_err(redb::Error::from)?;
     Ok(())
@@ -368,5 +395,16 @@ impl OnDiskStateMachine for DiskKv {
 
     fn recover_from_snapshot(&self, r: &mut dyn Read) -> Result<(), SmError> {
         self.recover(r)
+    }
+
+    fn result_of(&self, index: LogIndex) -> Result<Option<SmResult>, SmError> {
+        let txn = self.db()?.begin_read().map_err(kv_err)?;
+        let results = txn.open_table(RESULTS).map_err(kv_err)?;
+        let Some(g) = results.get(index.0).map_err(kv_err)? else { return Ok(None) };
+        let rec = g.value();
+        let Some((value, data)) = rec.split_first_chunk::<8>() else {
+            return Err(SmError::Other(format!("kept result of entry {index}: a truncated record")));
+        };
+        Ok(Some(SmResult { value: u64::from_le_bytes(*value), data: Bytes::copy_from_slice(data) }))
     }
 }

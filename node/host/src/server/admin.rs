@@ -1,25 +1,35 @@
 //! The Admin service: membership, leadership, status, snapshot export and import, groups, node identity.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use drakkar_client::pb::{self, admin_client::AdminClient};
+use drakkar_client::reason;
 use drakkar_raft::{GroupId, MemberRole, ReplicaId};
 use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
 use tokio_stream::Stream;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use super::forward::forwarded;
 use super::ops::Route;
-use super::status::{invalid, to_status};
+use super::status::{self, invalid, to_status, with_reason};
 use super::{KvKind, ServerState};
-use crate::{GroupMembership, NodeHost, ReplicaState, StartMode};
+use crate::kv::DiskKv;
+use crate::statemachine::OnDiskStateMachine;
+use crate::{GroupMembership, NodeError, NodeHost, ReplicaState, StartMode};
 
 /// The Admin service.
 pub(super) struct AdminService(pub(super) Arc<ServerState>);
 
 const CHUNK: usize = 1 << 20;
+
+/// Snapshot imports a node receives at once. They have their own slots, apart from the requests in
+/// flight: an import holds its slot for its whole stream.
+pub(super) const MAX_IMPORTS: usize = 2;
 
 fn role_of(role: i32) -> Result<MemberRole, Status> {
     match pb::Role::try_from(role) {
@@ -82,26 +92,109 @@ impl AdminService {
     }
 }
 
-/// Writes `first` and then every chunk of `stream` to a new file at `path`, synced; returns its size.
+/// A file under `imports/`, removed when dropped: however an import ends (refused, failed, cancelled
+/// by the client, or its handler's future dropped), it leaves no file behind.
+struct Staged(PathBuf);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// How long and how large an import stream may be.
+struct ImportLimits {
+    /// Longest wait for the next message.
+    idle: Duration,
+    /// When the whole stream must have arrived.
+    deadline: Instant,
+    /// The stream's whole time (for messages).
+    total: Duration,
+    /// Largest file accepted.
+    max_bytes: u64,
+}
+
+impl ImportLimits {
+    /// The next message of `stream`; DEADLINE_EXCEEDED when none comes within `idle` or the deadline.
+    async fn next(
+        &self,
+        stream: &mut tonic::Streaming<pb::ImportSnapshotChunk>,
+    ) -> Result<Option<pb::ImportSnapshotChunk>, Status> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(self.idle.min(left), stream.message()).await {
+            Ok(next) => next,
+            Err(_) if self.idle < left => Err(Status::deadline_exceeded(format!(
+                "no snapshot data for {:?}: the import is abandoned",
+                self.idle
+            ))),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "the import did not complete within its deadline of {:?}",
+                self.total
+            ))),
+        }
+    }
+}
+
+/// Writes `first` and then every chunk of `stream` to a new file at `path`; returns its size. Refuses a
+/// stream past `lim` (nothing more is written) or naming the target twice.
 async fn receive_file(
-    path: &std::path::Path,
+    path: &Path,
     first: bytes::Bytes,
     stream: &mut tonic::Streaming<pb::ImportSnapshotChunk>,
+    lim: &ImportLimits,
 ) -> Result<u64, Status> {
     use tokio::io::AsyncWriteExt;
     let io = |e: std::io::Error| Status::internal(format!("{}: {e}", path.display()));
     let mut file = tokio::fs::File::create(path).await.map_err(io)?;
-    file.write_all(&first).await.map_err(io)?;
-    let mut total = first.len() as u64;
-    while let Some(chunk) = stream.message().await? {
+    let mut data = first;
+    let mut total = 0u64;
+    loop {
+        total += data.len() as u64;
+        if total > lim.max_bytes {
+            return Err(invalid(format!(
+                "the snapshot is larger than this node's limit of {} bytes",
+                lim.max_bytes
+            )));
+        }
+        file.write_all(&data).await.map_err(io)?;
+        let Some(chunk) = lim.next(stream).await? else { break };
         if chunk.target.is_some() {
             return Err(invalid("only the first message names the target"));
         }
-        file.write_all(&chunk.data).await.map_err(io)?;
-        total += chunk.data.len() as u64;
+        data = chunk.data;
     }
-    file.sync_all().await.map_err(io)?;
+    // Every write completed before the file is read through another handle.
+    file.flush().await.map_err(io)?;
     Ok(total)
+}
+
+/// Verifies and installs the received snapshot `file` as replica `id` of group `g` (blocking). The state
+/// machine data is recovered into a scratch [`DiskKv`] at `scratch`, then dropped: both built-in kinds
+/// share that stream format, and the scratch keeps memory bounded. Only once the import switched is an
+/// on-disk KV file of an earlier life of the replica removed (it would shadow the imported state).
+fn install(
+    s: &ServerState,
+    g: GroupId,
+    id: ReplicaId,
+    file: &Staged,
+    scratch: &Staged,
+    members: BTreeMap<ReplicaId, String>,
+) -> Result<drakkar_raft::LogIndex, NodeError> {
+    let kv = DiskKv::new(&scratch.0);
+    kv.open_db().map_err(|e| NodeError::Storage(format!("{}: {e}", scratch.0.display())))?;
+    let index =
+        s.host.import_snapshot_verified(g, id, &file.0, members, |body| kv.recover_from_snapshot(body))?;
+    drop(kv);
+    let kv_path = s.kv_path(g);
+    match std::fs::remove_file(&kv_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            let e = format!("imported at index {index}, but removing {}: {e}", kv_path.display());
+            return Err(NodeError::Storage(e));
+        }
+    }
+    Ok(index)
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
@@ -278,9 +371,20 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<tonic::Streaming<pb::ImportSnapshotChunk>>,
     ) -> Result<Response<pb::ImportSnapshotResponse>, Status> {
         let s = self.0.clone();
-        let _call = s.begin(&req)?;
+        let _slot = s.imports.clone().try_acquire_owned().map_err(|_| {
+            let msg = format!("{MAX_IMPORTS} snapshot imports are in progress on this node");
+            with_reason(Code::ResourceExhausted, msg, reason::BUSY)
+        })?;
+        // A stream's length depends on the file's size: without a deadline of its own, the longest honoured.
+        let total = status::deadline(&req, s.cfg.max_timeout, s.cfg.max_timeout);
+        let lim = ImportLimits {
+            idle: s.cfg.default_timeout,
+            deadline: Instant::now() + total,
+            total,
+            max_bytes: s.cfg.max_snapshot_bytes,
+        };
         let mut stream = req.into_inner();
-        let first = stream.message().await?.ok_or_else(|| invalid("an empty import stream"))?;
+        let first = lim.next(&mut stream).await?.ok_or_else(|| invalid("an empty import stream"))?;
         let target = first.target.ok_or_else(|| invalid("the first message must name the target"))?;
         let (g, id) = (GroupId(target.group), replica(target.replica)?);
         let mut members = BTreeMap::new();
@@ -306,38 +410,16 @@ impl pb::admin_server::Admin for AdminService {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| Status::internal(format!("{}: {e}", dir.display())))?;
-        let path = dir.join(format!("group-{}-{:016x}.snap", g.0, crate::server::health::nonce()));
-        let received = receive_file(&path, first.data, &mut stream).await;
-        let bytes = match received {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&path).await;
-                return Err(e);
-            }
-        };
-        let (host, file) = (s.host.clone(), path.clone());
-        let res = tokio::task::spawn_blocking(move || {
-            // Verified whole before anything of this node's is touched: a bad file loses nothing.
-            match crate::snapshot::open_snapshot(&file) {
-                Ok((h, _)) if h.group == g => {}
-                Ok((h, _)) => {
-                    let e = format!("this is a snapshot of group {}, not {g}", h.group);
-                    return Err(crate::NodeError::InvalidArgument(e));
-                }
-                Err(e) => return Err(crate::NodeError::InvalidArgument(format!("the snapshot: {e}"))),
-            }
-            // An on-disk KV file left from an earlier life of this replica would shadow the imported state.
-            match std::fs::remove_file(s.kv_path(g)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(crate::NodeError::Storage(format!("{}: {e}", s.kv_path(g).display()))),
-            }
-            s.host.import_snapshot(g, id, &file, members)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("importing the snapshot: {e}")));
-        let _ = tokio::fs::remove_file(&path).await;
-        let index = res?.map_err(|e| to_status(e, &host, g))?;
+        let stem = format!("group-{}-{:016x}", g.0, crate::server::health::nonce());
+        let file = Staged(dir.join(format!("{stem}.snap")));
+        let bytes = receive_file(&file.0, first.data, &mut stream, &lim).await?;
+        let scratch = Staged(dir.join(format!("{stem}.verify.redb")));
+        let host = s.host.clone();
+        // The staged files move into the task: they stay until it ends even if this future is dropped.
+        let res = tokio::task::spawn_blocking(move || install(&s, g, id, &file, &scratch, members))
+            .await
+            .map_err(|e| Status::internal(format!("importing the snapshot: {e}")))?;
+        let index = res.map_err(|e| to_status(e, &host, g))?;
         Ok(Response::new(pb::ImportSnapshotResponse { index: index.0, bytes }))
     }
 

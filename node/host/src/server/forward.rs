@@ -4,6 +4,11 @@
 //! address in the memberships of the groups this node runs. A candidate answering NOT_FOUND (or not
 //! reachable) is skipped. Forwarded requests carry `drakkar-forwarded` and are never forwarded again, so
 //! a request crosses at most one extra hop.
+//!
+//! A dead candidate costs little of the request's deadline: connecting gives up after 1 s, and a
+//! connection that went silent is closed by HTTP/2 keepalive within 1.5 s (the peer settings,
+//! [`crate::grpc::PEER_KEEPALIVE`]), failing the call with UNAVAILABLE; the next candidate is then tried,
+//! and the failed channel is dropped from the cache, so the next request to that node connects afresh.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,6 +23,7 @@ use tonic::{Code, Status};
 
 use super::status::with_reason;
 use crate::NodeHost;
+use crate::grpc::{PEER_CONNECT_TIMEOUT, PEER_KEEPALIVE};
 
 /// Forwards requests for groups this node does not run.
 pub struct Forwarder {
@@ -39,12 +45,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Forwarder {
-    /// Forwards through `connector` (the node's client TLS identity); `peers` are tried for groups no
-    /// local membership mentions.
+    /// Forwards through `connector` (the node's client TLS identity), its connection deadline capped at
+    /// [`PEER_CONNECT_TIMEOUT`]; `peers` are tried for groups no local membership mentions.
     pub fn new(connector: Connector, peers: Vec<String>) -> Self {
         let peers = peers.iter().map(|p| connect::host_port(p).to_string()).collect();
+        let timeout = connector.timeout().min(PEER_CONNECT_TIMEOUT);
         Forwarder {
-            connector,
+            connector: connector.with_timeout(timeout),
             peers,
             channels: Mutex::new(HashMap::new()),
             hints: Mutex::new(HashMap::new()),
@@ -56,7 +63,7 @@ impl Forwarder {
         if let Some(c) = chans.get(addr) {
             return Ok(c.clone());
         }
-        let c = connect::channel(addr, self.connector.clone())
+        let c = connect::channel_with(addr, self.connector.clone(), PEER_KEEPALIVE)
             .map_err(|e| Status::internal(format!("forwarding to {addr}: {e}")))?;
         chans.insert(addr.to_string(), c.clone());
         Ok(c)
@@ -102,6 +109,7 @@ impl Forwarder {
                 // Not reachable (no reason given by a node): try the next one.
                 Err(s) if s.code() == Code::Unavailable && !s.metadata().contains_key("drakkar-reason") => {
                     tracing::debug!(%addr, group = group.0, error = %s, "forwarding: node unreachable");
+                    lock(&self.channels).remove(&addr);
                     continue;
                 }
                 Err(s) => {

@@ -132,6 +132,8 @@ pub struct ServerState {
     /// The KV groups this node runs (persisted in the group manifest).
     kv: RwLock<BTreeMap<GroupId, (ReplicaId, KvKind)>>,
     inflight: Arc<Semaphore>,
+    /// Slots of the snapshot imports in progress ([`admin::MAX_IMPORTS`]), apart from `inflight`.
+    imports: Arc<Semaphore>,
     forward: forward::Forwarder,
     ready: AtomicBool,
     /// Milliseconds since `started` of the last sign of a responsive engine.
@@ -156,6 +158,7 @@ impl ServerState {
         Arc::new(ServerState {
             host,
             inflight: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
+            imports: Arc::new(Semaphore::new(admin::MAX_IMPORTS)),
             cfg,
             tls,
             kv: RwLock::new(BTreeMap::new()),
@@ -363,9 +366,20 @@ pub async fn serve(
     let max = state.cfg.max_request_bytes;
     let raft = RaftService::new(state.clone(), stop.clone());
     let incoming = incoming::incoming(listener, state.tls.clone(), stop.clone());
+    // Keepalive: a connection silent for 500 ms gets a PING, and is closed when the answer takes over
+    // 1 s, so a peer's Raft stream from behind a partition (or a vanished client) is dropped within 1.5 s
+    // (see `grpc::PEER_KEEPALIVE` for why not shorter). Reset limits, per connection: h2's default of 20
+    // streams a client cancels before the server picked them up makes it answer GOAWAY `too_many_resets`
+    // to a client whose requests hit their deadlines in bulk; 10,000 such streams (about 10 MiB of
+    // stream state at most) let any well-behaved client cancel, while still bounding a rapid-reset flood.
+    // The same bound applies to streams the server resets for protocol errors (tonic leaves that
+    // unbounded), the guard against clients provoking such resets ("MadeYouReset").
+    const MAX_RESET_STREAMS: usize = 10_000;
     tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .http2_keepalive_interval(Some(crate::grpc::PEER_KEEPALIVE.interval))
+        .http2_keepalive_timeout(Some(crate::grpc::PEER_KEEPALIVE.timeout))
+        .http2_max_pending_accept_reset_streams(Some(MAX_RESET_STREAMS))
+        .http2_max_local_error_reset_streams(Some(MAX_RESET_STREAMS))
         .add_service(health_svc)
         .add_service(reflection)
         .add_service(

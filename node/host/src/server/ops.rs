@@ -40,9 +40,10 @@ impl ServerState {
         })
     }
 
-    /// Routes a request on `group`; `kv`: it needs the built-in KV state machine.
+    /// Routes a request on `group`; `kv`: it needs the built-in KV state machine. A witness replica holds
+    /// no data: a node whose replica is one routes like a node without a replica.
     pub(super) fn route(&self, group: GroupId, kv: bool, call: &Call) -> Result<Route, Status> {
-        if self.host.replica_of(group).is_ok() {
+        if matches!(self.host.is_witness(group), Ok(false)) {
             if kv && self.kv_kind(group).is_none() {
                 return Err(with_reason(
                     Code::FailedPrecondition,

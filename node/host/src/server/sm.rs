@@ -42,8 +42,10 @@ impl pb::session_server::Session for SessionService {
         &self,
         req: Request<pb::OpenSessionRequest>,
     ) -> Result<Response<pb::OpenSessionResponse>, Status> {
-        let (s, call, _r, g) = serve_or_forward!(self, req, false, SessionClient, open_session);
-        let session = s.host.open_session(g, call.timeout).await.map_err(|e| to_status(e, &s.host, g))?;
+        let (s, call, r, g) = serve_or_forward!(self, req, false, SessionClient, open_session);
+        let id = (r.client_id != 0).then_some(r.client_id);
+        let session =
+            s.host.open_session_with_id(g, id, call.timeout).await.map_err(|e| to_status(e, &s.host, g))?;
         Ok(Response::new(pb::OpenSessionResponse { client_id: session.client }))
     }
 

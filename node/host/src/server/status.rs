@@ -7,13 +7,15 @@
 //! | InvalidArgument, InvalidQuery (malformed input, bad queries) | INVALID_ARGUMENT | invalid |
 //! | StaleConfChange | FAILED_PRECONDITION | stale-conf-change |
 //! | SessionUnknown | FAILED_PRECONDITION | session-unknown |
-//! | ConfChangeRefused, SessionResultForgotten, invalid transfer target | FAILED_PRECONDITION | |
+//! | SessionResultForgotten | FAILED_PRECONDITION | session-result-forgotten |
+//! | ConfChangeRefused, invalid transfer target | FAILED_PRECONDITION | |
 //! | ReplicaIdReused | FAILED_PRECONDITION | replica-id-reused |
 //! | NoLeader | UNAVAILABLE (+ leader hint when known) | no-leader |
 //! | leader transfer in progress | UNAVAILABLE (+ hint) | leader-transfer |
 //! | membership change pending | UNAVAILABLE | conf-change-pending |
 //! | Stopped | UNAVAILABLE | stopped |
 //! | ShuttingDown | UNAVAILABLE | shutting-down |
+//! | Witness (the replica here holds no data) | FAILED_PRECONDITION (+ leader hint) | witness |
 //! | Busy | RESOURCE_EXHAUSTED | busy |
 //! | RateLimited | RESOURCE_EXHAUSTED | rate-limited |
 //! | Timeout | DEADLINE_EXCEEDED | |
@@ -83,9 +85,10 @@ pub fn to_status(e: NodeError, host: &NodeHost, group: GroupId) -> Status {
             (Code::FailedPrecondition, Some(reason::STALE_CONF_CHANGE), false)
         }
         NodeError::SessionUnknown => (Code::FailedPrecondition, Some(reason::SESSION_UNKNOWN), false),
-        NodeError::SessionResultForgotten | NodeError::ConfChangeRefused(_) => {
-            (Code::FailedPrecondition, None, false)
+        NodeError::SessionResultForgotten => {
+            (Code::FailedPrecondition, Some(reason::SESSION_RESULT_FORGOTTEN), false)
         }
+        NodeError::ConfChangeRefused(_) => (Code::FailedPrecondition, None, false),
         NodeError::InvalidArgument(_) => (Code::InvalidArgument, Some(reason::INVALID), false),
         // `SmError::InvalidRequest` (a query the state machine does not understand) renders like this.
         NodeError::InvalidQuery(_) => (Code::InvalidArgument, Some(reason::INVALID), false),
@@ -94,6 +97,8 @@ pub fn to_status(e: NodeError, host: &NodeHost, group: GroupId) -> Status {
             (Code::FailedPrecondition, Some(reason::REPLICA_ID_REUSED), false)
         }
         NodeError::ShuttingDown => (Code::Unavailable, Some(reason::SHUTTING_DOWN), false),
+        // Routing sends such requests elsewhere; a direct one is for another node: the leader hint helps.
+        NodeError::Witness { .. } => (Code::FailedPrecondition, Some(reason::WITNESS), true),
         _ => (Code::Internal, None, false),
     };
     let mut s = match why {
@@ -184,7 +189,16 @@ mod tests {
             ),
             (NodeError::InvalidArgument("bad".into()), Code::InvalidArgument, Some(reason::INVALID)),
             (NodeError::SessionUnknown, Code::FailedPrecondition, Some(reason::SESSION_UNKNOWN)),
-            (NodeError::SessionResultForgotten, Code::FailedPrecondition, None),
+            (
+                NodeError::SessionResultForgotten,
+                Code::FailedPrecondition,
+                Some(reason::SESSION_RESULT_FORGOTTEN),
+            ),
+            (
+                NodeError::Witness { group: g, replica: ReplicaId(4) },
+                Code::FailedPrecondition,
+                Some(reason::WITNESS),
+            ),
             (NodeError::ConfChangeRefused("twice".into()), Code::FailedPrecondition, None),
             (NodeError::InvalidQuery("x".into()), Code::InvalidArgument, Some(reason::INVALID)),
             (NodeError::StateMachine("disk on fire".into()), Code::Internal, None),
