@@ -23,7 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     // For server reflection.
     std::fs::write(out.join("drakkar_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
+    // Every service (client and server side) decodes with the bounded codec (src/codec.rs).
+    tonic_prost_build::configure().bytes(".").codec_path("crate::codec::BoundedCodec").compile_fds(fds)?;
     if std::env::var_os("CARGO_FEATURE_ETCD").is_some() {
         println!("cargo:rerun-if-changed=proto/etcd-v3");
         let fds = protox::compile(ETCD_PROTOS, ["proto/etcd-v3"])?;

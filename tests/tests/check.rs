@@ -1,5 +1,6 @@
 //! `drakkar check --local`: a short run of each nemesis against a cluster of real `drakkar serve`
-//! processes must be linearizable, with no acknowledged write lost. Longer runs: docs/reliability.md.
+//! processes must be linearizable, with no acknowledged write lost, and must measure every node's
+//! recovery after every fault. Longer runs and measured recovery times: docs/reliability.md.
 
 use std::io::Read;
 use std::path::Path;
@@ -8,15 +9,16 @@ use std::time::{Duration, Instant};
 
 use drakkar_e2e::drakkar_bin;
 
-/// Runs `drakkar check --local --nemesis <nemesis>` for a few seconds and returns its report.
-fn check(nemesis: &str, out: &Path) -> serde_json::Value {
-    let args = [
+/// Runs `drakkar check --local --nemesis <nemesis> --time <time> <extra>` (faults held 2 s after 1 s
+/// of calm) and returns its report.
+fn check(nemesis: &str, time: &str, extra: &[&str], out: &Path) -> serde_json::Value {
+    let mut args = vec![
         "check",
         "--local",
         "--nemesis",
         nemesis,
         "--time",
-        "8s",
+        time,
         "--fault-quiet",
         "1s",
         "--fault-hold",
@@ -30,6 +32,7 @@ fn check(nemesis: &str, out: &Path) -> serde_json::Value {
         "--out",
         out.to_str().unwrap(),
     ];
+    args.extend_from_slice(extra);
     let mut child = Command::new(drakkar_bin())
         .args(args)
         .env("DRAKKAR_LOG", "warn")
@@ -79,38 +82,67 @@ fn check(nemesis: &str, out: &Path) -> serde_json::Value {
     assert!(report["operations"]["ok"].as_u64().unwrap() > 100, "{stdout}");
     assert!(out.join("latency.svg").exists());
     assert!(std::fs::read_to_string(out.join("latency.svg")).unwrap().starts_with("<svg"));
+    assert_recovery_measured(&report);
     report
+}
+
+/// Every fault has every node's recovery (time from the heal to its first linearizable read in every
+/// group, or null when it did not answer within the probe limit), and the failure windows are reported.
+fn assert_recovery_measured(report: &serde_json::Value) {
+    let nodes = report["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{report}");
+    for f in report["faults"].as_array().unwrap() {
+        let recovery = f["recovery"].as_array().unwrap_or_else(|| panic!("no recovery in {f}"));
+        assert_eq!(recovery.len(), nodes.len(), "one recovery per node: {f}");
+        for (r, node) in recovery.iter().zip(nodes) {
+            assert_eq!(&r["node"], node, "{f}");
+            assert!(r["recovered_ms"].is_f64() || r["recovered_ms"].is_null(), "{f}");
+            assert!(r["attempts"].as_u64().unwrap() >= 1, "{f}");
+            assert_eq!(r["groups"].as_array().unwrap().len(), report["groups"].as_array().unwrap().len());
+        }
+    }
+    assert!(report["failure_windows"].is_array(), "{report}");
 }
 
 fn faults_of(report: &serde_json::Value, kind: &str) -> usize {
     report["faults"].as_array().unwrap().iter().filter(|f| f["kind"] == kind).count()
 }
 
+/// The `--max-recovery` bound of the CI run: the documented goal is 1 s, and on the 2-core development
+/// machine, with runs two and three at a time (load average up to 9), 156 killed or isolated nodes
+/// served again 27 to 630 ms after the heal (docs/reliability.md, "Availability"). 3 s leaves room for
+/// a slower CI machine: a flaky bound would be worse than a loose one.
+const MAX_RECOVERY: &str = "3s";
+
+/// Kills and partitions in turn (two of each); every node must serve linearizable reads again within
+/// `MAX_RECOVERY` of every heal, or `drakkar check` fails the run.
 #[test]
-fn kill_and_restart() {
+fn kill_and_partition_recover_within_bound() {
     let dir = tempfile::tempdir().unwrap();
-    let r = check("kill", dir.path());
-    assert!(faults_of(&r, "kill") >= 1, "{r}");
+    let r = check("kill,partition", "14s", &["--max-recovery", MAX_RECOVERY], dir.path());
+    assert_eq!(faults_of(&r, "kill"), 2, "{r}");
+    assert_eq!(faults_of(&r, "partition"), 2, "{r}");
+    assert_eq!(r["max_recovery_ms"], 3000.0, "{r}");
+    assert!(r["recovery_failures"].as_array().unwrap().is_empty(), "{r}");
+    for f in r["faults"].as_array().unwrap() {
+        for n in f["recovery"].as_array().unwrap() {
+            let ms = n["recovered_ms"].as_f64().unwrap_or_else(|| panic!("not recovered: {f}"));
+            assert!(ms <= 3000.0, "{f}");
+        }
+    }
 }
 
 #[test]
 fn pause_and_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let r = check("pause", dir.path());
+    let r = check("pause", "8s", &[], dir.path());
     assert!(faults_of(&r, "pause") >= 1, "{r}");
-}
-
-#[test]
-fn partition_one_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let r = check("partition", dir.path());
-    assert!(faults_of(&r, "partition") >= 1, "{r}");
 }
 
 #[test]
 fn membership_changes() {
     let dir = tempfile::tempdir().unwrap();
-    let r = check("membership", dir.path());
+    let r = check("membership", "8s", &[], dir.path());
     assert!(faults_of(&r, "membership") >= 1, "{r}");
     // At least one replica was added, promoted and removed without errors.
     let clean =
@@ -143,7 +175,7 @@ fn disk_full() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let r = check("disk-full", dir.path());
+    let r = check("disk-full", "8s", &[], dir.path());
     let faults = r["faults"].as_array().unwrap();
     assert!(faults_of(&r, "disk-full") >= 1, "{r}");
     // Under writes, a full disk fails a log write: the node stops (exits) rather than acknowledge, and the

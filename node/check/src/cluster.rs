@@ -1,16 +1,17 @@
 //! A local cluster of `drakkar serve` processes for `drakkar check --local`, with the handles the
-//! nemeses need: kill -9 and restart, SIGSTOP / SIGCONT, a cuttable TCP proxy on every directed link
-//! between founding nodes, and a spare node for membership changes.
+//! nemeses need: kill -9 and restart, SIGSTOP / SIGCONT, a TCP proxy in front of every founding node
+//! whose links can be cut per sending node, and a spare node for membership changes.
 //!
-//! Every node gets its own TLS certificate from a development CA (`drakkar cert dev`). Node `i` is told
-//! (in `--peers`) that node `j` lives at the proxy of the link `i -> j`, while it advertises its real
-//! address, so cutting proxies partitions the Raft traffic; clients talk to the real addresses.
+//! Every node gets its own TLS certificate from a development CA (`drakkar cert dev`). With proxies, a
+//! founding node listens on its real address but advertises its proxy's, and every node's `--peers`
+//! lists the proxies: the nodes agree on each other's addresses, everything between them passes through
+//! the receiver's proxy, and cutting links there partitions them (see [`crate::proxy`]); clients talk
+//! to the real addresses.
 //! Every process is killed (by its PID) when the cluster is dropped. `DIR/nodes.txt` lists each node's
 //! address and Prometheus metrics URL. For the disk-full nemesis each node's data directory is its own
 //! small tmpfs (mounted here, which needs root; unmounted when the cluster is dropped), so filling one
 //! node's disk is quick and touches nothing else.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use drakkar_client::{Client, ClientConfig, tls};
 
-use crate::proxy::LinkProxy;
+use crate::proxy::{NodeProxy, Pids};
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -39,7 +40,7 @@ pub struct LocalOptions {
     pub tick_ms: u64,
     /// Start a spare node (not a founding member) for membership changes.
     pub spare: bool,
-    /// Route the Raft traffic between founding nodes through a cuttable proxy per directed link (for
+    /// Route the traffic between nodes through a cuttable proxy in front of each founding node (for
     /// partitions); otherwise nodes talk directly.
     pub proxies: bool,
     /// Put each node's data directory on its own tmpfs of this many bytes (for the disk-full nemesis;
@@ -103,8 +104,10 @@ pub struct LocalCluster {
     opts: LocalOptions,
     certs: PathBuf,
     nodes: Vec<NodeProc>,
-    /// `(from, to)` -> the proxy `from` uses to reach `to` (founding nodes only).
-    links: BTreeMap<(usize, usize), LinkProxy>,
+    /// The proxy in front of each founding node (empty without proxies).
+    proxies: Vec<NodeProxy>,
+    /// Each node's process id, for the proxies to tell senders apart.
+    pids: Pids,
     /// tmpfs mounts made here, unmounted on drop.
     mounts: Vec<PathBuf>,
 }
@@ -139,36 +142,30 @@ impl LocalCluster {
         // Client ports, then metrics ports.
         let ports = free_addrs(2 * total)?;
         let (addrs, metrics_addrs) = ports.split_at(total);
-        let mut links = BTreeMap::new();
-        for from in (0..opts.nodes).filter(|_| opts.proxies) {
-            for (to, addr) in addrs.iter().enumerate().take(opts.nodes) {
-                if from != to {
-                    // A proxy's own port must not be one the nodes are about to bind.
-                    let proxy = loop {
-                        let p = LinkProxy::start(*addr).await.context("starting a proxy")?;
-                        if !ports.contains(&p.addr()) {
-                            break p;
-                        }
-                    };
-                    links.insert((from, to), proxy);
+        // The nodes, then this process (its clients may follow a leader hint to a proxy).
+        let mut known = vec![None; total];
+        known.push(Some(std::process::id()));
+        let pids: Pids = Arc::new(std::sync::Mutex::new(known));
+        let mut proxies = Vec::new();
+        for addr in addrs.iter().take(opts.nodes).filter(|_| opts.proxies) {
+            // A proxy's own port must not be one the nodes are about to bind.
+            let proxy = loop {
+                let p = NodeProxy::start(*addr, pids.clone()).await.context("starting a proxy")?;
+                if !ports.contains(&p.addr()) {
+                    break p;
                 }
-            }
+            };
+            proxies.push(proxy);
         }
-        let real: Vec<String> = addrs[..opts.nodes].iter().map(ToString::to_string).collect();
+        // What the nodes call each other: the proxies, if any.
+        let advertised: Vec<String> = (0..total)
+            .map(|i| proxies.get(i).map_or_else(|| addrs[i].to_string(), |p| p.addr().to_string()))
+            .collect();
+        let peers = advertised[..opts.nodes].join(",");
         let mut nodes = Vec::new();
         let mut metrics_lines = String::new();
         for (i, addr) in addrs.iter().enumerate() {
             let name = format!("node-{}", i + 1);
-            let peers: Vec<String> = if i < opts.nodes {
-                (0..opts.nodes)
-                    .map(|j| match links.get(&(i, j)) {
-                        Some(proxy) => proxy.addr().to_string(),
-                        None => addrs[j].to_string(),
-                    })
-                    .collect()
-            } else {
-                real.clone()
-            };
             let data_dir = opts.dir.join(&name);
             let mut args: Vec<String> = [
                 "serve",
@@ -177,9 +174,9 @@ impl LocalCluster {
                 "--listen",
                 &addr.to_string(),
                 "--advertise",
-                &addr.to_string(),
+                &advertised[i],
                 "--peers",
-                &peers.join(","),
+                &peers,
                 "--kv-groups",
                 &opts.groups.to_string(),
                 "--state-machine",
@@ -204,13 +201,14 @@ impl LocalCluster {
         }
         // Where to look while it runs: `name address metrics-url` per node.
         std::fs::write(opts.dir.join("nodes.txt"), metrics_lines).context("writing nodes.txt")?;
-        let mut cluster = LocalCluster { opts, certs, nodes, links, mounts: Vec::new() };
+        let mut cluster = LocalCluster { opts, certs, nodes, proxies, pids, mounts: Vec::new() };
         if let Some(limit) = cluster.opts.disk_limit {
             cluster.mount_disks(limit)?;
         }
         for i in 0..cluster.nodes.len() {
             let exe = cluster.opts.exe.clone();
             cluster.nodes[i].spawn(&exe)?;
+            cluster.note_pid(i);
         }
         cluster.wait_ready(Duration::from_secs(60)).await?;
         Ok(cluster)
@@ -247,16 +245,25 @@ impl LocalCluster {
         &self.nodes[i].name
     }
 
+    /// Records node `i`'s process id (or its absence) for the proxies.
+    fn note_pid(&self, i: usize) {
+        let pid = self.nodes[i].child.as_ref().map(Child::id);
+        self.pids.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[i] = pid;
+    }
+
     /// SIGKILL node `i`.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].kill9();
+        self.note_pid(i);
     }
 
     /// Starts node `i` again with the same flags and data directory.
     pub fn restart(&mut self, i: usize) -> Result<()> {
         let exe = self.opts.exe.clone();
         self.nodes[i].kill9();
-        self.nodes[i].spawn(&exe)
+        let spawned = self.nodes[i].spawn(&exe);
+        self.note_pid(i);
+        spawned
     }
 
     /// SIGSTOP node `i`.
@@ -269,18 +276,27 @@ impl LocalCluster {
         self.nodes[i].signal("CONT")
     }
 
-    /// Cuts every link to and from founding node `i`.
+    /// Cuts every link to and from founding node `i`: nothing reaches its proxy, and its connections to
+    /// the other nodes' proxies are closed.
     pub fn isolate(&self, i: usize) {
-        for ((from, to), p) in &self.links {
-            if *from == i || *to == i {
-                p.set_cut(true);
+        for (j, p) in self.proxies.iter().enumerate() {
+            if j == i {
+                p.set_cut_all(true);
+            } else {
+                p.set_cut_from(i, true);
             }
         }
     }
 
     /// Heals every link.
     pub fn heal(&self) {
-        self.links.values().for_each(|p| p.set_cut(false));
+        self.proxies.iter().for_each(NodeProxy::heal);
+    }
+
+    /// Connections through the proxies whose sender was neither a node nor this process (expected 0:
+    /// such a connection escapes a partition of its sender).
+    pub fn unidentified_connections(&self) -> u64 {
+        self.proxies.iter().map(NodeProxy::unidentified).sum()
     }
 
     /// Mounts a tmpfs of `limit` bytes on every node's data directory.
@@ -346,6 +362,7 @@ impl LocalCluster {
         let c = self.nodes[i].child.as_mut()?;
         let status = c.try_wait().ok()??;
         self.nodes[i].child = None;
+        self.note_pid(i);
         Some(status.to_string())
     }
 

@@ -16,6 +16,9 @@
 //!   group, one attempt per operation, recording ok / fail / unknown.
 //! - [`nemesis`], [`cluster`], [`proxy`]: a local cluster of `drakkar serve` processes and the faults
 //!   injected into it (kill -9, SIGSTOP, partitions through per-link TCP proxies, membership changes).
+//! - [`availability`]: how long each node takes to serve linearizable reads again after each fault is
+//!   healed (probed apart from the history), the windows in which operations on a node failed, and
+//!   the `--max-recovery` bound.
 //! - [`report`]: counts, lost acknowledged writes, JSON and text reports, the latency plot (SVG).
 //! - [`run()`] / [`CheckArgs`]: the `drakkar check` command. See `docs/reliability.md`.
 //!
@@ -34,6 +37,8 @@
 pub mod checker;
 pub mod history;
 
+#[cfg(feature = "runner")]
+pub mod availability;
 #[cfg(feature = "runner")]
 pub mod cluster;
 #[cfg(feature = "runner")]

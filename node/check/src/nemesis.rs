@@ -9,7 +9,9 @@
 //! | `disk-full` | a random founding node's disk (its own tmpfs; needs root) filled until writes fail: the node must stop acknowledging, and exits | freeing the space and restarting the node if it exited |
 //!
 //! Faults take turns: a quiet period, then one fault held for a while, then healing, and so on until the
-//! run ends; every fault is recorded with its times for the report and the plot.
+//! run ends; every fault is recorded with its times for the report and the plot. From each heal every
+//! founding node is probed until it serves linearizable reads again ([`crate::availability`]), while
+//! the schedule goes on.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ use anyhow::{Context, Result};
 use drakkar_client::{Client, pb};
 use tokio::sync::Mutex;
 
+use crate::availability::{self, ProbeOptions, Recovery};
 use crate::cluster::LocalCluster;
 
 /// A kind of fault.
@@ -80,12 +83,17 @@ pub struct Fault {
     pub kind: &'static str,
     /// What it hit (`node-2`, `group 3 replica 101 on node-4`).
     pub target: String,
+    /// The founding node it hit, if it hit one (not for `membership`).
+    pub node: Option<String>,
     /// When it started, in seconds since the start of the run.
     pub start_s: f64,
-    /// When it was healed.
+    /// When it was healed (for `kill`: when the node was started again).
     pub end_s: f64,
     /// Errors while injecting or healing it, if any.
     pub errors: Vec<String>,
+    /// Per founding node, how long after `end_s` it served linearizable reads again (empty when not
+    /// probed).
+    pub recovery: Vec<Recovery>,
 }
 
 /// Nemesis schedule.
@@ -101,6 +109,8 @@ pub struct NemesisOptions {
     pub groups: Vec<u64>,
     /// The state machine of new replicas.
     pub disk: bool,
+    /// Probing of the nodes after each heal (`None`: not measured).
+    pub probe: Option<Arc<ProbeOptions>>,
 }
 
 struct Rng(u64);
@@ -114,7 +124,8 @@ impl Rng {
     }
 }
 
-/// Injects faults until `end` (the last one is healed by then); returns what it did.
+/// Injects faults until `end` (the last one is healed by then); returns what it did, with each node's
+/// recovery once the probes are done (at most [`ProbeOptions::limit`] after the last heal).
 pub async fn run(
     cluster: Arc<Mutex<LocalCluster>>,
     admin: Client,
@@ -130,6 +141,8 @@ pub async fn run(
     let mut rng = Rng(seed | 1);
     let mut next_replica = 100u64;
     let mut turn = 0usize;
+    // (index in `faults`, its probe)
+    let mut probes = Vec::new();
     loop {
         let now = Instant::now();
         if now + opts.quiet + opts.hold > end {
@@ -140,6 +153,7 @@ pub async fn run(
         turn += 1;
         let founding = cluster.lock().await.founding();
         let node = rng.below(founding);
+        let node_name = cluster.lock().await.name(node).to_string();
         let began = start.elapsed().as_secs_f64();
         let mut errors = Vec::new();
         let target = match kind {
@@ -151,7 +165,7 @@ pub async fn run(
                 if let Err(e) = cluster.lock().await.restart(node) {
                     errors.push(format!("restart: {e:#}"));
                 }
-                cluster.lock().await.name(node).to_string()
+                node_name.clone()
             }
             Nemesis::Pause => {
                 if let Err(e) = cluster.lock().await.pause(node) {
@@ -161,16 +175,16 @@ pub async fn run(
                 if let Err(e) = cluster.lock().await.resume(node) {
                     errors.push(format!("resume: {e:#}"));
                 }
-                cluster.lock().await.name(node).to_string()
+                node_name.clone()
             }
             Nemesis::Partition => {
                 cluster.lock().await.isolate(node);
                 tokio::time::sleep(opts.hold).await;
                 cluster.lock().await.heal();
-                format!("{} isolated", cluster.lock().await.name(node))
+                format!("{node_name} isolated")
             }
             Nemesis::DiskFull => {
-                let name = cluster.lock().await.name(node).to_string();
+                let name = &node_name;
                 if let Err(e) = cluster.lock().await.fill_disk(node) {
                     errors.push(format!("filling the disk: {e:#}"));
                 }
@@ -211,16 +225,30 @@ pub async fn run(
             }
             Nemesis::None | Nemesis::All => continue,
         };
+        // Healed: every arm above returns once its fault is undone.
+        let healed = tokio::time::Instant::now();
+        let end_s = start.elapsed().as_secs_f64();
+        if let Some(p) = &opts.probe {
+            probes.push((faults.len(), tokio::spawn(availability::probe(p.clone(), healed))));
+        }
         for e in &errors {
             tracing::warn!(nemesis = kind.name(), error = %e, "nemesis step failed");
         }
         faults.push(Fault {
             kind: kind.name(),
             target,
+            node: (kind != Nemesis::Membership).then_some(node_name),
             start_s: began,
-            end_s: start.elapsed().as_secs_f64(),
+            end_s,
             errors,
+            recovery: Vec::new(),
         });
+    }
+    for (i, p) in probes {
+        match p.await {
+            Ok(r) => faults[i].recovery = r,
+            Err(e) => faults[i].errors.push(format!("probing the recovery: {e}")),
+        }
     }
     faults
 }

@@ -1,6 +1,7 @@
-//! The report of a run: counts, the checker's verdict, lost acknowledged writes, latencies, faults; as
-//! JSON (`report.json`), text, and a latency plot (`latency.svg`, plotters' SVG backend) with every
-//! fault drawn as a band over the time it lasted.
+//! The report of a run: counts, the checker's verdict, lost acknowledged writes, latencies, faults with
+//! each node's recovery, the nodes' failure windows; as JSON (`report.json`), text, and a latency plot
+//! (`latency.svg`, plotters' SVG backend) with every fault drawn as a band over the time it lasted and,
+//! below it, one lane per node with its failure windows and its recovery after each heal.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,6 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 
+use crate::availability::{self, FailureWindow};
 use crate::history::{Key, Op, OpKind, Outcome, Printable, Reply, Value};
 use crate::nemesis::Fault;
 use crate::workload::Sample;
@@ -161,11 +163,21 @@ pub struct Report {
     pub concurrency: usize,
     /// Nemeses enabled.
     pub nemeses: Vec<String>,
-    /// Faults, in order.
+    /// The nodes the workload ran on, as the faults, recoveries and failure windows name them.
+    pub nodes: Vec<String>,
+    /// Faults, in order, each with every node's recovery after its heal.
     pub faults: Vec<Fault>,
+    /// Per node, the time covered by workload operations on it that failed or were unknown.
+    pub failure_windows: Vec<FailureWindow>,
+    /// `--max-recovery`, in milliseconds, if given.
+    pub max_recovery_ms: Option<f64>,
+    /// The (fault, node) pairs whose recovery exceeded `max_recovery_ms` or did not happen within the
+    /// probe limit: one message each, naming the fault, the node and the time.
+    pub recovery_failures: Vec<String>,
     /// Time the checker took, in milliseconds.
     pub checker_ms: u64,
-    /// Whether the run passed: linearizable and no lost write.
+    /// Whether the run passed: linearizable, no lost write, and (with `--max-recovery`) no recovery
+    /// failure.
     pub passed: bool,
     /// Problems that are not safety violations (e.g. a node that did not catch up after the faults).
     pub warnings: Vec<String>,
@@ -203,7 +215,25 @@ impl Report {
                 s.push_str(&format!("  (errors: {})", f.errors.join("; ")));
             }
             s.push('\n');
+            if !f.recovery.is_empty() {
+                let per_node: Vec<String> = f
+                    .recovery
+                    .iter()
+                    .map(|r| {
+                        let why = availability::errors_text(&r.errors).map(|e| format!(" ({e})"));
+                        format!(
+                            "{} {}{}",
+                            r.node,
+                            r.time_text(availability::PROBE_LIMIT),
+                            why.unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                s.push_str(&format!("           serving again after: {}\n", per_node.join(", ")));
+            }
         }
+        s.push_str(&self.recovery_by_kind());
+        s.push_str(&self.windows_text());
         s.push_str(&format!(
             "keys: {} in groups {:?}, {} clients, seed {}\n",
             self.keys, self.groups, self.concurrency, self.seed
@@ -220,7 +250,55 @@ impl Report {
         for w in &self.warnings {
             s.push_str(&format!("WARNING: {w}\n"));
         }
+        for r in &self.recovery_failures {
+            s.push_str(&format!("RECOVERY TOO SLOW: {r}\n"));
+        }
         s.push_str(if self.passed { "PASS\n" } else { "FAIL\n" });
+        s
+    }
+
+    /// Per fault kind, the slowest node's recovery after each fault of that kind, in order:
+    /// `recovery (heal to the slowest node's first linearizable read): kill 412 ms, 380 ms; ...`.
+    fn recovery_by_kind(&self) -> String {
+        let mut kinds: Vec<(&str, Vec<String>)> = Vec::new();
+        for f in self.faults.iter().filter(|f| !f.recovery.is_empty()) {
+            let slowest = f.recovery.iter().try_fold(0.0f64, |m, r| r.recovered_ms.map(|ms| m.max(ms)));
+            let text = slowest.map_or_else(|| "not recovered".to_string(), availability::ms_text);
+            match kinds.iter_mut().find(|(k, _)| *k == f.kind) {
+                Some((_, v)) => v.push(text),
+                None => kinds.push((f.kind, vec![text])),
+            }
+        }
+        if kinds.is_empty() {
+            return String::new();
+        }
+        let parts: Vec<String> = kinds.iter().map(|(k, v)| format!("{k} {}", v.join(", "))).collect();
+        format!("recovery (heal to the slowest node's first linearizable read): {}\n", parts.join("; "))
+    }
+
+    /// The failure windows, one line per node (at most 8 windows each; all of them are in the JSON).
+    fn windows_text(&self) -> String {
+        if self.failure_windows.is_empty() {
+            return String::new();
+        }
+        let mut s = String::from("failure windows (when operations on a node failed or were unknown):\n");
+        for node in &self.nodes {
+            let w: Vec<&FailureWindow> = self.failure_windows.iter().filter(|w| &w.node == node).collect();
+            if w.is_empty() {
+                continue;
+            }
+            let mut parts: Vec<String> = w
+                .iter()
+                .take(8)
+                .map(|w| {
+                    format!("{:.2}-{:.2}s ({} failed, {} unknown)", w.start_s, w.end_s, w.failed, w.unknown)
+                })
+                .collect();
+            if w.len() > 8 {
+                parts.push(format!("... {} more", w.len() - 8));
+            }
+            s.push_str(&format!("  {node}: {}\n", parts.join(", ")));
+        }
         s
     }
 }
@@ -249,13 +327,15 @@ pub fn decode_bytes(s: &str) -> Result<Vec<u8>> {
     }
 }
 
-/// Writes the history as JSON lines (see [`read_history`]).
-pub fn write_history(path: &Path, ops: &[Op]) -> Result<()> {
+/// Writes the history as JSON lines (see [`read_history`]). `nodes[i]` is the node `ops[i]` was sent
+/// to, written as its `node` (`null` for the operations past the end of `nodes`, such as the final
+/// reads, which go to whichever node answers).
+pub fn write_history(path: &Path, ops: &[Op], nodes: &[&str]) -> Result<()> {
     use std::io::Write;
     let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = std::io::BufWriter::new(f);
     let text = |v: &[u8]| encode_bytes(v);
-    for op in ops {
+    for (i, op) in ops.iter().enumerate() {
         let (kind, value, expected) = match &op.kind {
             OpKind::Read => ("read", None, None),
             OpKind::Write { value } => ("write", Some(text(value)), None),
@@ -271,7 +351,7 @@ pub fn write_history(path: &Path, ops: &[Op]) -> Result<()> {
         let line = serde_json::json!({
             "process": op.process, "key": text(&op.key), "kind": kind, "value": value,
             "expected": expected, "invoke_ns": op.invoke, "complete_ns": op.complete,
-            "outcome": outcome, "reply": reply,
+            "outcome": outcome, "reply": reply, "node": nodes.get(i),
         });
         writeln!(w, "{line}")?;
     }
@@ -282,7 +362,8 @@ pub fn write_history(path: &Path, ops: &[Op]) -> Result<()> {
 /// Reads a history written by [`write_history`]: one JSON object per line with `process`, `key`,
 /// `kind` (`read`, `write`, `cas`), `value` (written / new value), `expected` (a compare's value, null:
 /// absent), `invoke_ns`, `complete_ns` (null: never returned), `outcome` (`ok`, `fail`, `unknown`) and
-/// `reply` (a read's value or null, a compare's boolean). Keys and values are text, or `0x` + hex.
+/// `reply` (a read's value or null, a compare's boolean). Keys and values are text, or `0x` + hex. An
+/// optional `node` (where the operation went) is not needed to check the history and is ignored.
 pub fn read_history(path: &Path) -> Result<Vec<Op>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut ops = Vec::new();
@@ -332,47 +413,100 @@ fn parse_op(line: &str) -> Result<Op> {
     })
 }
 
+/// What [`plot`] draws besides the operations.
+pub struct PlotInput<'a> {
+    /// The title.
+    pub title: &'a str,
+    /// Length of the workload, in seconds.
+    pub duration_s: f64,
+    /// The faults, with each node's recovery.
+    pub faults: &'a [Fault],
+    /// The nodes' failure windows.
+    pub windows: &'a [FailureWindow],
+    /// The nodes, top lane first.
+    pub nodes: &'a [String],
+}
+
+fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("plot: {e}")
+}
+
+/// Colour of a fault kind's band and recovery marks.
+fn fault_colour(kind: &str) -> RGBColor {
+    match kind {
+        "kill" => RGBColor(230, 80, 80),
+        "pause" => RGBColor(240, 170, 60),
+        "partition" => RGBColor(120, 100, 220),
+        _ => RGBColor(60, 170, 170),
+    }
+}
+
 /// Draws latency against time: one dot per operation (answered, failed, unknown in different colours,
-/// log scale), and a shaded band per fault, labelled with its kind.
-pub fn plot(path: &Path, samples: &[Sample], faults: &[Fault], duration_s: f64, title: &str) -> Result<()> {
-    let root = SVGBackend::new(path, (1200, 600)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+/// log scale), and a shaded band per fault, labelled with its kind. Below, one lane per node: its
+/// failure windows (red bars) and, for each fault, a line from the heal to the node's first
+/// linearizable read (a dot; a cross when it did not answer within the probe limit).
+pub fn plot(path: &Path, samples: &[Sample], input: &PlotInput<'_>) -> Result<()> {
+    let root = SVGBackend::new(path, (1200, 600 + 60 * input.nodes.len().max(1) as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let (upper, lower) = root.split_vertically(600);
+    let limit_s = availability::PROBE_LIMIT.as_secs_f64();
+    let recovered_end = |f: &Fault| {
+        f.recovery
+            .iter()
+            .map(|r| f.end_s + r.recovered_ms.map_or(limit_s, |ms| ms / 1e3))
+            .fold(f.end_s, f64::max)
+    };
+    let x_end = [
+        input.duration_s,
+        input.faults.iter().map(recovered_end).fold(0.0, f64::max),
+        input.windows.iter().map(|w| w.end_s).fold(0.0, f64::max),
+    ]
+    .into_iter()
+    .fold(1.0, f64::max)
+        * 1.02;
+    plot_latency(&upper, samples, input, x_end)?;
+    if !input.nodes.is_empty() {
+        plot_lanes(&lower, input, x_end)?;
+    }
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+fn plot_latency(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    samples: &[Sample],
+    input: &PlotInput<'_>,
+    x_end: f64,
+) -> Result<()> {
     let max_ms = samples.iter().map(|s| s.latency.as_secs_f64() * 1e3).fold(10.0, f64::max) * 1.5;
-    let x_end = duration_s.max(faults.iter().map(|f| f.end_s).fold(0.0, f64::max)).max(1.0) * 1.02;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
+    let mut chart = ChartBuilder::on(area)
+        .caption(input.title, ("sans-serif", 20))
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..x_end, (0.1f64..max_ms).log_scale())
-        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        .map_err(plot_err)?;
     chart
         .configure_mesh()
         .x_desc("time since start (s)")
         .y_desc("latency (ms, log)")
         .draw()
-        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
-    let colour = |kind: &str| match kind {
-        "kill" => RGBColor(230, 80, 80),
-        "pause" => RGBColor(240, 170, 60),
-        "partition" => RGBColor(120, 100, 220),
-        _ => RGBColor(60, 170, 170),
-    };
-    for f in faults {
-        let c = colour(f.kind);
+        .map_err(plot_err)?;
+    for f in input.faults {
+        let c = fault_colour(f.kind);
         chart
             .draw_series(std::iter::once(Rectangle::new(
                 [(f.start_s, 0.1), (f.end_s.max(f.start_s + 0.01), max_ms)],
                 c.mix(0.18).filled(),
             )))
-            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+            .map_err(plot_err)?;
         chart
             .draw_series(std::iter::once(Text::new(
                 f.kind.to_string(),
                 (f.start_s, max_ms / 1.6),
                 ("sans-serif", 13).into_font().color(&c),
             )))
-            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+            .map_err(plot_err)?;
     }
     for (outcome, c, label) in [
         ("ok", RGBColor(40, 110, 200), "ok"),
@@ -385,7 +519,7 @@ pub fn plot(path: &Path, samples: &[Sample], faults: &[Fault], duration_s: f64, 
             .map(|s| (s.at.as_secs_f64(), (s.latency.as_secs_f64() * 1e3).max(0.11)));
         chart
             .draw_series(points.map(|p| Circle::new(p, 1, c.mix(0.6).filled())))
-            .map_err(|e| anyhow::anyhow!("plot: {e}"))?
+            .map_err(plot_err)?
             .label(label)
             .legend(move |(x, y)| Circle::new((x, y), 4, c.filled()));
     }
@@ -395,8 +529,82 @@ pub fn plot(path: &Path, samples: &[Sample], faults: &[Fault], duration_s: f64, 
         .border_style(BLACK)
         .position(SeriesLabelPosition::LowerRight)
         .draw()
-        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
-    root.present().map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        .map_err(plot_err)?;
+    Ok(())
+}
+
+/// The availability lanes: node `i` (of `input.nodes`) is the lane from `n - 1 - i` to `n - i`.
+fn plot_lanes(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    input: &PlotInput<'_>,
+    x_end: f64,
+) -> Result<()> {
+    let n = input.nodes.len();
+    let lane = |node: &str| input.nodes.iter().position(|x| x == node).map(|i| (n - 1 - i) as f64);
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "per node: failure windows (red) and heal to first linearizable read (o: served, x: not within the probe limit)",
+            ("sans-serif", 13),
+        )
+        .margin(10)
+        .x_label_area_size(20)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..x_end, 0f64..n as f64)
+        .map_err(plot_err)?;
+    chart.configure_mesh().y_labels(0).disable_y_mesh().draw().map_err(plot_err)?;
+    let font = ("sans-serif", 12).into_font();
+    for f in input.faults {
+        let c = fault_colour(f.kind);
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(f.start_s, 0.0), (f.end_s.max(f.start_s + 0.01), n as f64)],
+                c.mix(0.12).filled(),
+            )))
+            .map_err(plot_err)?;
+    }
+    for (i, node) in input.nodes.iter().enumerate() {
+        let y = (n - 1 - i) as f64;
+        chart
+            .draw_series(std::iter::once(Text::new(node.clone(), (0.0, y + 0.95), font.clone())))
+            .map_err(plot_err)?;
+    }
+    let red = RGBColor(200, 0, 0);
+    for w in input.windows {
+        let Some(y) = lane(&w.node) else { continue };
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(w.start_s, y + 0.5), (w.end_s.max(w.start_s + 0.02), y + 0.75)],
+                red.mix(0.7).filled(),
+            )))
+            .map_err(plot_err)?;
+    }
+    let limit_s = availability::PROBE_LIMIT.as_secs_f64();
+    for f in input.faults {
+        let c = fault_colour(f.kind);
+        for r in &f.recovery {
+            let Some(y) = lane(&r.node) else { continue };
+            let y = y + 0.25;
+            let to = f.end_s + r.recovered_ms.map_or(limit_s, |ms| ms / 1e3);
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(f.end_s, y), (to, y)],
+                    c.stroke_width(3),
+                )))
+                .map_err(plot_err)?;
+            match r.recovered_ms {
+                Some(_) => chart.draw_series(std::iter::once(Circle::new((to, y), 4, c.filled()))),
+                None => chart.draw_series(std::iter::once(Cross::new((to, y), 5, c.stroke_width(2)))),
+            }
+            .map_err(plot_err)?;
+            // The time, where it matters (past 100 ms, or never).
+            if r.recovered_ms.is_none_or(|ms| ms >= 100.0) {
+                let text = r.time_text(availability::PROBE_LIMIT);
+                chart
+                    .draw_series(std::iter::once(Text::new(text, (to, y + 0.2), font.clone().color(&c))))
+                    .map_err(plot_err)?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -441,13 +649,23 @@ mod tests {
             Op::cas(3, "k", v("a"), vec![0xffu8], 20, 30, true).with_outcome(Outcome::Fail),
             Op { complete: None, ..Op::write(4, "k", "u", 40, 0).with_outcome(Outcome::Unknown) },
         ];
-        write_history(&path, &ops).unwrap();
+        write_history(&path, &ops, &["node-1", "node-2"]).unwrap();
         assert_eq!(read_history(&path).unwrap(), ops);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let nodes: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["node"].clone())
+            .collect();
+        assert_eq!(
+            nodes[..3],
+            [serde_json::json!("node-1"), serde_json::json!("node-2"), serde_json::Value::Null]
+        );
         assert!(decode_bytes("0xzz").is_err());
     }
 
     #[test]
-    fn the_plot_is_an_svg_with_faults() {
+    fn the_plot_is_an_svg_with_faults_windows_and_recoveries() {
+        use crate::availability::Recovery;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.svg");
         let samples: Vec<Sample> = (0..50)
@@ -455,13 +673,33 @@ mod tests {
                 at: std::time::Duration::from_millis(i * 100),
                 latency: std::time::Duration::from_millis(1 + i % 7),
                 outcome: if i % 10 == 0 { "unknown" } else { "ok" },
+                node: (i % 2) as usize,
             })
             .collect();
-        let faults =
-            vec![Fault { kind: "kill", target: "node-1".into(), start_s: 1.0, end_s: 2.0, errors: vec![] }];
-        plot(&path, &samples, &faults, 5.0, "test").unwrap();
+        let recovery = |node: &str, ms: Option<f64>| Recovery {
+            node: node.into(),
+            recovered_ms: ms,
+            groups: vec![],
+            attempts: 3,
+            errors: Default::default(),
+        };
+        let faults = vec![Fault {
+            kind: "kill",
+            target: "node-1".into(),
+            node: Some("node-1".into()),
+            start_s: 1.0,
+            end_s: 2.0,
+            errors: vec![],
+            recovery: vec![recovery("node-1", Some(1234.0)), recovery("node-2", None)],
+        }];
+        let nodes = vec!["node-1".to_string(), "node-2".to_string()];
+        let windows = crate::availability::failure_windows(&samples, &nodes);
+        let input =
+            PlotInput { title: "test", duration_s: 5.0, faults: &faults, windows: &windows, nodes: &nodes };
+        plot(&path, &samples, &input).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg"));
         assert!(svg.contains("kill"));
+        assert!(svg.contains("node-2") && svg.contains("1.23 s") && svg.contains("not within 30 s"), "{svg}");
     }
 }

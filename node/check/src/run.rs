@@ -11,11 +11,12 @@ use drakkar_client::pb::Consistency;
 use drakkar_client::{Client, ClientConfig, tls};
 use tokio::sync::Mutex;
 
+use crate::availability::{self, ProbeOptions};
 use crate::checker::{self, CheckOptions, Verdict};
 use crate::cluster::{LocalCluster, LocalOptions};
 use crate::history::Op;
 use crate::nemesis::{self, Nemesis, NemesisOptions};
-use crate::report::{self, Counts, Latency, Report};
+use crate::report::{self, Counts, Latency, PlotInput, Report};
 use crate::workload::{self, WorkloadOptions};
 
 /// Size of each node's tmpfs under the disk-full nemesis: far more than a check run writes, and only
@@ -63,6 +64,11 @@ pub struct CheckArgs {
     /// How long each fault is held.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub fault_hold: Duration,
+    /// Fail the run when a node takes longer than this, after a fault is healed (or a killed node
+    /// restarted), to serve a linearizable read in every group (e.g. 1s). Recovery is measured and
+    /// reported either way.
+    #[arg(long, value_parser = parse_duration)]
+    pub max_recovery: Option<Duration>,
     /// How long to wait, after the last fault, for every node of a local cluster to catch up before
     /// the final reads (a node still behind then is reported as a warning).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -211,11 +217,15 @@ pub async fn run(a: CheckArgs) -> Result<()> {
     print!("{}", report.summary());
     println!("report: {}", out.join("report.json").display());
     if !report.passed {
-        bail!(
-            "the check failed: {} with {} lost acknowledged writes",
-            report.verdict,
-            report.lost_acknowledged_writes
-        );
+        let mut why = Vec::new();
+        if report.verdict != Verdict::Linearizable.name() || report.lost_acknowledged_writes > 0 {
+            why.push(format!(
+                "{} with {} lost acknowledged writes",
+                report.verdict, report.lost_acknowledged_writes
+            ));
+        }
+        why.extend(report.recovery_failures.iter().cloned());
+        bail!("the check failed: {}", why.join("; "));
     }
     Ok(())
 }
@@ -285,6 +295,14 @@ async fn run_on(
         reads: if a.read_consistency == "stale" { Consistency::Stale } else { Consistency::Linearizable },
     };
     let clients = workload::node_clients(&base, Duration::from_millis(a.request_timeout_ms))?;
+    // The workload's node `i` is client `i`: the founding node `i` of a local cluster.
+    let nodes: Vec<String> = match &cluster {
+        Some(c) => {
+            let c = c.lock().await;
+            (0..c.founding()).map(|i| c.name(i).to_string()).collect()
+        }
+        None => base.endpoints.clone(),
+    };
     eprintln!(
         "drakkar check: {} clients on {} keys in groups {:?} for {:?}, nemesis {:?}, seed {seed}",
         wopts.concurrency,
@@ -302,6 +320,12 @@ async fn run_on(
             hold: a.fault_hold,
             groups: groups.clone(),
             disk: a.local_state_machine == "disk",
+            probe: Some(Arc::new(ProbeOptions::new(
+                nodes.iter().cloned().zip(base.endpoints.iter().cloned()).collect(),
+                base.clone(),
+                groups.clone(),
+                format!("drakkar-check/{seed:016x}/recovery-probe").into_bytes(),
+            ))),
         };
         tokio::spawn(nemesis::run(c, admin.clone(), nopts, start, end, seed ^ 0x5eed))
     });
@@ -316,11 +340,18 @@ async fn run_on(
     // a liveness problem, reported but not a safety failure), then read every key once more through
     // whichever nodes answer.
     let mut warnings = Vec::new();
-    if let Some(c) = &cluster
-        && let Err(e) = c.lock().await.wait_ready(a.recovery_wait).await
-    {
-        eprintln!("drakkar check: WARNING: {e:#}");
-        warnings.push(format!("after the faults: {e:#}"));
+    if let Some(c) = &cluster {
+        let c = c.lock().await;
+        if let Err(e) = c.wait_ready(a.recovery_wait).await {
+            eprintln!("drakkar check: WARNING: {e:#}");
+            warnings.push(format!("after the faults: {e:#}"));
+        }
+        let unidentified = c.unidentified_connections();
+        if unidentified > 0 {
+            warnings.push(format!(
+                "the partition proxies could not tell the sender of {unidentified} connections: partitions may have cut less than intended"
+            ));
+        }
     }
     let mut final_cfg = base.clone();
     final_cfg.request_timeout = Duration::from_secs(3);
@@ -354,7 +385,16 @@ async fn run_on(
     let checker_ms = checked.elapsed().as_millis() as u64;
     let lost = report::lost_writes(&history.ops, &final_reads);
     let counts = Counts::of(&history.ops);
-    let passed = verdict == Verdict::Linearizable && lost.is_empty();
+    let failure_windows = availability::failure_windows(&history.samples, &nodes);
+    let slow = availability::recovery_failures(&faults, a.max_recovery, availability::PROBE_LIMIT);
+    // Without --max-recovery a node that never served again is a liveness problem: a warning.
+    let recovery_failures = if a.max_recovery.is_some() {
+        slow
+    } else {
+        warnings.extend(slow.into_iter().map(|w| format!("not recovered: {w}")));
+        Vec::new()
+    };
+    let passed = verdict == Verdict::Linearizable && lost.is_empty() && recovery_failures.is_empty();
     let report = Report {
         verdict: verdict.name().to_string(),
         verdict_detail: match &verdict {
@@ -372,7 +412,11 @@ async fn run_on(
         groups,
         concurrency: wopts.concurrency,
         nemeses: kinds.iter().map(|k| k.name().to_string()).collect(),
+        nodes,
         faults,
+        failure_windows,
+        max_recovery_ms: a.max_recovery.map(|d| d.as_secs_f64() * 1e3),
+        recovery_failures,
         checker_ms,
         passed,
         warnings,
@@ -381,14 +425,23 @@ async fn run_on(
         command: std::env::args().collect::<Vec<_>>().join(" "),
         seed,
     };
-    report::write_history(&out.join("history.jsonl"), &history.ops)?;
+    let op_nodes: Vec<&str> =
+        history.samples.iter().map(|s| report.nodes.get(s.node).map_or("?", String::as_str)).collect();
+    report::write_history(&out.join("history.jsonl"), &history.ops, &op_nodes)?;
     let title = format!(
         "drakkar check: {} ops, nemesis {}, {}",
         report.operations.total,
         if report.nemeses.is_empty() { "none".to_string() } else { report.nemeses.join("+") },
         report.verdict
     );
-    report::plot(&out.join("latency.svg"), &history.samples, &report.faults, duration_s, &title)?;
+    let input = PlotInput {
+        title: &title,
+        duration_s,
+        faults: &report.faults,
+        windows: &report.failure_windows,
+        nodes: &report.nodes,
+    };
+    report::plot(&out.join("latency.svg"), &history.samples, &input)?;
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
     std::fs::write(out.join("report.txt"), report.summary())?;
     Ok(report)

@@ -70,23 +70,27 @@ pub fn keys(opts: &WorkloadOptions) -> Vec<WorkloadKey> {
         .collect()
 }
 
-/// One completed operation with its latency, for the report.
+/// One completed operation with its latency and node, for the report.
 #[derive(Clone, Debug)]
 pub struct Sample {
     /// When it was invoked, since the start of the run.
     pub at: Duration,
-    /// How long it took.
+    /// How long it took (for an unknown operation: until its client gave up).
     pub latency: Duration,
     /// `ok`, `fail` or `unknown`.
     pub outcome: &'static str,
+    /// The node it was sent to: an index into the clients (the endpoints) the workload ran with.
+    pub node: usize,
 }
 
 /// What a run recorded.
 #[derive(Debug, Default)]
 pub struct History {
-    /// Every operation.
+    /// Every operation, by invocation time.
     pub ops: Vec<Op>,
-    /// Per operation, when it was invoked and how long it took.
+    /// Per operation of the workload, when it was invoked, how long it took and where it went:
+    /// `samples[i]` is about `ops[i]` (operations added after the workload, such as the final reads,
+    /// have none).
     pub samples: Vec<Sample>,
     /// Error messages by count (`code/reason` -> count), for the report.
     pub errors: std::collections::BTreeMap<String, u64>,
@@ -115,7 +119,9 @@ pub fn classify(err: &ClientError, read: bool) -> Outcome {
     if definite { Outcome::Fail } else { Outcome::Unknown }
 }
 
-fn error_label(err: &ClientError) -> String {
+/// An error as the report counts it: `Code/reason` (`Unavailable/no-leader`), the code alone, or the
+/// client's message for errors that are not a gRPC status.
+pub fn error_label(err: &ClientError) -> String {
     match err {
         ClientError::Status { code, reason, .. } => match reason {
             Some(r) => format!("{code:?}/{r}"),
@@ -161,14 +167,17 @@ pub fn node_clients(base: &ClientConfig, request_timeout: Duration) -> Result<Ve
 pub async fn run(clients: Vec<Client>, opts: &WorkloadOptions, start: Instant, seed: u64) -> History {
     let keys = Arc::new(keys(opts));
     let clients = Arc::new(clients);
-    let history = Arc::new(Mutex::new(History::default()));
+    // Operations with their samples, kept together until they are sorted.
+    let recorded: Arc<Mutex<Vec<(Op, Sample)>>> = Arc::default();
+    let errors: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
     let end = start + opts.duration;
     let reads = opts.reads;
     let per_client_interval =
         (opts.rate > 0).then(|| Duration::from_secs_f64(opts.concurrency as f64 / opts.rate as f64));
     let mut tasks = Vec::new();
     for p in 0..opts.concurrency {
-        let (keys, clients, history) = (keys.clone(), clients.clone(), history.clone());
+        let (keys, clients) = (keys.clone(), clients.clone());
+        let (recorded, errors) = (recorded.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng(seed ^ (p as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
             let mut node = p % clients.len();
@@ -193,6 +202,7 @@ pub async fn run(clients: Vec<Client>, opts: &WorkloadOptions, start: Instant, s
                     4..=6 => OpKind::Write { value },
                     _ => OpKind::Cas { expected: seen.get(&ki).cloned().flatten(), new: value },
                 };
+                let sent_to = node;
                 let client = &clients[node];
                 let invoke = start.elapsed();
                 let result = execute(client, k, &kind, reads).await;
@@ -229,11 +239,10 @@ pub async fn run(clients: Vec<Client>, opts: &WorkloadOptions, start: Instant, s
                     complete: (outcome != Outcome::Unknown).then_some(done.as_nanos() as u64),
                     outcome,
                 };
-                let mut h = history.lock().await;
-                h.ops.push(op);
-                h.samples.push(Sample { at: invoke, latency: done - invoke, outcome: label });
+                let sample = Sample { at: invoke, latency: done - invoke, outcome: label, node: sent_to };
+                recorded.lock().await.push((op, sample));
                 if let Some(e) = err {
-                    *h.errors.entry(e).or_default() += 1;
+                    *errors.lock().await.entry(e).or_default() += 1;
                 }
             }
         }));
@@ -241,9 +250,10 @@ pub async fn run(clients: Vec<Client>, opts: &WorkloadOptions, start: Instant, s
     for t in tasks {
         let _ = t.await;
     }
-    let mut h = std::mem::take(&mut *history.lock().await);
-    h.ops.sort_by_key(|o| o.invoke);
-    h
+    let mut recorded = std::mem::take(&mut *recorded.lock().await);
+    recorded.sort_by_key(|(op, _)| op.invoke);
+    let (ops, samples) = recorded.into_iter().unzip();
+    History { ops, samples, errors: std::mem::take(&mut *errors.lock().await) }
 }
 
 /// Runs one operation (reads with `reads` consistency).

@@ -16,6 +16,10 @@ pub const FORWARDED_HEADER: &str = "drakkar-forwarded";
 pub mod reason {
     /// No leader is known (UNAVAILABLE): the request never entered the log; retrying is safe.
     pub const NO_LEADER: &str = "no-leader";
+    /// The node's replica is not the leader, and the request (a membership change or a leader transfer)
+    /// runs on the leader only (UNAVAILABLE, with the leader hint): it never entered the log; retry it
+    /// at the leader.
+    pub const NOT_LEADER: &str = "not-leader";
     /// Queues are full (RESOURCE_EXHAUSTED): the request never entered the log.
     pub const BUSY: &str = "busy";
     /// Too many unapplied bytes (RESOURCE_EXHAUSTED): the request never entered the log.
@@ -47,6 +51,9 @@ pub mod reason {
     /// acknowledged, or evicted past the per-session limit; it may have been applied once and is not
     /// applied again.
     pub const SESSION_RESULT_FORGOTTEN: &str = "session-result-forgotten";
+    /// A plain (session-less) write that reached the group's log too late to tell it from a duplicate
+    /// delivery (ABORTED): it was not applied; sending it again is as safe as any plain write.
+    pub const POSSIBLE_DUPLICATE: &str = "possible-duplicate";
 }
 
 /// Why a client call failed.
@@ -142,6 +149,7 @@ impl ClientError {
                     | reason::RATE_LIMITED
                     | reason::LEADER_TRANSFER
                     | reason::CONF_CHANGE_PENDING
+                    | reason::NOT_LEADER
             )
         );
         match code {

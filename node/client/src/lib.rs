@@ -8,6 +8,8 @@
 //!   names in its answer; writes go through client sessions, so a write retried after a timeout or a
 //!   lost connection is applied once.
 //! - [`ShardedKv`]: one keyspace over many KV groups, keys mapped to groups by a stable hash.
+//! - [`codec`]: the services' codec, which bounds what decoding a request may cost; [`address`]: the
+//!   form of a member address.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), drakkar_client::ClientError> {
@@ -25,7 +27,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod address;
 mod client;
+pub mod codec;
 pub mod connect;
 mod error;
 mod kv;

@@ -14,7 +14,7 @@ use drakkar_raft::{GroupId, LogIndex, Membership, ReplicaId, Term};
 use crate::codec::{Payload, SessionRef};
 use crate::error::NodeError;
 use crate::rsm::SmHandle;
-use crate::session::{SessionCheck, Sessions};
+use crate::session::{PlainCheck, SessionCheck, Sessions};
 use crate::snapshot::{self, SnapshotHeader};
 use crate::statemachine::{SmEntry, SmResult};
 
@@ -59,6 +59,8 @@ pub(crate) struct GroupShared {
     pub(crate) info: std::sync::Mutex<GroupMembership>,
     /// Time-to-live, in log entries, of the sessions this replica registers.
     pub(crate) session_ttl: u64,
+    /// The next sequence number of a plain proposal made here (see [`crate::codec::ProposalId`]).
+    pub(crate) plain_seq: AtomicU64,
     /// Set once the replica stopped, with the reason.
     pub(crate) stopped: std::sync::Mutex<Option<StopReason>>,
 }
@@ -258,7 +260,18 @@ impl ApplyGroup {
             }
             match item {
                 ApplyItem::Cmd { index, payload, .. } => match payload {
-                    Payload::Plain { key, cmd } => {
+                    Payload::Plain { key, id, cmd } => {
+                        // Recorded even when replayed below `disk_applied`: the windows must be the same on
+                        // every replica.
+                        match id.map(|id| self.sessions.check_plain(id, index.0)) {
+                            None | Some(PlainCheck::Apply) => {}
+                            // The first copy answers its proposer.
+                            Some(PlainCheck::Duplicate) => continue,
+                            Some(PlainCheck::TooOld) => {
+                                self.complete(key, Err(NodeError::PossibleDuplicate));
+                                continue;
+                            }
+                        }
                         if index <= self.disk_applied {
                             continue;
                         }

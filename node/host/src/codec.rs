@@ -2,7 +2,10 @@
 //! for session proposals, the client session's ids (so a retried proposal is applied once).
 //!
 //! Layout (little-endian): `kind: u8`, then by kind:
-//! - `PLAIN` (1): `key: u64`, command bytes.
+//! - `PLAIN` (1): `key: u64`, command bytes (written before plain proposals carried an id; never
+//!   deduplicated).
+//! - `PLAIN_ID` (5): `key: u64`, `origin: u64`, `seq: u64`, command bytes: a plain proposal with its
+//!   [`ProposalId`], so a copy delivered twice is applied once (see [`crate::session`]).
 //! - `SESSION` (2): `key: u64`, `client: u64`, `series: u64`, `responded_to: u64`, command bytes.
 //! - `REGISTER` (3): `key: u64`, `client: u64`, then `ttl: u64` (the session's time-to-live in log
 //!   entries; absent in entries written before sessions expired: never expires).
@@ -17,6 +20,18 @@ const PLAIN: u8 = 1;
 const SESSION: u8 = 2;
 const REGISTER: u8 = 3;
 const UNREGISTER: u8 = 4;
+const PLAIN_ID: u8 = 5;
+
+/// The identity of a plain (session-less) proposal: the proposing NodeHost's origin (random, new at every
+/// start) and a sequence number per group and origin, from 1. Two entries with one id are one proposal
+/// delivered twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProposalId {
+    /// The proposing NodeHost's origin.
+    pub origin: u64,
+    /// Consecutive per group and origin.
+    pub seq: u64,
+}
 
 /// A client session's identity and the position of one proposal in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +51,8 @@ pub enum Payload {
     Plain {
         /// Proposal key (0: nobody waits for it).
         key: u64,
+        /// Its identity (None in entries written before plain proposals carried one).
+        id: Option<ProposalId>,
         /// The command.
         cmd: Bytes,
     },
@@ -85,9 +102,16 @@ impl Payload {
     pub fn encode(&self) -> Bytes {
         let mut b = BytesMut::with_capacity(41 + self.cmd_len());
         match self {
-            Payload::Plain { key, cmd } => {
+            Payload::Plain { key, id: None, cmd } => {
                 b.put_u8(PLAIN);
                 b.put_u64_le(*key);
+                b.put_slice(cmd);
+            }
+            Payload::Plain { key, id: Some(id), cmd } => {
+                b.put_u8(PLAIN_ID);
+                b.put_u64_le(*key);
+                b.put_u64_le(id.origin);
+                b.put_u64_le(id.seq);
                 b.put_slice(cmd);
             }
             Payload::Session { key, session, cmd } => {
@@ -127,7 +151,13 @@ impl Payload {
             data.get(1 + 8 * i..9 + 8 * i).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes)
         };
         let parsed = match data.first() {
-            Some(&PLAIN) => word(0).map(|key| Payload::Plain { key, cmd: data.slice(9..) }),
+            Some(&PLAIN) => word(0).map(|key| Payload::Plain { key, id: None, cmd: data.slice(9..) }),
+            Some(&PLAIN_ID) => match (word(0), word(1), word(2)) {
+                (Some(key), Some(origin), Some(seq)) => {
+                    Some(Payload::Plain { key, id: Some(ProposalId { origin, seq }), cmd: data.slice(25..) })
+                }
+                _ => None,
+            },
             Some(&SESSION) => match (word(0), word(1), word(2), word(3)) {
                 (Some(key), Some(client), Some(series), Some(responded_to)) => Some(Payload::Session {
                     key,
@@ -158,7 +188,12 @@ mod tests {
     #[test]
     fn roundtrip() {
         let cases = [
-            Payload::Plain { key: 7, cmd: Bytes::from_static(b"put") },
+            Payload::Plain { key: 7, id: None, cmd: Bytes::from_static(b"put") },
+            Payload::Plain {
+                key: 7,
+                id: Some(ProposalId { origin: 3, seq: 9 }),
+                cmd: Bytes::from_static(b"put"),
+            },
             Payload::Session {
                 key: 9,
                 session: SessionRef { client: 1, series: 2, responded_to: 1 },

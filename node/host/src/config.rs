@@ -34,6 +34,10 @@ pub struct NodeHostConfig {
     /// (`drakkar_node::sim`) relies on it. Give each NodeHost (and each restart) its own seed. `None`: the
     /// threaded engine.
     pub deterministic: Option<u64>,
+    /// How long a request waits for a group without a known leader to elect one before it fails with
+    /// [`crate::NodeError::NoLeader`] (None: as long as the request's timeout). A server sets it to about
+    /// an election timeout so its clients move to another node quickly.
+    pub no_leader_wait: Option<Duration>,
 }
 
 impl NodeHostConfig {
@@ -51,6 +55,7 @@ impl NodeHostConfig {
             log_segment_bytes: 64 << 20,
             log_fs: None,
             deterministic: None,
+            no_leader_wait: None,
         }
     }
 }

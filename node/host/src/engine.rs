@@ -1,6 +1,11 @@
 //! Step workers: each owns a partition of the groups. A round steps every group that has input, hands out
 //! their `Ready`s, sends what may go at once, saves every group's entries and hard state in ONE log store
 //! batch with one fsync, then sends the acknowledgements and hands committed entries to the apply workers.
+//!
+//! Messages from peers are admitted here, against the membership the worker knows (see
+//! [`crate::identity`]): only members, at their recorded address, reach Raft and the `peers` file. A
+//! joining replica (no membership yet) takes any authenticated sender but records nothing durable about
+//! it: the sender's address is kept in memory only ([`Round`]'s `learned`), to answer it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -20,7 +25,7 @@ use crate::apply::{ApplyEvent, ApplyItem, ApplyTask, GroupMembership, GroupShare
 use crate::codec::Payload;
 use crate::error::NodeError;
 use crate::events::{Event, EventBus};
-use crate::identity::{PeerIdentities, Verdict};
+use crate::identity::{self, Admission, PeerIdentities, Refusal, Verdict};
 use crate::snapshot::SnapshotHeader;
 use crate::transport::{MessageBatch, SnapshotRequest, Transport};
 
@@ -134,6 +139,53 @@ pub(crate) struct Round {
     outbox: BTreeMap<String, Vec<(GroupId, Message)>>,
     /// Inputs taken from the inbox, handled by the next round.
     inputs: Vec<Input>,
+    /// For groups that know no membership yet (joining replicas): the addresses their senders proved,
+    /// by replica id; at most [`MAX_LEARNED`] per group. In memory only, never in the membership or a
+    /// snapshot: used to answer until the membership arrives.
+    learned: HashMap<GroupId, BTreeMap<ReplicaId, String>>,
+    /// Ticks this worker has handled: the clock of [`Stranded`] replicas.
+    ticks: u64,
+    /// Replicas that refuse a would-be leader they do not know (see [`Stranded`]). Ordered: a
+    /// deterministic run sends its rescues in a deterministic order.
+    stranded: BTreeMap<GroupId, Stranded>,
+}
+
+/// A replica that hears leader traffic only from a replica it does not know: a member that missed the
+/// change adding its group's leader (it was down meanwhile, and its log was compacted past it) refuses
+/// that leader, so it can never learn the change from it. After [`STRANDED_TICKS`] without a leader it
+/// asks a voter it knows to campaign (`TimeoutNow`, as a leader transfer does), every [`RESCUE_TICKS`],
+/// each time another voter: once one it knows leads, it catches up and learns the new members. Refused
+/// traffic cannot trigger this while the replica hears from a leader it knows.
+#[derive(Clone, Copy, Debug)]
+struct Stranded {
+    since: u64,
+    last_rescue: Option<u64>,
+    attempts: u64,
+}
+
+/// Ticks without a leader, while refusing an unknown one, before a stranded replica asks for an
+/// election (three election timeouts at the default 10 ticks).
+const STRANDED_TICKS: u64 = 30;
+/// Ticks between two elections a stranded replica asks for.
+const RESCUE_TICKS: u64 = 50;
+
+/// Most sender addresses a joining replica remembers (its leader is one; an intruder's inventions must
+/// not grow memory).
+const MAX_LEARNED: usize = 8;
+
+/// Remembers that `replica` of joining group `gid` spoke from `from` (the latest word wins: a real leader
+/// whose id an intruder claimed is restored by its next heartbeat).
+fn learn(
+    learned: &mut HashMap<GroupId, BTreeMap<ReplicaId, String>>,
+    gid: GroupId,
+    replica: ReplicaId,
+    from: &str,
+) {
+    let l = learned.entry(gid).or_default();
+    if l.len() >= MAX_LEARNED && !l.contains_key(&replica) {
+        l.pop_first();
+    }
+    l.insert(replica, from.to_string());
 }
 
 fn map_proposal_error(group: GroupId, e: ProposalError) -> NodeError {
@@ -221,16 +273,54 @@ impl StepWorker {
         match input {
             Input::Messages { from, incarnation, messages, reused } => {
                 for (gid, rid) in reused {
-                    if r.groups.get(&gid).is_some_and(|g| g.shared.replica == rid)
-                        && let Some(g) = r.groups.remove(&gid)
-                    {
-                        stop_group(g, StopReason::ReplicaIdReused, &self.bus);
-                    }
+                    self.reused_notice(r, &from, gid, rid);
                 }
                 let mut refused = Vec::new();
                 for (gid, m) in messages {
-                    let Some(g) = r.groups.get_mut(&gid) else { continue };
-                    match self.identities.check(gid, m.from, incarnation) {
+                    if m.kind == MessageKind::Snapshot {
+                        // Snapshots come through `MessageSink::receive_snapshot`, which verifies their file;
+                        // one in a batch would name any file as its data.
+                        identity::refused(&self.metrics, Refusal::Malformed, gid, m.from, &from);
+                        continue;
+                    }
+                    let Some(g) = r.groups.get_mut(&gid) else {
+                        // Nothing is created for a group this node does not run.
+                        identity::refused(&self.metrics, Refusal::UnknownGroup, gid, m.from, &from);
+                        continue;
+                    };
+                    let verdict = match identity::admit(&g.membership, m.from, &from) {
+                        // Only members are recorded: the `peers` file is bounded by the memberships.
+                        Admission::Member => self.identities.check(gid, m.from, incarnation),
+                        Admission::Joining => {
+                            learn(&mut r.learned, gid, m.from, &from);
+                            Ok(self.identities.check_known(gid, m.from, incarnation))
+                        }
+                        Admission::Refused(why) => {
+                            identity::refused(&self.metrics, why, gid, m.from, &from);
+                            let leads = matches!(
+                                m.kind,
+                                MessageKind::Append | MessageKind::Heartbeat | MessageKind::Snapshot
+                            );
+                            if why == Refusal::NotMember
+                                && leads
+                                && !g.membership.membership.removed.contains(&m.from)
+                                && m.term.0 >= g.shared.term.load(Ordering::Acquire)
+                            {
+                                let since = r.ticks;
+                                r.stranded.entry(gid).or_insert(Stranded {
+                                    since,
+                                    last_rescue: None,
+                                    attempts: 0,
+                                });
+                            }
+                            continue;
+                        }
+                    };
+                    if matches!(m.kind, MessageKind::Append | MessageKind::Heartbeat) {
+                        // A leader it knows: not stranded.
+                        r.stranded.remove(&gid);
+                    }
+                    match verdict {
                         Ok(Verdict::Accept) => {}
                         Ok(Verdict::Reused) => {
                             // A wiped node speaking under an old replica id: never let it vote or ack.
@@ -242,8 +332,6 @@ impl StepWorker {
                             return false;
                         }
                     }
-                    // Learn the sender's address (a joining replica knows nobody yet).
-                    g.membership.addresses.entry(m.from).or_insert_with(|| from.clone());
                     if let Err(e) = g.node.step(m) {
                         self.fail(r, gid, format!("step failed: {e}"));
                         continue;
@@ -315,9 +403,13 @@ impl StepWorker {
                         r.dirty.push(*gid);
                     }
                 }
+                r.ticks += 1;
+                self.rescue_stranded(r);
             }
             Input::Start(g) => {
                 let gid = g.shared.group;
+                r.learned.remove(&gid);
+                r.stranded.remove(&gid);
                 r.groups.insert(gid, *g);
                 Self::mark(r, gid);
             }
@@ -343,6 +435,13 @@ impl StepWorker {
             }
             Input::SnapshotArrived { group, msg, header } => {
                 if let Some(g) = r.groups.get_mut(&group) {
+                    // The sender's address was checked when its stream began (`MessageSink::admit_snapshot`);
+                    // it may have been removed since.
+                    let m = &g.membership.membership;
+                    if !m.is_empty() && m.role(msg.from).is_none() {
+                        identity::refused(&self.metrics, Refusal::NotMember, group, msg.from, "(snapshot)");
+                        return false;
+                    }
                     if let Some(h) = header {
                         for (id, a) in h.addresses.clone() {
                             g.membership.addresses.entry(id).or_insert(a);
@@ -358,6 +457,78 @@ impl StepWorker {
             Input::Shutdown => return true,
         }
         false
+    }
+
+    /// A peer says it refuses `replica` of `gid` (its id was reused after data loss): stops that replica,
+    /// if it runs here and the notice comes from a member of the group (or, while the group knows no
+    /// membership, from an address a sender of the group proved). Anything else is ignored.
+    fn reused_notice(&self, r: &mut Round, from: &str, gid: GroupId, replica: ReplicaId) {
+        let Some(g) = r.groups.get(&gid) else {
+            identity::refused(&self.metrics, Refusal::UnknownGroup, gid, replica, from);
+            return;
+        };
+        if g.shared.replica != replica {
+            return;
+        }
+        let trusted = if g.membership.membership.is_empty() {
+            r.learned.get(&gid).is_some_and(|l| l.values().any(|a| identity::same_address(a, from)))
+        } else {
+            identity::is_member_address(&g.membership, from, replica)
+        };
+        if !trusted {
+            identity::refused(&self.metrics, Refusal::Notice, gid, replica, from);
+            return;
+        }
+        if let Some(g) = r.groups.remove(&gid) {
+            stop_group(g, StopReason::ReplicaIdReused, &self.bus);
+        }
+    }
+
+    /// Asks, for each [`Stranded`] replica due, a voter it knows to campaign.
+    fn rescue_stranded(&self, r: &mut Round) {
+        let now = r.ticks;
+        let mut gone = Vec::new();
+        for (gid, s) in r.stranded.iter_mut() {
+            let Some(g) = r.groups.get(gid) else {
+                gone.push(*gid);
+                continue;
+            };
+            let due = now.saturating_sub(s.since) >= STRANDED_TICKS
+                && s.last_rescue.is_none_or(|t| now.saturating_sub(t) >= RESCUE_TICKS)
+                && g.shared.leader.load(Ordering::Acquire) == 0;
+            if !due {
+                continue;
+            }
+            let me = g.shared.replica;
+            let voters: Vec<(ReplicaId, &String)> = g
+                .membership
+                .membership
+                .voters
+                .iter()
+                .filter(|v| **v != me)
+                .filter_map(|v| Some((*v, g.membership.addresses.get(v)?)))
+                .collect();
+            if voters.is_empty() {
+                continue;
+            }
+            let (to, addr) = voters[(s.attempts % voters.len() as u64) as usize];
+            s.attempts += 1;
+            s.last_rescue = Some(now);
+            let term = Term(g.shared.term.load(Ordering::Acquire));
+            tracing::info!(
+                group = gid.0,
+                replica = me.0,
+                asked = to.0,
+                "refusing a leader this replica does not know: asking a known voter to campaign"
+            );
+            r.outbox
+                .entry(addr.clone())
+                .or_default()
+                .push((*gid, Message::new(MessageKind::TimeoutNow, me, to, term)));
+        }
+        for gid in gone {
+            r.stranded.remove(&gid);
+        }
     }
 
     fn handle_event(&self, r: &mut Round, e: ApplyEvent) {
@@ -454,7 +625,7 @@ impl StepWorker {
             }
             // The Ready is ours: move its parts instead of cloning entries (hot path).
             for m in std::mem::take(&mut rd.messages) {
-                self.route(g, gid, m, &mut r.outbox);
+                self.route(g, gid, m, r.learned.get(&gid), &mut r.outbox);
             }
             if let Some(s) = &rd.snapshot {
                 batch.apply_snapshot(gid, s.clone());
@@ -479,7 +650,7 @@ impl StepWorker {
         for (gid, mut rd) in stash {
             let Some(g) = r.groups.get_mut(&gid) else { continue };
             for m in std::mem::take(&mut rd.persisted_messages) {
-                self.route(g, gid, m, &mut r.outbox);
+                self.route(g, gid, m, r.learned.get(&gid), &mut r.outbox);
             }
             g.node.on_persisted(rd.number());
             if let Some(s) = &rd.snapshot {
@@ -519,15 +690,19 @@ impl StepWorker {
         more
     }
 
-    /// Queues a message for its destination's address (snapshots go on their own path).
+    /// Queues a message for its destination's address (snapshots go on their own path). `learned`: the
+    /// addresses of the group's senders, used only while the group knows no membership (joining).
     fn route(
         &self,
         g: &StepGroup,
         gid: GroupId,
         m: Message,
+        learned: Option<&BTreeMap<ReplicaId, String>>,
         outbox: &mut BTreeMap<String, Vec<(GroupId, Message)>>,
     ) {
-        let Some(addr) = g.membership.addresses.get(&m.to).cloned() else { return };
+        let known = g.membership.addresses.get(&m.to);
+        let joining = || learned.filter(|_| g.membership.membership.is_empty()).and_then(|l| l.get(&m.to));
+        let Some(addr) = known.or_else(joining).cloned() else { return };
         if m.kind == MessageKind::Snapshot {
             let to = m.to;
             if m.snapshot.as_ref().is_some_and(|s| s.meta.membership.role(to).is_none()) {

@@ -59,6 +59,11 @@ pub enum NodeError {
     /// The state machine refused a lookup.
     #[error("state machine: {0}")]
     StateMachine(String),
+    /// A plain proposal that reached the log later than [`crate::session::PLAIN_WINDOW`] newer proposals of
+    /// its node: it may be a copy of one already applied, so it was not applied. Rare (it needs a
+    /// delivery delayed past a thousand others); the write was not applied and may be sent again.
+    #[error("proposal refused: it arrived too late to tell it from a duplicate")]
+    PossibleDuplicate,
     /// The replica was stopped (shut down, removed, or failed).
     #[error("replica {replica} of group {group} stopped: {reason}")]
     Stopped {

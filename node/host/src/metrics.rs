@@ -30,6 +30,8 @@ pub struct Metrics {
     pub group_leader: Family<Labels, Gauge>,
     /// Per step worker: inputs waiting in its queue.
     pub queue_depth: Family<Labels, Gauge>,
+    /// Raft traffic from peers refused, by `reason` (see `identity::Refusal`).
+    pub raft_refused: Family<Labels, Counter>,
     registry: Registry,
 }
 
@@ -55,6 +57,7 @@ impl Metrics {
             group_term: Family::default(),
             group_leader: Family::default(),
             queue_depth: Family::default(),
+            raft_refused: Family::default(),
             registry: Registry::with_prefix("drakkar"),
         };
         let mut reg = Registry::with_prefix("drakkar");
@@ -77,6 +80,11 @@ impl Metrics {
             m.group_leader.clone(),
         );
         reg.register("step_queue_depth", "Inputs waiting in each step worker's queue", m.queue_depth.clone());
+        reg.register(
+            "raft_refused",
+            "Raft messages, snapshots and notices refused from peers, by reason",
+            m.raft_refused.clone(),
+        );
         Metrics { registry: reg, ..m }
     }
 

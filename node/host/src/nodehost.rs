@@ -19,12 +19,12 @@ use drakkar_raft::{
 use crate::apply::{
     self, ApplyEvent, ApplyGroup, ApplyTask, ApplyWorker, GroupMembership, GroupShared, Waiter,
 };
-use crate::codec::{Payload, SessionRef};
+use crate::codec::{Payload, ProposalId, SessionRef};
 use crate::config::{GroupConfig, NodeHostConfig};
 use crate::engine::{Input, Round, StepGroup, StepWorker, encode_cc_context};
 use crate::error::{NodeError, Result};
 use crate::events::EventBus;
-use crate::identity::PeerIdentities;
+use crate::identity::{self, Admission, PeerIdentities, Refusal};
 use crate::metrics::Metrics;
 use crate::rsm::{SmHandle, StateMachineBox};
 use crate::session::Sessions;
@@ -43,6 +43,8 @@ struct Inner {
     events: Vec<Sender<(usize, ApplyEvent)>>,
     groups: RwLock<HashMap<GroupId, Arc<GroupShared>>>,
     next_key: AtomicU64,
+    /// This start's identity in plain proposals' ids (random: new at every start).
+    origin: u64,
     /// Numbers the landing files of incoming snapshots.
     landing: AtomicU64,
     closed: AtomicBool,
@@ -287,6 +289,7 @@ impl NodeHost {
             None
         };
         let first_key = random(cfg.deterministic, 3) | 1;
+        let cfg_deterministic = cfg.deterministic;
         let inner = Arc::new(Inner {
             cfg,
             incarnation,
@@ -296,6 +299,7 @@ impl NodeHost {
             events,
             groups: RwLock::new(HashMap::new()),
             next_key: AtomicU64::new(first_key),
+            origin: random(cfg_deterministic, 5),
             landing: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             threads: Mutex::new(threads),
@@ -486,6 +490,7 @@ impl NodeHost {
             applied: AtomicU64::new(0),
             info: Mutex::new(GroupMembership::default()),
             session_ttl: gcfg.session_ttl_entries,
+            plain_seq: AtomicU64::new(1),
             stopped: Mutex::new(None),
         });
         // Recover from the latest snapshot.
@@ -625,7 +630,8 @@ impl NodeHost {
         Ok(pending)
     }
 
-    /// Runs `attempt` until it succeeds, fails with something other than "no leader", or `timeout` passes:
+    /// Runs `attempt` until it succeeds, fails with something other than "no leader", or `timeout` (or
+    /// [`NodeHostConfig::no_leader_wait`] for "no leader") passes:
     /// right after a start or an election no leader is known for a moment, and a request refused for that
     /// reason never entered the log, so retrying it is safe.
     async fn retry_no_leader<T, F, Fut>(&self, timeout: Duration, mut attempt: F) -> Result<T>
@@ -633,11 +639,16 @@ impl NodeHost {
         F: FnMut(Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let start = tokio::time::Instant::now();
+        let deadline = start + timeout;
+        // Past it, "no leader" is answered instead of waited out (NodeHostConfig::no_leader_wait).
+        let leader_deadline = self.inner.cfg.no_leader_wait.map_or(deadline, |w| deadline.min(start + w));
         loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let now = tokio::time::Instant::now();
+            let left = deadline.saturating_duration_since(now);
+            let leader_left = leader_deadline.saturating_duration_since(now);
             match attempt(left).await {
-                Err(NodeError::NoLeader { .. }) if left > self.inner.cfg.tick_interval * 2 => {
+                Err(NodeError::NoLeader { .. }) if leader_left > self.inner.cfg.tick_interval * 2 => {
                     tokio::time::sleep(self.inner.cfg.tick_interval * 2).await;
                 }
                 r => return r,
@@ -673,14 +684,21 @@ impl NodeHost {
     pub fn submit_proposal(&self, group: GroupId, cmd: Bytes) -> Result<Pending<SmResult>> {
         let shared = self.data_shared(group)?;
         let key = self.key();
-        self.start_payload(&shared, key, Payload::Plain { key, cmd }.encode())
+        let id = self.proposal_id(&shared);
+        self.start_payload(&shared, key, Payload::Plain { key, id: Some(id), cmd }.encode())
+    }
+
+    /// A new plain proposal's identity: a copy of it delivered twice is applied once.
+    fn proposal_id(&self, shared: &GroupShared) -> ProposalId {
+        ProposalId { origin: self.inner.origin, seq: shared.plain_seq.fetch_add(1, Ordering::Relaxed) }
     }
 
     /// Proposes a command and waits until it is applied here; returns the state machine's result.
     /// On a timeout the command may or may not be applied later: use a session to retry safely.
     pub async fn propose(&self, group: GroupId, cmd: Bytes, timeout: Duration) -> Result<SmResult> {
         let key = self.key();
-        self.propose_payload(group, key, Payload::Plain { key, cmd }, timeout).await
+        let id = self.proposal_id(&*self.data_shared(group)?);
+        self.propose_payload(group, key, Payload::Plain { key, id: Some(id), cmd }, timeout).await
     }
 
     fn new_session(&self, shared: &GroupShared, client: Option<u64>) -> (Session, u64, Payload) {
@@ -815,7 +833,9 @@ impl NodeHost {
     /// Proposes a membership change and waits until it is applied here. `expected_conf_index` (0: any)
     /// refuses the change if another one was applied since the caller read the membership. Changes are
     /// proposed on the leader only: on any other replica this fails with [`NodeError::NoLeader`] and the
-    /// caller retries at the leader (see [`NodeHost::leader`]; over gRPC the client follows the hint).
+    /// caller retries at the leader (see [`NodeHost::leader`]; over gRPC the node passes it to the
+    /// leader). A replica added needs an `address` of the form [`drakkar_client::address`] describes,
+    /// else [`NodeError::InvalidArgument`] (nothing is proposed).
     pub async fn change_membership(
         &self,
         group: GroupId,
@@ -825,12 +845,14 @@ impl NodeHost {
         expected_conf_index: u64,
         timeout: Duration,
     ) -> Result<GroupMembership> {
+        Self::check_added_address(kind, address)?;
         let pending = self.submit_membership_change(group, kind, replica, address, expected_conf_index)?;
         pending.wait(timeout).await?;
         self.membership(group)
     }
 
-    /// Adds a replica (`role`: voter, non-voter or witness) reachable at `address`.
+    /// Adds a replica (`role`: voter, non-voter or witness) reachable at `address` (`host:port`, see
+    /// [`drakkar_client::address`]; otherwise [`NodeError::InvalidArgument`]).
     pub async fn add_replica(
         &self,
         group: GroupId,
@@ -879,6 +901,18 @@ impl NodeHost {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(group, Input::Transfer { group, to, tx })?;
         rx.await.map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// The address of a replica that `kind` adds must be a member address (it is recorded in the log and
+    /// snapshots, and every node dials it): refused with `InvalidArgument` otherwise.
+    fn check_added_address(kind: ConfChangeKind, address: &str) -> Result<()> {
+        match kind {
+            ConfChangeKind::AddVoter | ConfChangeKind::AddNonVoter | ConfChangeKind::AddWitness => {
+                drakkar_client::address::validate(address)
+                    .map_err(|e| NodeError::InvalidArgument(format!("the new replica's address: {e}")))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The group's leader and term as this replica knows them.
@@ -1282,6 +1316,12 @@ fn bootstrap_entries(members: &BTreeMap<ReplicaId, String>) -> Vec<Entry> {
 }
 
 impl Inner {
+    /// The shared state of `group` if its replica runs here (not stopped).
+    fn running(&self, group: GroupId) -> Option<Arc<GroupShared>> {
+        let groups = self.groups.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        groups.get(&group).filter(|s| s.stopped_error().is_none()).cloned()
+    }
+
     /// Queues a tick for every step worker (the ticker thread's body).
     fn tick_all(&self) {
         for w in &self.workers {
@@ -1293,36 +1333,29 @@ impl Inner {
 
 impl MessageSink for Inner {
     fn deliver(&self, batch: MessageBatch) {
+        // Messages and `reused` notices alike go to the worker of their group (which admits them).
         let n = self.workers.len() as u64;
-        let mut reused = batch.reused;
-        if !reused.is_empty() && batch.messages.is_empty() {
-            // Notices only: every worker must see them (any may host the refused replica).
-            for w in &self.workers {
-                let input = Input::Messages {
-                    from: batch.from.clone(),
-                    incarnation: batch.incarnation,
-                    messages: Vec::new(),
-                    reused: reused.clone(),
-                };
-                let _ = w.send(input);
-            }
-            return;
-        }
-        let mut per: Vec<Vec<(GroupId, Message)>> = vec![Vec::new(); self.workers.len()];
+        type Part = (Vec<(GroupId, Message)>, Vec<(GroupId, ReplicaId)>);
+        let mut per: Vec<Part> = vec![(Vec::new(), Vec::new()); self.workers.len()];
         for (g, m) in batch.messages {
-            per[(g.0 % n) as usize].push((g, m));
+            per[(g.0 % n) as usize].0.push((g, m));
         }
-        for (w, messages) in per.into_iter().enumerate() {
-            if !messages.is_empty() {
-                // Full queue: drop; Raft retransmits.
-                let input = Input::Messages {
-                    from: batch.from.clone(),
-                    incarnation: batch.incarnation,
-                    messages,
-                    reused: std::mem::take(&mut reused),
-                };
-                let _ = self.workers[w].try_send(input);
+        for (g, r) in batch.reused {
+            per[(g.0 % n) as usize].1.push((g, r));
+        }
+        for (w, (messages, reused)) in per.into_iter().enumerate() {
+            if messages.is_empty() && reused.is_empty() {
+                continue;
             }
+            let input = Input::Messages {
+                from: batch.from.clone(),
+                incarnation: batch.incarnation,
+                messages,
+                reused,
+            };
+            // Full queue: drop (never block the transport); Raft retransmits, and a peer that refuses a
+            // replica answers each of its messages with a new notice.
+            let _ = self.workers[w].try_send(input);
         }
     }
 
@@ -1340,7 +1373,30 @@ impl MessageSink for Inner {
         }
     }
 
+    fn admit_snapshot(&self, from: &str, group: GroupId, msg: &Message) -> std::result::Result<(), String> {
+        let Some(shared) = self.running(group) else {
+            identity::refused(&self.metrics, Refusal::UnknownGroup, group, msg.from, from);
+            return Err(format!("group {group} does not run here"));
+        };
+        // The applied membership (the step worker checks again, against its own, when the file arrived).
+        let admission = {
+            let info = shared.info.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            identity::admit(&info, msg.from, from)
+        };
+        match admission {
+            Admission::Member | Admission::Joining => Ok(()),
+            Admission::Refused(why) => {
+                identity::refused(&self.metrics, why, group, msg.from, from);
+                Err(format!("replica {} at {from} is not a member of group {group} here", msg.from))
+            }
+        }
+    }
+
     fn snapshot_landing(&self, group: GroupId) -> std::result::Result<std::path::PathBuf, String> {
+        // Only for a group running here: a peer never makes this node create a directory.
+        if self.running(group).is_none() {
+            return Err(format!("group {group} does not run here"));
+        }
         let dir = self.cfg.data_dir.join("snapshots").join(group.0.to_string());
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let n = self.landing.fetch_add(1, Ordering::Relaxed);
@@ -1354,11 +1410,17 @@ impl MessageSink for Inner {
         file: Option<std::path::PathBuf>,
     ) -> std::result::Result<(), String> {
         let w = &self.workers[(group.0 % self.workers.len() as u64) as usize];
-        let Some(snap) = msg.snapshot.as_mut() else {
+        let refuse = |why: String| {
             if let Some(f) = &file {
                 let _ = std::fs::remove_file(f);
             }
-            return Err("snapshot message without a snapshot".into());
+            Err(why)
+        };
+        if self.running(group).is_none() {
+            return refuse(format!("group {group} does not run here"));
+        }
+        let Some(snap) = msg.snapshot.as_mut() else {
+            return refuse("snapshot message without a snapshot".into());
         };
         let mut header = None;
         if let Some(tmp) = file {

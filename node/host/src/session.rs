@@ -18,6 +18,13 @@
 //!   recently (lowest last-use index, then lowest id) instead of refusing.
 //! - **Idempotent registration.** Registering an id that exists answers OK and changes nothing (ids are
 //!   random 64-bit numbers: a second registration of one is a retry of the first).
+//! - **Plain proposals applied once.** A plain (session-less) proposal carries a [`ProposalId`]: its
+//!   NodeHost's origin and a sequence number per group. Per origin the table keeps which of the last
+//!   [`PLAIN_WINDOW`] sequence numbers were applied: a copy of an applied proposal (a forwarded proposal
+//!   delivered twice) is skipped; one older than the window is refused, as it may be a copy. Origins
+//!   expire after [`ORIGIN_TTL`] entries without use, and at most [`MAX_ORIGINS`] are kept (the least
+//!   recently used goes first). This dedupes deliveries, not client retries: a client that sends a
+//!   plain write twice makes two proposals.
 //!
 //! Invariants: `lru` holds exactly one `(last_used, client)` and `expiry` one `(last_used + ttl, client)`
 //! pair per session. A recorded result may sit at or below `responded_to` or `floor` (a write applied
@@ -29,7 +36,7 @@ use std::io::{self, Read, Write};
 
 use bytes::Bytes;
 
-use crate::codec::SessionRef;
+use crate::codec::{ProposalId, SessionRef};
 use crate::statemachine::SmResult;
 
 /// At most this many sessions exist at once; registering more drops the least recently used one.
@@ -41,9 +48,71 @@ pub const MAX_PENDING_PER_SESSION: usize = 4_096;
 /// expired): never.
 pub const NO_EXPIRY: u64 = u64::MAX;
 
+/// Sequence numbers of plain proposals remembered per origin.
+pub const PLAIN_WINDOW: u64 = 1_024;
+/// Log entries without a plain proposal from an origin after which it is forgotten.
+pub const ORIGIN_TTL: u64 = 1_000_000;
+/// At most this many origins are remembered per group.
+pub const MAX_ORIGINS: usize = 4_096;
+
 /// The first word of a session table in format 2 (format 1 started with the session count, at most
-/// [`MAX_SESSIONS`]).
+/// [`MAX_SESSIONS`]). Format 3 adds the plain proposal windows.
 const FORMAT_2: u64 = 0xD5E5_5102_0000_0002;
+const FORMAT_3: u64 = 0xD5E5_5102_0000_0003;
+/// Words of a window's bitmap.
+const WINDOW_WORDS: usize = (PLAIN_WINDOW / 64) as usize;
+
+/// Which of an origin's last [`PLAIN_WINDOW`] sequence numbers were applied.
+///
+/// Invariant: bit `seq % PLAIN_WINDOW` is set iff `seq` in `(hi - PLAIN_WINDOW, hi]` was applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Window {
+    hi: u64,
+    last_used: u64,
+    bits: [u64; WINDOW_WORDS],
+}
+
+impl Window {
+    fn bit(seq: u64) -> (usize, u64) {
+        let b = seq % PLAIN_WINDOW;
+        ((b / 64) as usize, 1u64 << (b % 64))
+    }
+
+    /// Records `seq`; answers what to do with it.
+    fn admit(&mut self, seq: u64) -> PlainCheck {
+        if seq > self.hi {
+            // Clear the slots of the sequence numbers leaving the window.
+            if seq - self.hi >= PLAIN_WINDOW {
+                self.bits = [0; WINDOW_WORDS];
+            } else {
+                for s in self.hi + 1..=seq {
+                    let (w, m) = Self::bit(s);
+                    self.bits[w] &= !m;
+                }
+            }
+            self.hi = seq;
+        } else if self.hi - seq >= PLAIN_WINDOW {
+            return PlainCheck::TooOld;
+        }
+        let (w, m) = Self::bit(seq);
+        if self.bits[w] & m != 0 {
+            return PlainCheck::Duplicate;
+        }
+        self.bits[w] |= m;
+        PlainCheck::Apply
+    }
+}
+
+/// What to do with a plain proposal.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PlainCheck {
+    /// Apply it (it is now recorded as applied).
+    Apply,
+    /// A copy of an applied proposal: skip it.
+    Duplicate,
+    /// Older than the window: it may be a copy of an applied one. Not applied.
+    TooOld,
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Session {
@@ -86,6 +155,10 @@ pub struct Sessions {
     lru: BTreeSet<(u64, u64)>,
     /// `(last_used + ttl, client)` of every session: the first to expire first.
     expiry: BTreeSet<(u64, u64)>,
+    /// Plain proposal windows by origin.
+    origins: BTreeMap<u64, Window>,
+    /// `(last_used, origin)` of every window: the least recently used first (also the first to expire).
+    origins_lru: BTreeSet<(u64, u64)>,
 }
 
 /// Result codes in `SmResult::value` for session bookkeeping entries.
@@ -193,6 +266,26 @@ impl Sessions {
         }
     }
 
+    /// Decides whether the plain proposal `id`, at log `index`, is applied (and records it).
+    pub fn check_plain(&mut self, id: ProposalId, index: u64) -> PlainCheck {
+        while let Some(&(last, origin)) = self.origins_lru.first()
+            && (last.saturating_add(ORIGIN_TTL) < index
+                || (self.origins.len() >= MAX_ORIGINS && !self.origins.contains_key(&id.origin)))
+        {
+            self.origins_lru.remove(&(last, origin));
+            self.origins.remove(&origin);
+        }
+        let w = self.origins.entry(id.origin).or_default();
+        let last = w.last_used;
+        let answer = w.admit(id.seq);
+        if index > last {
+            w.last_used = index;
+            self.origins_lru.remove(&(last, id.origin));
+            self.origins_lru.insert((index, id.origin));
+        }
+        answer
+    }
+
     /// Number of open sessions.
     pub fn len(&self) -> usize {
         self.sessions.len()
@@ -205,7 +298,7 @@ impl Sessions {
 
     /// Writes the table (part of a snapshot), in format 2.
     pub fn save(&self, w: &mut dyn Write) -> io::Result<()> {
-        w.write_all(&FORMAT_2.to_le_bytes())?;
+        w.write_all(&FORMAT_3.to_le_bytes())?;
         w.write_all(&(self.sessions.len() as u64).to_le_bytes())?;
         for (client, s) in &self.sessions {
             for word in [*client, s.responded_to, s.floor, s.last_used, s.ttl, s.results.len() as u64] {
@@ -218,11 +311,17 @@ impl Sessions {
                 w.write_all(&r.data)?;
             }
         }
+        w.write_all(&(self.origins.len() as u64).to_le_bytes())?;
+        for (origin, win) in &self.origins {
+            for word in [*origin, win.hi, win.last_used].iter().chain(&win.bits) {
+                w.write_all(&word.to_le_bytes())?;
+            }
+        }
         Ok(())
     }
 
-    /// Reads a table written by [`Sessions::save`] (format 2) or by earlier versions (format 1: no floor,
-    /// no last use, no expiry).
+    /// Reads a table written by [`Sessions::save`] (format 3) or by earlier versions (format 2: no plain
+    /// proposal windows; format 1: no floor, no last use, no expiry either).
     pub fn load(r: &mut dyn Read) -> io::Result<Sessions> {
         fn u64_of(r: &mut dyn Read) -> io::Result<u64> {
             let mut b = [0u8; 8];
@@ -231,7 +330,8 @@ impl Sessions {
         }
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("session table: {what}"));
         let first = u64_of(r)?;
-        let v2 = first == FORMAT_2;
+        let v3 = first == FORMAT_3;
+        let v2 = v3 || first == FORMAT_2;
         let n = if v2 { u64_of(r)? } else { first };
         if n > MAX_SESSIONS as u64 {
             return Err(bad("too many sessions"));
@@ -263,6 +363,23 @@ impl Sessions {
             }
             t.lru.insert((last_used, client));
             t.expiry.insert((last_used.saturating_add(ttl), client));
+        }
+        if v3 {
+            let n = u64_of(r)?;
+            if n > MAX_ORIGINS as u64 {
+                return Err(bad("too many origins"));
+            }
+            for _ in 0..n {
+                let (origin, hi, last_used) = (u64_of(r)?, u64_of(r)?, u64_of(r)?);
+                let mut bits = [0u64; WINDOW_WORDS];
+                for b in &mut bits {
+                    *b = u64_of(r)?;
+                }
+                if t.origins.insert(origin, Window { hi, last_used, bits }).is_some() {
+                    return Err(bad("an origin listed twice"));
+                }
+                t.origins_lru.insert((last_used, origin));
+            }
         }
         Ok(t)
     }
@@ -361,6 +478,33 @@ mod tests {
             t.check(&SessionRef { client: 1, series: 2, responded_to: 1 }, idx + 3),
             SessionCheck::Apply
         );
+    }
+
+    #[test]
+    fn a_plain_proposal_delivered_twice_is_applied_once() {
+        let mut t = Sessions::default();
+        let id = |origin, seq| ProposalId { origin, seq };
+        assert_eq!(t.check_plain(id(1, 1), 10), PlainCheck::Apply);
+        assert_eq!(t.check_plain(id(1, 3), 11), PlainCheck::Apply);
+        assert_eq!(t.check_plain(id(1, 1), 12), PlainCheck::Duplicate);
+        // Out of order within the window: applied once.
+        assert_eq!(t.check_plain(id(1, 2), 13), PlainCheck::Apply);
+        assert_eq!(t.check_plain(id(1, 2), 14), PlainCheck::Duplicate);
+        // Another origin has its own window.
+        assert_eq!(t.check_plain(id(2, 1), 15), PlainCheck::Apply);
+        roundtrip(&t);
+        // The window moves: 3 + PLAIN_WINDOW pushes 3 out; a copy of 3 is then too old, not applied.
+        assert_eq!(t.check_plain(id(1, 3 + PLAIN_WINDOW), 16), PlainCheck::Apply);
+        assert_eq!(t.check_plain(id(1, 3), 17), PlainCheck::TooOld);
+        assert_eq!(t.check_plain(id(1, 4), 18), PlainCheck::Apply, "4 is still in the window");
+        assert_eq!(t.check_plain(id(1, 4), 19), PlainCheck::Duplicate);
+        // A jump past the whole window forgets everything before it.
+        assert_eq!(t.check_plain(id(1, 10 * PLAIN_WINDOW), 20), PlainCheck::Apply);
+        assert_eq!(t.check_plain(id(1, 10 * PLAIN_WINDOW - 1), 21), PlainCheck::Apply);
+        roundtrip(&t);
+        // Origin 2 unused for longer than its ttl: forgotten (its next proposal starts afresh).
+        assert_eq!(t.check_plain(id(3, 1), 15 + ORIGIN_TTL + 1), PlainCheck::Apply);
+        assert!(!t.origins.contains_key(&2));
     }
 
     #[test]

@@ -23,11 +23,26 @@ pub struct MessageBatch {
 }
 
 /// The receiving side: what a transport hands incoming traffic to (a NodeHost).
+///
+/// `from` addresses are the sender's, as the transport authenticated them (with TLS, the peer's
+/// certificate is valid for that host): the receiver admits traffic only from the members of the target
+/// group at their recorded address (see [`MessageSink::deliver`] and [`MessageSink::admit_snapshot`]).
 pub trait MessageSink: Send + Sync {
-    /// Delivers a batch. Never blocks; may drop messages when queues are full.
+    /// Delivers a batch. Never blocks; may drop messages when queues are full. Messages for groups the
+    /// receiver does not run, or from replicas that are not members at `batch.from`, are dropped (and
+    /// counted); so are `reused` notices from non-members.
     fn deliver(&self, batch: MessageBatch);
+    /// Whether a snapshot stream from the node at `from` carrying `msg` for `group` may begin: called
+    /// before anything is written. The default refuses every snapshot (a sink that takes none).
+    fn admit_snapshot(&self, from: &str, group: GroupId, msg: &Message) -> Result<(), String> {
+        let _ = (from, msg);
+        Err(format!("group {group}: this receiver takes no snapshots"))
+    }
     /// A new, unused path in the receiver's own snapshot directory of `group`, for the transport to write an
-    /// incoming snapshot file to (on disk as it arrives: memory stays bounded whatever the size).
+    /// incoming snapshot file to (on disk as it arrives: memory stays bounded whatever the size); call it
+    /// after [`MessageSink::admit_snapshot`]. Fails for a group the receiver does not run (nothing is
+    /// created). The transport removes the file however the transfer ends, unless it hands it over to
+    /// [`MessageSink::receive_snapshot`].
     fn snapshot_landing(&self, group: GroupId) -> Result<std::path::PathBuf, String>;
     /// Receives the `Snapshot` message for `group` and the file written at a path from
     /// [`MessageSink::snapshot_landing`] (None: a data-less snapshot, e.g. for a witness). The receiver
@@ -235,6 +250,7 @@ impl Transport for InProcessNetwork {
 
 /// Copies the file of a snapshot sent in process to the receiver's landing path and hands it over.
 pub(crate) fn land_snapshot(sink: &dyn MessageSink, req: SnapshotRequest) -> Result<(), String> {
+    sink.admit_snapshot(&req.from, req.group, &req.msg)?;
     let file = match &req.file {
         Some(src) => {
             let dst = sink.snapshot_landing(req.group)?;

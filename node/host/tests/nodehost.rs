@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Cluster, T, fast_group};
-use drakkar_node::NodeError;
+use drakkar_node::{NodeError, StartMode};
 use drakkar_raft::{GroupId, MemberRole, ReplicaId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,5 +341,29 @@ async fn a_failed_log_write_stops_the_host_until_a_restart_recovers_it() {
     assert_eq!(h.failure(), None);
     assert_eq!(h.read(GroupId(1), Bytes::from_static(b"a"), T).await.unwrap(), Bytes::from_static(b"1"));
     assert_eq!(h.read(GroupId(1), Bytes::from_static(b"c"), T).await.unwrap(), Bytes::new(), "c was refused");
+    h.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_leader_fails_fast_when_the_host_is_told_to() {
+    // A replica whose two peers never start: no leader is ever elected.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = drakkar_node::NodeHostConfig::new(dir.path(), common::addr(1));
+    cfg.tick_interval = Duration::from_millis(5);
+    cfg.no_leader_wait = Some(Duration::from_millis(100));
+    let net = drakkar_node::transport::InProcessNetwork::new(3);
+    let h = drakkar_node::NodeHost::new(cfg, net.transport()).unwrap();
+    net.register(&common::addr(1), h.sink());
+    let members = common::Cluster::members([1, 2, 3]);
+    h.start_replica(GroupId(1), ReplicaId(1), StartMode::Founding(members), common::sm(), fast_group())
+        .unwrap();
+    let started = std::time::Instant::now();
+    let r = h.propose(GroupId(1), Bytes::from_static(b"x=1"), Duration::from_secs(30)).await;
+    assert!(matches!(r, Err(NodeError::NoLeader { .. })), "{r:?}");
+    let r = h.read(GroupId(1), Bytes::from_static(b"x"), Duration::from_secs(30)).await;
+    assert!(matches!(r, Err(NodeError::NoLeader { .. })), "{r:?}");
+    // Both answered long before their 30 s timeouts (the wait is 100 ms; the bound leaves room for a
+    // loaded machine).
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     h.close();
 }

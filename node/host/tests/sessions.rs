@@ -1,6 +1,6 @@
 //! Exactly-once sessions under a NodeHost, at their limits: more unacknowledged results than a session
 //! keeps, expiry in log time, retried registrations, and retries after a restart of an on-disk state
-//! machine.
+//! machine; and plain proposals delivered twice between nodes.
 
 mod common;
 
@@ -133,4 +133,21 @@ async fn a_retry_after_a_restart_of_the_on_disk_kv_gets_the_first_result() {
         CommandResult::Put { prev: Some(p), .. } => assert_eq!(p, prev),
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_plain_proposal_delivered_twice_is_applied_once() {
+    let c = Cluster::new(3);
+    c.start_group(1, &[1, 2, 3], fast_group());
+    let l = c.leader(1).await;
+    let follower = (1..=3).find(|&i| i != l).unwrap();
+    // Every batch between the nodes is now delivered twice: each proposal the follower forwards reaches
+    // the leader, and its log, twice.
+    c.net.set_faults(drakkar_node::transport::Faults { dup_pct: 100, ..Default::default() });
+    for n in 0..20 {
+        c.hosts[&follower].propose(G, Bytes::from(format!("p{n}=1")), T).await.unwrap();
+    }
+    c.net.set_faults(drakkar_node::transport::Faults::default());
+    let raw = c.hosts[&l].read(G, Bytes::from_static(b"#updates"), T).await.unwrap();
+    assert_eq!(String::from_utf8(raw.to_vec()).unwrap(), "20", "plain proposals applied more than once");
 }

@@ -94,6 +94,9 @@ pub async fn run(
     );
     let mut hcfg = NodeHostConfig::new(&opts.data_dir, opts.advertise.clone());
     hcfg.tick_interval = opts.tick;
+    // A request for a group without a leader fails after an election timeout, so clients move to another
+    // node rather than wait out their deadline here.
+    hcfg.no_leader_wait = Some(opts.tick * opts.election_ticks.max(1));
     let host = NodeHost::new(hcfg, Arc::new(transport.clone())).context("starting the NodeHost")?;
     transport.set_local(host.sink());
     let group = GroupConfig {

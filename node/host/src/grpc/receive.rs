@@ -5,9 +5,16 @@
 //! against the CA before anything is read), and that certificate must be valid for the host name of the
 //! stream's `from` address (see [`super::tls`]). Every batch of a stream must name the same `from`.
 //!
+//! That authenticated address is then checked, message by message, against the membership of the target
+//! group as this node knows it ([`MessageSink`]; see `crate::identity`): a certificate from the cluster's
+//! CA is not enough, the sender must be a member at that address. A snapshot stream is admitted before
+//! anything is written, and its partial file is removed however the stream ends ([`Landing`]): an error,
+//! the call's deadline, a cancelled call, shutdown.
+//!
 //! A stream from a peer is a sign it is up: the node's transport is told ([`super::heard_from`]), which
 //! reconnects to it at once if its own connection to that peer is down.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
 use drakkar_client::pb::{self, raft_server::RaftServer};
@@ -22,6 +29,41 @@ use crate::transport::MessageSink;
 
 /// Largest Raft message batch accepted (one entry may hold a 32 MiB value).
 pub const MAX_BATCH_BYTES: usize = 64 << 20;
+
+/// A snapshot file being received, removed when dropped unless handed over ([`Landing::keep`]). tonic
+/// drops a handler's future when the call's deadline passes or the client cancels it, so removal in the
+/// handler's own code would be skipped then: the guard's `Drop` runs in every case.
+struct Landing(Option<PathBuf>);
+
+impl Landing {
+    /// Creates the (empty) file at `path`: synchronously, so no task left behind can create it after the
+    /// guard is dropped.
+    fn create(path: PathBuf) -> Result<(Landing, tokio::fs::File), Status> {
+        let file =
+            std::fs::File::create(&path).map_err(|e| Status::internal(format!("{}: {e}", path.display())))?;
+        Ok((Landing(Some(path)), tokio::fs::File::from_std(file)))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// The file, no longer removed by the guard: the caller owns it.
+    fn keep(mut self) -> Option<PathBuf> {
+        self.0.take()
+    }
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take()
+            && let Err(e) = std::fs::remove_file(&p)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %p.display(), error = %e, "removing a partial snapshot file failed");
+        }
+    }
+}
 
 /// The Raft service.
 pub struct RaftService {
@@ -57,18 +99,19 @@ impl RaftService {
         }
     }
 
-    /// Writes the data chunks of `stream` to a new file at `path`, expecting `size` bytes. `Ok(Some(why))`:
-    /// the stream ended short (the sender gave up), to be answered as a refusal.
+    /// Writes the data chunks of `stream` to `file` (at `landing`), expecting `size` bytes.
+    /// `Ok(Some(why))`: the stream ended short (the sender gave up), to be answered as a refusal.
     async fn land(
         &self,
-        path: &std::path::Path,
+        landing: &Landing,
+        file: tokio::fs::File,
         stream: &mut Streaming<pb::RaftSnapshotChunk>,
         size: u64,
     ) -> Result<Option<String>, Status> {
         use pb::raft_snapshot_chunk::Part;
         use tokio::io::AsyncWriteExt;
-        let io = |e: std::io::Error| Status::internal(format!("{}: {e}", path.display()));
-        let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(path).await.map_err(io)?);
+        let io = |e: std::io::Error| Status::internal(format!("{}: {e}", landing.path().display()));
+        let mut file = tokio::io::BufWriter::new(file);
         let mut written = 0u64;
         loop {
             let chunk = tokio::select! {
@@ -170,22 +213,19 @@ impl pb::raft_server::Raft for RaftService {
             .ok_or_else(|| Status::invalid_argument("the header carries no snapshot message"))?;
         let sink = self.sink()?;
         let group = GroupId(header.group);
+        // Before anything is written: only a member of a group running here may send it a snapshot.
+        sink.admit_snapshot(&header.from, group, &msg).map_err(Status::permission_denied)?;
         // The file goes to disk as it arrives (memory stays bounded); a data-less snapshot has none.
         let file = if header.size == 0 {
             None
         } else {
-            let path = sink.snapshot_landing(group).map_err(Status::internal)?;
-            match self.land(&path, &mut stream, header.size).await {
-                Ok(None) => Some(path),
-                Ok(Some(short)) => {
-                    let _ = tokio::fs::remove_file(&path).await;
-                    return Ok(Response::new(pb::RaftSnapshotAck { accepted: false, error: short }));
-                }
-                Err(e) => {
-                    let _ = tokio::fs::remove_file(&path).await;
-                    return Err(e);
-                }
+            let path = sink.snapshot_landing(group).map_err(Status::failed_precondition)?;
+            let (landing, file) = Landing::create(path)?;
+            // On every early return (and if this future is dropped), `landing` removes the file.
+            if let Some(short) = self.land(&landing, file, &mut stream, header.size).await? {
+                return Ok(Response::new(pb::RaftSnapshotAck { accepted: false, error: short }));
             }
+            landing.keep()
         };
         // Verifies, fsyncs and renames the file: not on the async workers.
         let r = tokio::task::spawn_blocking(move || sink.receive_snapshot(group, msg, file))

@@ -20,10 +20,11 @@ pub mod limits {
     pub const MAX_KEY_LEN: usize = 64 * 1024;
     /// Longest value, in bytes.
     pub const MAX_VALUE_LEN: usize = 32 * 1024 * 1024;
-    /// Most compares in one transaction.
-    pub const MAX_TXN_COMPARES: usize = 256;
-    /// Most operations in each branch of a transaction.
-    pub const MAX_TXN_OPS: usize = 1024;
+    /// Most compares in one transaction (the protocol's limit, which the gRPC codec enforces before a
+    /// request is decoded).
+    pub const MAX_TXN_COMPARES: usize = drakkar_client::codec::MAX_TXN_COMPARES;
+    /// Most operations in each branch of a transaction (the protocol's limit, as above).
+    pub const MAX_TXN_OPS: usize = drakkar_client::codec::MAX_TXN_OPS;
     /// Most items one scan returns (a `limit` of 0 or above this means this).
     pub const MAX_SCAN_ITEMS: usize = 10_000;
     /// Byte budget of one scan's keys and values: the scan stops (with `more` set) before an item that

@@ -1,13 +1,16 @@
 //! The Admin service: membership, leadership, status, snapshot export and import, groups, node identity.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use drakkar_client::connect::{self, Connector};
 use drakkar_client::pb::{self, admin_client::AdminClient};
-use drakkar_client::reason;
+use drakkar_client::tls::ClientTls;
+use drakkar_client::{address, reason};
 use drakkar_raft::{GroupId, MemberRole, ReplicaId};
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
@@ -15,7 +18,7 @@ use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status};
 
 use super::forward::forwarded;
-use super::ops::Route;
+use super::ops::{Call, Route};
 use super::status::{self, invalid, to_status, with_reason};
 use super::{KvKind, ServerState};
 use crate::kv::DiskKv;
@@ -42,6 +45,12 @@ fn role_of(role: i32) -> Result<MemberRole, Status> {
 
 fn replica(id: u64) -> Result<ReplicaId, Status> {
     if id == 0 { Err(invalid("replica id 0 is reserved")) } else { Ok(ReplicaId(id)) }
+}
+
+/// A member's address as a membership may record it (see [`drakkar_client::address`]); `who` names the
+/// member in the message (the address itself may be 64 KiB of garbage: never echoed whole).
+fn member_address(addr: &str, who: &str) -> Result<(), Status> {
+    address::validate(addr).map_err(|e| invalid(format!("{who}: invalid address: {e}")))
 }
 
 /// The membership as the protocol shows it, with the leader this replica knows.
@@ -90,6 +99,60 @@ impl AdminService {
         let host = &self.0.host;
         r.map(|m| Response::new(membership(host, g, m))).map_err(|e| to_status(e, host, g))
     }
+
+    /// Membership changes and leader transfers run on the group's leader only: after this replica
+    /// refused `msg` with `NoLeader`, passes it to the leader when another node runs it, and returns the
+    /// leader's answer. Not when a node forwarded `msg` here (one hop at most), nor when the leader cannot
+    /// be reached: then UNAVAILABLE `not-leader` with the leader hint. No leader known: `refused`.
+    async fn via_leader<M, T, F, Fut>(
+        &self,
+        g: GroupId,
+        call: &Call,
+        msg: M,
+        refused: NodeError,
+        send: F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: FnOnce(AdminClient<tonic::transport::Channel>, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let s = &self.0;
+        let Some((leader, addr)) = leader_elsewhere(&s.host, g) else {
+            return Err(to_status(refused, &s.host, g));
+        };
+        let why =
+            format!("this node's replica of group {g} is not its leader (replica {leader} at {addr} is)");
+        if call.forwarded {
+            return Err(status::not_leader(&s.host, g, &why));
+        }
+        let tls = s.tls.clone().map(|t| t as Arc<dyn ClientTls>);
+        let connector = Connector::new(tls, crate::grpc::PEER_CONNECT_TIMEOUT);
+        let Ok(ch) = connect::channel_with(&addr, connector, crate::grpc::PEER_KEEPALIVE) else {
+            return Err(status::not_leader(&s.host, g, &why));
+        };
+        match send(AdminClient::new(ch), forwarded(msg, call.timeout)).await {
+            // Not reachable (no reason given by a node): the client should go there itself, or retry.
+            Err(e)
+                if e.code() == Code::Unavailable
+                    && !e.metadata().contains_key(drakkar_client::REASON_HEADER) =>
+            {
+                tracing::debug!(group = g.0, %addr, error = %e, "passing a request to the leader failed");
+                Err(status::not_leader(&s.host, g, &format!("{why}, and is not reachable from here")))
+            }
+            r => r,
+        }
+    }
+}
+
+/// The leader of `g` and its address, when it is known and is not this node's replica.
+fn leader_elsewhere(host: &NodeHost, g: GroupId) -> Option<(ReplicaId, String)> {
+    let me = host.replica_of(g).ok()?;
+    let (leader, _) = host.leader(g).ok()??;
+    if leader == me {
+        return None;
+    }
+    let addr = host.membership(g).ok()?.addresses.get(&leader)?.clone();
+    (addr != host.address()).then_some((leader, addr))
 }
 
 /// A file under `imports/`, removed when dropped: however an import ends (refused, failed, cancelled
@@ -205,13 +268,15 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::AddReplicaRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        member_address(&req.get_ref().address, "the new replica")?;
         let (s, call, r, g) = serve_or_forward!(self, req, false, AdminClient, add_replica);
-        if r.address.trim().is_empty() {
-            return Err(invalid("the new replica's address is required"));
-        }
         let (id, role) = (replica(r.replica)?, role_of(r.role)?);
-        let res = s.host.add_replica(g, id, &r.address, role, r.expected_conf_index, call.timeout).await;
-        self.change(g, res).await
+        match s.host.add_replica(g, id, &r.address, role, r.expected_conf_index, call.timeout).await {
+            Err(e @ NodeError::NoLeader { .. }) => {
+                self.via_leader(g, &call, r, e, |mut c, m| async move { c.add_replica(m).await }).await
+            }
+            res => self.change(g, res).await,
+        }
     }
 
     async fn promote_replica(
@@ -219,8 +284,12 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::PromoteReplicaRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let (s, call, r, g) = serve_or_forward!(self, req, false, AdminClient, promote_replica);
-        let res = s.host.promote_replica(g, replica(r.replica)?, r.expected_conf_index, call.timeout).await;
-        self.change(g, res).await
+        match s.host.promote_replica(g, replica(r.replica)?, r.expected_conf_index, call.timeout).await {
+            Err(e @ NodeError::NoLeader { .. }) => {
+                self.via_leader(g, &call, r, e, |mut c, m| async move { c.promote_replica(m).await }).await
+            }
+            res => self.change(g, res).await,
+        }
     }
 
     async fn remove_replica(
@@ -228,17 +297,26 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::RemoveReplicaRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let (s, call, r, g) = serve_or_forward!(self, req, false, AdminClient, remove_replica);
-        let res = s.host.remove_replica(g, replica(r.replica)?, r.expected_conf_index, call.timeout).await;
-        self.change(g, res).await
+        match s.host.remove_replica(g, replica(r.replica)?, r.expected_conf_index, call.timeout).await {
+            Err(e @ NodeError::NoLeader { .. }) => {
+                self.via_leader(g, &call, r, e, |mut c, m| async move { c.remove_replica(m).await }).await
+            }
+            res => self.change(g, res).await,
+        }
     }
 
     async fn transfer_leader(
         &self,
         req: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
-        let (s, _call, r, g) = serve_or_forward!(self, req, false, AdminClient, transfer_leader);
-        s.host.transfer_leader(g, replica(r.to)?).await.map_err(|e| to_status(e, &s.host, g))?;
-        Ok(Response::new(pb::TransferLeaderResponse {}))
+        let (s, call, r, g) = serve_or_forward!(self, req, false, AdminClient, transfer_leader);
+        match s.host.transfer_leader(g, replica(r.to)?).await {
+            Ok(()) => Ok(Response::new(pb::TransferLeaderResponse {})),
+            Err(e @ NodeError::NoLeader { .. }) => {
+                self.via_leader(g, &call, r, e, |mut c, m| async move { c.transfer_leader(m).await }).await
+            }
+            Err(e) => Err(to_status(e, &s.host, g)),
+        }
     }
 
     async fn get_membership(
@@ -324,7 +402,7 @@ impl pb::admin_server::Admin for AdminService {
         let dir = s.data_dir.join("exports");
         tokio::fs::create_dir_all(&dir)
             .await
-            .map_err(|e| Status::internal(format!("{}: {e}", dir.display())))?;
+            .map_err(|e| status::internal(format!("{}: {e}", dir.display())))?;
         let path = dir.join(format!("group-{}-{:016x}.snap", g.0, crate::server::health::nonce()));
         let index = s.host.request_snapshot(g, Some(&path), call.timeout).await;
         let index = match index {
@@ -337,8 +415,8 @@ impl pb::admin_server::Admin for AdminService {
         let file = tokio::fs::File::open(&path).await;
         // Unlinked at once: the open handle keeps the data until the stream ends, however it ends.
         let _ = tokio::fs::remove_file(&path).await;
-        let mut file = file.map_err(|e| Status::internal(format!("exported snapshot: {e}")))?;
-        let total = file.metadata().await.map_err(|e| Status::internal(e.to_string()))?.len();
+        let mut file = file.map_err(|e| status::internal(format!("exported snapshot: {e}")))?;
+        let total = file.metadata().await.map_err(|e| status::internal(e.to_string()))?.len();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let mut first = true;
@@ -347,7 +425,7 @@ impl pb::admin_server::Admin for AdminService {
                 let n = match file.read(&mut buf).await {
                     Ok(n) => n,
                     Err(e) => {
-                        let _ = tx.send(Err(Status::internal(format!("reading the snapshot: {e}")))).await;
+                        let _ = tx.send(Err(status::internal(format!("reading the snapshot: {e}")))).await;
                         return;
                     }
                 };
@@ -395,6 +473,7 @@ impl pb::admin_server::Admin for AdminService {
             if m.address.trim().is_empty() {
                 return Err(invalid(format!("member {} has no address", m.replica)));
             }
+            member_address(&m.address, &format!("member {}", m.replica))?;
             if members.insert(replica(m.replica)?, m.address).is_some() {
                 return Err(invalid(format!("member {} is listed twice", m.replica)));
             }
@@ -445,9 +524,7 @@ impl pb::admin_server::Admin for AdminService {
                 if m.role != pb::Role::Voter as i32 {
                     return Err(invalid("founding members are voters"));
                 }
-                if m.address.trim().is_empty() {
-                    return Err(invalid(format!("member {} has no address", m.replica)));
-                }
+                member_address(&m.address, &format!("member {}", m.replica))?;
                 members.insert(replica(m.replica)?, m.address);
             }
             if !members.contains_key(&id) {
@@ -458,7 +535,7 @@ impl pb::admin_server::Admin for AdminService {
         let host = s.host.clone();
         let res = tokio::task::spawn_blocking(move || s.start_kv_group(g, id, mode, kind))
             .await
-            .map_err(|e| Status::internal(format!("starting the group: {e}")))?;
+            .map_err(|e| status::internal(format!("starting the group: {e}")))?;
         res.map_err(|e| to_status(e, &host, g))?;
         Ok(Response::new(pb::StartGroupResponse {}))
     }

@@ -64,7 +64,7 @@ impl Forwarder {
             return Ok(c.clone());
         }
         let c = connect::channel_with(addr, self.connector.clone(), PEER_KEEPALIVE)
-            .map_err(|e| Status::internal(format!("forwarding to {addr}: {e}")))?;
+            .map_err(|e| Status::unavailable(format!("forwarding to {addr}: {e}")))?;
         chans.insert(addr.to_string(), c.clone());
         Ok(c)
     }
@@ -99,7 +99,15 @@ impl Forwarder {
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         for addr in self.candidates(host, group) {
-            let ch = self.channel(&addr)?;
+            // An address that cannot be used (stored before addresses were validated) is skipped: it
+            // must never turn requests for other groups into errors.
+            let ch = match self.channel(&addr) {
+                Ok(ch) => ch,
+                Err(e) => {
+                    tracing::warn!(%addr, group = group.0, error = %e, "forwarding: unusable address");
+                    continue;
+                }
+            };
             match f(ch).await {
                 Ok(r) => {
                     lock(&self.hints).insert(group, addr);

@@ -382,26 +382,29 @@ pub async fn serve(
         .http2_max_local_error_reset_streams(Some(MAX_RESET_STREAMS))
         .add_service(health_svc)
         .add_service(reflection)
-        .add_service(
+        // Per service, the largest request it carries: a KV value (32 MiB) or a raw command; Admin: a
+        // snapshot chunk (1 MiB as ExportSnapshot streams them) with its target. `ops::guarded`: tonic's
+        // deadline, truncated and missing messages answered with the documented codes.
+        .add_service(ops::guarded(
             pb::kv_server::KvServer::new(kv::KvService(state.clone()))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-        )
-        .add_service(
+        ))
+        .add_service(ops::guarded(
             pb::state_machine_server::StateMachineServer::new(sm::SmService(state.clone()))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-        )
-        .add_service(
+        ))
+        .add_service(ops::guarded(
             pb::session_server::SessionServer::new(sm::SessionService(state.clone()))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-        )
-        .add_service(
+        ))
+        .add_service(ops::guarded(
             pb::admin_server::AdminServer::new(admin::AdminService(state.clone()))
-                .max_decoding_message_size(1 << 20)
+                .max_decoding_message_size(2 << 20)
                 .max_encoding_message_size(max),
-        )
+        ))
         .add_service(raft.into_server())
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await?;

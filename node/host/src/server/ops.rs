@@ -1,11 +1,23 @@
-//! What every service does first: admission, deadline, routing; and the NodeHost calls they share.
+//! What every service does first: admission, deadline, routing; and the NodeHost calls they share. Also
+//! [`guarded`], which every client service is wrapped in: the status codes of what tonic decides before a
+//! handler runs.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::LazyLock;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use drakkar_client::{pb, reason};
+use drakkar_client::{REASON_HEADER, pb, reason};
 use drakkar_raft::GroupId;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_stream::Stream;
+use tonic::body::Body;
+use tonic::codegen::{Service, http};
+use tonic::server::NamedService;
+use tonic::service::AxumBody;
 use tonic::{Code, Status};
 
 use super::ServerState;
@@ -108,7 +120,7 @@ impl ServerState {
         match CommandResult::decode(&r.data) {
             Ok(CommandResult::Rejected { reason }) => Err(invalid(reason)),
             Ok(res) => Ok(res),
-            Err(e) => Err(Status::internal(format!("undecodable KV result: {e}"))),
+            Err(e) => Err(status::internal(format!("undecodable KV result: {e}"))),
         }
     }
 
@@ -122,11 +134,251 @@ impl ServerState {
     ) -> Result<QueryResult, Status> {
         let bytes = q.encode().map_err(|e| invalid(e.to_string()))?;
         let r = self.query(group, bytes, consistency, timeout).await?;
-        QueryResult::decode(&r).map_err(|e| Status::internal(format!("undecodable KV answer: {e}")))
+        QueryResult::decode(&r).map_err(|e| status::internal(format!("undecodable KV answer: {e}")))
     }
 }
 
 /// A KV result of the wrong kind for the command (a bug, never bad input).
 pub(super) fn unexpected(what: &str, r: impl std::fmt::Debug) -> Status {
-    Status::internal(format!("unexpected KV result for {what}: {r:?}"))
+    status::internal(format!("unexpected KV result for {what}: {r:?}"))
+}
+
+/// The share of a request's `grpc-timeout` after which [`Guarded`] answers DEADLINE_EXCEEDED: after the
+/// handlers' own deadline ([`status::deadline`], 0.95), before tonic's (1.0, answered CANCELLED "Timeout
+/// expired").
+const GUARD_DEADLINE: f64 = 0.98;
+
+/// `svc` wrapped in [`Guarded`].
+pub(super) fn guarded<S>(svc: S) -> Guarded<S> {
+    Guarded { inner: svc }
+}
+
+/// A client service with tonic's own answers put right (docs/api.md):
+/// - a request still running at 98 % of its `grpc-timeout` is answered DEADLINE_EXCEEDED (and its handler
+///   dropped), where tonic would answer CANCELLED "Timeout expired" at 100 %;
+/// - a request body that ends inside a message (truncated) is INVALID_ARGUMENT, where tonic answers
+///   INTERNAL "Unexpected EOF";
+/// - a unary request without a message is INVALID_ARGUMENT, where tonic answers INTERNAL "Missing request
+///   message.";
+/// - a call this node made for the request (forwarding) that ran out of the request's deadline is
+///   DEADLINE_EXCEEDED, where tonic's client answers CANCELLED "Timeout expired".
+///
+/// Undecodable messages are the codec's part ([`drakkar_client::codec`]).
+#[derive(Clone, Debug)]
+pub struct Guarded<S> {
+    inner: S,
+}
+
+impl<S: NamedService> NamedService for Guarded<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<http::Request<Body>> for Guarded<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let deadline = req
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(status::parse_grpc_timeout)
+            .map(|t| t.mul_f64(GUARD_DEADLINE));
+        let req =
+            req.map(|b| Body::new(AxumBody::from_stream(Framing::new(AxumBody::new(b).into_data_stream()))));
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = match deadline {
+                None => fut.await?,
+                Some(t) => match tokio::time::timeout(t, fut).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        let msg = format!("the request did not complete within its deadline of {t:?}");
+                        return Ok(Status::deadline_exceeded(msg).into_http());
+                    }
+                },
+            };
+            Ok(documented_codes(resp))
+        })
+    }
+}
+
+/// tonic's answers that the server puts right, as their headers carry them (`grpc-message` is
+/// percent-encoded): a unary request without a message (INTERNAL), and a deadline tonic enforced
+/// (CANCELLED), here or on a call this node made for the request (forwarding to another node).
+static MISSING: LazyLock<Option<http::HeaderValue>> =
+    LazyLock::new(|| grpc_message(Status::internal("Missing request message.")));
+static TIMEOUT: LazyLock<Option<http::HeaderValue>> =
+    LazyLock::new(|| grpc_message(Status::cancelled(tonic::TimeoutExpired(()).to_string())));
+
+fn grpc_message(s: Status) -> Option<http::HeaderValue> {
+    s.into_http::<Body>().headers().get("grpc-message").cloned()
+}
+
+/// `resp` with tonic's INTERNAL for a missing message made INVALID_ARGUMENT, and its CANCELLED for an
+/// expired deadline made DEADLINE_EXCEEDED.
+fn documented_codes(mut resp: http::Response<Body>) -> http::Response<Body> {
+    let h = resp.headers();
+    let (status, message) = (h.get("grpc-status").map(|v| v.as_bytes()), h.get("grpc-message"));
+    let (code, text, why) = match status {
+        Some(b"13") if message == MISSING.as_ref() => {
+            ("3", "the%20request%20holds%20no%20message", Some(reason::INVALID))
+        }
+        Some(b"1") if message == TIMEOUT.as_ref() => {
+            ("4", "the%20request%20did%20not%20complete%20within%20its%20deadline", None)
+        }
+        _ => return resp,
+    };
+    let h = resp.headers_mut();
+    h.insert("grpc-status", http::HeaderValue::from_static(code));
+    h.insert("grpc-message", http::HeaderValue::from_static(text));
+    if let Some(w) = why {
+        h.insert(REASON_HEADER, http::HeaderValue::from_static(w));
+    }
+    resp
+}
+
+/// A request body's data, checked for gRPC framing (a flag byte and a 4-byte big-endian length, then the
+/// message): a body that ends inside a frame ends with INVALID_ARGUMENT instead.
+struct Framing<S> {
+    inner: S,
+    /// The current frame header: its bytes seen so far (0..5).
+    header: [u8; 5],
+    header_len: usize,
+    /// Bytes of the current message still to come.
+    body_left: usize,
+    done: bool,
+}
+
+impl<S> Framing<S> {
+    fn new(inner: S) -> Self {
+        Framing { inner, header: [0; 5], header_len: 0, body_left: 0, done: false }
+    }
+
+    fn account(&mut self, mut b: &[u8]) {
+        while !b.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(b.len());
+                self.body_left -= n;
+                b = &b[n..];
+                continue;
+            }
+            let n = (5 - self.header_len).min(b.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&b[..n]);
+            self.header_len += n;
+            b = &b[n..];
+            if self.header_len == 5 {
+                let [_, l0, l1, l2, l3] = self.header;
+                self.body_left = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
+                self.header_len = 0;
+            }
+        }
+    }
+}
+
+impl<S, E> Stream for Framing<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Into<tonic::codegen::StdError>,
+{
+    type Item = Result<Bytes, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                self.account(&data);
+                Poll::Ready(Some(Ok(data)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Status::from_error(e.into())))),
+            Poll::Ready(None) => {
+                self.done = true;
+                if self.header_len == 0 && self.body_left == 0 {
+                    return Poll::Ready(None);
+                }
+                let msg = "the request body ends inside a message (truncated)";
+                Poll::Ready(Some(Err(status::invalid(msg))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service that never answers, or answers with `status`.
+    #[derive(Clone)]
+    struct Answer(Option<Code>, &'static str);
+
+    impl Service<http::Request<Body>> for Answer {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _req: http::Request<Body>) -> Self::Future {
+            let Answer(code, msg) = self.clone();
+            Box::pin(async move {
+                match code {
+                    Some(c) => Ok(Status::new(c, msg).into_http()),
+                    None => std::future::pending().await,
+                }
+            })
+        }
+    }
+
+    async fn status_of(svc: Answer, timeout: Option<&str>) -> Status {
+        let mut req = http::Request::builder().uri("/drakkar.v1.Kv/Get");
+        if let Some(t) = timeout {
+            req = req.header("grpc-timeout", t);
+        }
+        let resp = guarded(svc).call(req.body(Body::empty()).unwrap()).await.unwrap();
+        Status::from_header_map(resp.headers()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_guard_answers_its_deadline_and_puts_tonics_codes_right() {
+        let started = std::time::Instant::now();
+        let s = status_of(Answer(None, ""), Some("100m")).await;
+        assert_eq!(s.code(), Code::DeadlineExceeded, "{s:?}");
+        // At 98 ms (timers tick in milliseconds): tonic's own, at 100 ms, polls this one first.
+        assert!(started.elapsed() < Duration::from_millis(150), "{:?}", started.elapsed());
+        let s = status_of(Answer(Some(Code::Internal), "Missing request message."), None).await;
+        assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+        assert_eq!(s.metadata().get(REASON_HEADER).unwrap(), reason::INVALID);
+        let s = status_of(Answer(Some(Code::Cancelled), "Timeout expired"), Some("5S")).await;
+        assert_eq!(s.code(), Code::DeadlineExceeded, "{s:?}");
+        // Other answers pass unchanged.
+        for (code, msg) in [(Code::Internal, "disk on fire"), (Code::Cancelled, "client went away")] {
+            let s = status_of(Answer(Some(code), msg), None).await;
+            assert_eq!((s.code(), s.message()), (code, msg));
+        }
+    }
+
+    #[test]
+    fn framing_tracks_message_boundaries() {
+        let mut f = Framing::new(());
+        f.account(&[0, 0, 0, 0, 3, 1, 2]);
+        assert_eq!((f.header_len, f.body_left), (0, 1));
+        f.account(&[3, 0, 0]);
+        assert_eq!((f.header_len, f.body_left), (2, 0));
+        f.account(&[0, 0, 0]);
+        assert_eq!((f.header_len, f.body_left), (0, 0), "an empty message is a whole frame");
+    }
 }

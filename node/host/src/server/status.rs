@@ -11,15 +11,17 @@
 //! | ConfChangeRefused, invalid transfer target | FAILED_PRECONDITION | |
 //! | ReplicaIdReused | FAILED_PRECONDITION | replica-id-reused |
 //! | NoLeader | UNAVAILABLE (+ leader hint when known) | no-leader |
+//! | a membership change or transfer on a follower that cannot pass it to the leader | UNAVAILABLE (+ hint) | not-leader |
 //! | leader transfer in progress | UNAVAILABLE (+ hint) | leader-transfer |
 //! | membership change pending | UNAVAILABLE | conf-change-pending |
 //! | Stopped | UNAVAILABLE | stopped |
 //! | ShuttingDown | UNAVAILABLE | shutting-down |
 //! | Witness (the replica here holds no data) | FAILED_PRECONDITION (+ leader hint) | witness |
+//! | PossibleDuplicate (a plain write too late to dedupe; not applied) | ABORTED | possible-duplicate |
 //! | Busy | RESOURCE_EXHAUSTED | busy |
 //! | RateLimited | RESOURCE_EXHAUSTED | rate-limited |
 //! | Timeout | DEADLINE_EXCEEDED | |
-//! | Storage, state machine failures | INTERNAL | |
+//! | Storage, state machine failures | INTERNAL (logged) | |
 
 use std::time::Duration;
 
@@ -42,6 +44,21 @@ pub fn with_reason(code: Code, message: impl Into<String>, why: &str) -> Status 
 /// INVALID_ARGUMENT.
 pub fn invalid(message: impl Into<String>) -> Status {
     with_reason(Code::InvalidArgument, message, reason::INVALID)
+}
+
+/// INTERNAL, logged with its cause: the node failed, not the request.
+pub fn internal(message: impl Into<String>) -> Status {
+    let message = message.into();
+    tracing::error!(error = %message, "request failed: internal error");
+    Status::internal(message)
+}
+
+/// UNAVAILABLE `not-leader` with the leader hint: this node's replica of `group` is not its leader, and
+/// the request runs on the leader only.
+pub fn not_leader(host: &NodeHost, group: GroupId, why: &str) -> Status {
+    let mut s = with_reason(Code::Unavailable, why, reason::NOT_LEADER);
+    add_leader_hint(&mut s, host, group);
+    s
 }
 
 /// Adds the leader of `group`, as this node knows it, to the status metadata.
@@ -89,6 +106,7 @@ pub fn to_status(e: NodeError, host: &NodeHost, group: GroupId) -> Status {
             (Code::FailedPrecondition, Some(reason::SESSION_RESULT_FORGOTTEN), false)
         }
         NodeError::ConfChangeRefused(_) => (Code::FailedPrecondition, None, false),
+        NodeError::PossibleDuplicate => (Code::Aborted, Some(reason::POSSIBLE_DUPLICATE), false),
         NodeError::InvalidArgument(_) => (Code::InvalidArgument, Some(reason::INVALID), false),
         // `SmError::InvalidRequest` (a query the state machine does not understand) renders like this.
         NodeError::InvalidQuery(_) => (Code::InvalidArgument, Some(reason::INVALID), false),
@@ -107,6 +125,9 @@ pub fn to_status(e: NodeError, host: &NodeHost, group: GroupId) -> Status {
     };
     if hint {
         add_leader_hint(&mut s, host, group);
+    }
+    if code == Code::Internal {
+        tracing::error!(group = group.0, error = %s.message(), "request failed: internal error");
     }
     s
 }
@@ -202,6 +223,7 @@ mod tests {
             (NodeError::ConfChangeRefused("twice".into()), Code::FailedPrecondition, None),
             (NodeError::InvalidQuery("x".into()), Code::InvalidArgument, Some(reason::INVALID)),
             (NodeError::StateMachine("disk on fire".into()), Code::Internal, None),
+            (NodeError::PossibleDuplicate, Code::Aborted, Some(reason::POSSIBLE_DUPLICATE)),
             (NodeError::ShuttingDown, Code::Unavailable, Some(reason::SHUTTING_DOWN)),
             (
                 NodeError::Refused(ProposalError::TransferInProgress),

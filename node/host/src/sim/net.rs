@@ -3,15 +3,14 @@
 //! cuts (partitions) traffic with the same seeded RNG. Nothing is delivered from inside `send`, so a
 //! NodeHost's round never re-enters another NodeHost.
 //!
-//! One exception to duplication: a batch that forwards a proposal (`MessageKind::Propose`, a follower
-//! handing a client's command to the leader) is never delivered twice. The real transports never
-//! duplicate a batch, and Raft appends a duplicated forward twice: a plain proposal would then be applied
-//! twice though acknowledged once (sessions are immune: their duplicates are recognised).
+//! Every batch may be duplicated, forwarded proposals (`MessageKind::Propose`, a follower handing a
+//! client's command to the leader) included: Raft appends a duplicated forward twice, and the apply side
+//! must apply it once (plain proposals carry an id, session proposals a series; see `crate::session`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use drakkar_raft::{MessageKind, Rng};
+use drakkar_raft::Rng;
 
 use crate::transport::{MessageBatch, MessageSink, SnapshotDone, SnapshotRequest, Transport};
 
@@ -20,8 +19,7 @@ use crate::transport::{MessageBatch, MessageSink, SnapshotDone, SnapshotRequest,
 pub struct NetFaults {
     /// Percent of messages dropped (each message of a batch on its own).
     pub drop_pct: u64,
-    /// Percent of batches delivered twice (each copy with its own latency); never a batch that forwards a
-    /// proposal (see [`SimNetwork`]).
+    /// Percent of batches delivered twice (each copy with its own latency), forwarded proposals included.
     pub dup_pct: u64,
     /// Least latency, in virtual milliseconds (at least 1).
     pub min_latency: u64,
@@ -248,11 +246,9 @@ impl Transport for SimNetwork {
             }
         }
         let dup_pct = s.faults.dup_pct;
-        // Forwarded proposals are never duplicated: the real transports never deliver a batch twice, and
-        // Raft does not deduplicate a forwarded proposal, so a duplicate would apply a plain (session-less)
-        // proposal twice (found by this simulator, seed 283 before this rule). Everything else may be.
-        let forwards = batch.messages.iter().any(|(_, m)| m.kind == MessageKind::Propose);
-        if dup_pct > 0 && !forwards && s.rng.chance(dup_pct, 100) {
+        // Forwarded proposals too: a duplicated plain proposal is appended twice and applied once (seed 283
+        // applied one twice before plain proposals carried ids).
+        if dup_pct > 0 && s.rng.chance(dup_pct, 100) {
             s.stats.duplicated += 1;
             Self::enqueue(&mut s, batch.from.clone(), to.to_string(), Cargo::Batch(batch.clone()));
         }
