@@ -59,6 +59,8 @@ pub(crate) struct GroupShared {
     pub(crate) info: std::sync::Mutex<GroupMembership>,
     /// Time-to-live, in log entries, of the sessions this replica registers.
     pub(crate) session_ttl: u64,
+    /// The origin of plain proposals made through this start of the replica (random).
+    pub(crate) plain_origin: u64,
     /// The next sequence number of a plain proposal made here (see [`crate::codec::ProposalId`]).
     pub(crate) plain_seq: AtomicU64,
     /// Set once the replica stopped, with the reason.

@@ -22,14 +22,14 @@ const REGISTER: u8 = 3;
 const UNREGISTER: u8 = 4;
 const PLAIN_ID: u8 = 5;
 
-/// The identity of a plain (session-less) proposal: the proposing NodeHost's origin (random, new at every
-/// start) and a sequence number per group and origin, from 1. Two entries with one id are one proposal
-/// delivered twice.
+/// The identity of a plain (session-less) proposal: the proposing replica's origin (random, new at every
+/// start of the replica) and a sequence number per origin, from 1. Two entries with one id are one
+/// proposal delivered twice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProposalId {
-    /// The proposing NodeHost's origin.
+    /// The proposing replica's origin (one per start of a replica).
     pub origin: u64,
-    /// Consecutive per group and origin.
+    /// Consecutive per origin.
     pub seq: u64,
 }
 

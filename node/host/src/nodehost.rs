@@ -43,8 +43,6 @@ struct Inner {
     events: Vec<Sender<(usize, ApplyEvent)>>,
     groups: RwLock<HashMap<GroupId, Arc<GroupShared>>>,
     next_key: AtomicU64,
-    /// This start's identity in plain proposals' ids (random: new at every start).
-    origin: u64,
     /// Numbers the landing files of incoming snapshots.
     landing: AtomicU64,
     closed: AtomicBool,
@@ -289,7 +287,6 @@ impl NodeHost {
             None
         };
         let first_key = random(cfg.deterministic, 3) | 1;
-        let cfg_deterministic = cfg.deterministic;
         let inner = Arc::new(Inner {
             cfg,
             incarnation,
@@ -299,7 +296,6 @@ impl NodeHost {
             events,
             groups: RwLock::new(HashMap::new()),
             next_key: AtomicU64::new(first_key),
-            origin: random(cfg_deterministic, 5),
             landing: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             threads: Mutex::new(threads),
@@ -490,6 +486,9 @@ impl NodeHost {
             applied: AtomicU64::new(0),
             info: Mutex::new(GroupMembership::default()),
             session_ttl: gcfg.session_ttl_entries,
+            // New at every start of the replica (its sequence starts again at 1): never the origin of
+            // entries already in the log.
+            plain_origin: random(self.inner.cfg.deterministic, self.key()),
             plain_seq: AtomicU64::new(1),
             stopped: Mutex::new(None),
         });
@@ -690,7 +689,7 @@ impl NodeHost {
 
     /// A new plain proposal's identity: a copy of it delivered twice is applied once.
     fn proposal_id(&self, shared: &GroupShared) -> ProposalId {
-        ProposalId { origin: self.inner.origin, seq: shared.plain_seq.fetch_add(1, Ordering::Relaxed) }
+        ProposalId { origin: shared.plain_origin, seq: shared.plain_seq.fetch_add(1, Ordering::Relaxed) }
     }
 
     /// Proposes a command and waits until it is applied here; returns the state machine's result.

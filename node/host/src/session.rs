@@ -19,12 +19,12 @@
 //! - **Idempotent registration.** Registering an id that exists answers OK and changes nothing (ids are
 //!   random 64-bit numbers: a second registration of one is a retry of the first).
 //! - **Plain proposals applied once.** A plain (session-less) proposal carries a [`ProposalId`]: its
-//!   NodeHost's origin and a sequence number per group. Per origin the table keeps which of the last
-//!   [`PLAIN_WINDOW`] sequence numbers were applied: a copy of an applied proposal (a forwarded proposal
-//!   delivered twice) is skipped; one older than the window is refused, as it may be a copy. Origins
-//!   expire after [`ORIGIN_TTL`] entries without use, and at most [`MAX_ORIGINS`] are kept (the least
-//!   recently used goes first). This dedupes deliveries, not client retries: a client that sends a
-//!   plain write twice makes two proposals.
+//!   replica's origin (new at every start of the replica) and a sequence number. Per origin the table
+//!   keeps which of the last [`PLAIN_WINDOW`] sequence numbers were applied: a copy of an applied
+//!   proposal (a forwarded proposal delivered twice) is skipped; one older than the window is refused,
+//!   as it may be a copy. Origins expire after [`ORIGIN_TTL`] entries without use, and at most
+//!   [`MAX_ORIGINS`] are kept (the least recently used goes first). This dedupes deliveries, not
+//!   client retries: a client that sends a plain write twice makes two proposals.
 //!
 //! Invariants: `lru` holds exactly one `(last_used, client)` and `expiry` one `(last_used + ttl, client)`
 //! pair per session. A recorded result may sit at or below `responded_to` or `floor` (a write applied

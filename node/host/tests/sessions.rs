@@ -151,3 +151,20 @@ async fn a_forwarded_plain_proposal_delivered_twice_is_applied_once() {
     let raw = c.hosts[&l].read(G, Bytes::from_static(b"#updates"), T).await.unwrap();
     assert_eq!(String::from_utf8(raw.to_vec()).unwrap(), "20", "plain proposals applied more than once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_proposals_after_a_replica_restart_on_the_same_host_are_applied() {
+    let c = single(fast_group());
+    let _ = c.leader(1).await;
+    let h = &c.hosts[&1];
+    for n in 0..3 {
+        h.propose(G, Bytes::from(format!("a{n}=1")), T).await.unwrap();
+    }
+    // The replica restarts inside the same NodeHost: its new proposals must not be taken for copies of
+    // the ones made before (they get a new origin).
+    h.stop_replica(G).await.unwrap();
+    h.start_replica(G, ReplicaId(1), StartMode::Joining, common::sm(), fast_group()).unwrap();
+    let _ = c.leader(1).await;
+    h.propose(G, Bytes::from_static(b"b=1"), T).await.unwrap();
+    assert_eq!(updates(&c).await, 4);
+}
