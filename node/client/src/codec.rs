@@ -588,4 +588,41 @@ mod tests {
         let e = decode::<pb::RaftBatch>(&empty_elements(4, 1_000_000)).unwrap_err();
         assert!(e.message().contains("memory"), "{e:?}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// The wire walk never panics on any body, and agrees with prost: a transaction it lets through
+        /// decodes within the count limits.
+        #[test]
+        fn arbitrary_bodies_never_panic_and_accepted_ones_keep_the_limits(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+            flips in proptest::collection::vec((0usize..8192, 0u8..8), 0..8),
+        ) {
+            // Random bytes, and a valid transaction with bits flipped and cut short.
+            let mut txn = pb::TxnRequest {
+                group: 1,
+                compares: vec![pb::Compare::default(); 3],
+                success: vec![pb::TxnOp::default(); 5],
+                failure: vec![pb::TxnOp::default(); 2],
+                session: None,
+            }
+            .encode_to_vec();
+            for (at, bit) in &flips {
+                let i = at % txn.len();
+                txn[i] ^= 1 << bit;
+            }
+            txn.truncate(txn.len().saturating_sub(data.len() % 4));
+            for body in [&data, &txn] {
+                if let Ok(t) = decode::<pb::TxnRequest>(body) {
+                    proptest::prop_assert!(t.compares.len() <= MAX_TXN_COMPARES);
+                    proptest::prop_assert!(t.success.len() <= MAX_TXN_OPS && t.failure.len() <= MAX_TXN_OPS);
+                }
+                let _ = decode::<pb::StartGroupRequest>(body);
+                let _ = decode::<pb::ImportSnapshotChunk>(body);
+                let _ = decode::<pb::RaftBatch>(body);
+                let _ = decode::<pb::PutRequest>(body);
+            }
+        }
+    }
 }
