@@ -1,5 +1,5 @@
 //! A real Kubernetes API server for tests: etcd, kube-apiserver and kube-controller-manager started on
-//! 127.0.0.1 with free ports (binaries from `tests/k8s/build-apiserver.sh`), stopped on drop. Or any
+//! 127.0.0.1 with free ports (binaries from `tests/k8s/build-kubernetes.sh`), stopped on drop. Or any
 //! cluster: `DRAKKAR_TEST_KUBECONFIG` points at its kubeconfig.
 #![allow(dead_code)]
 
@@ -88,10 +88,10 @@ impl TestCluster {
         let Some(bin) = bin_dir() else {
             assert!(
                 std::env::var_os("DRAKKAR_K8S_REQUIRED").is_none(),
-                "DRAKKAR_K8S_REQUIRED is set but no kube-apiserver was found: run tests/k8s/build-apiserver.sh"
+                "DRAKKAR_K8S_REQUIRED is set but no kube-apiserver was found: run tests/k8s/build-kubernetes.sh"
             );
             eprintln!(
-                "SKIPPED: no Kubernetes API server. Build one with tests/k8s/build-apiserver.sh (then these tests \
+                "SKIPPED: no Kubernetes API server. Build one with tests/k8s/build-kubernetes.sh (then these tests \
                  find it), or set DRAKKAR_TEST_KUBECONFIG to a cluster's kubeconfig"
             );
             return None;

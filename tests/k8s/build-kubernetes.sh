@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and kube-controller-manager (Kubernetes 1.20.2) from Debian's `kubernetes`
-# source package, offline, into a cache directory, once; later runs print the cached bin dir at once.
+# Builds the Kubernetes 1.20.2 binaries (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
+# kube-proxy, kubectl) from Debian's `kubernetes` source package, offline, into a cache directory, once;
+# later runs print the cached bin dir at once.
 #
-#   tests/k8s/build-apiserver.sh        # prints the directory holding the two binaries
+#   tests/k8s/build-kubernetes.sh        # prints the directory holding the binaries
 #
 # Cache: $DRAKKAR_K8S_CACHE, else ${XDG_CACHE_HOME:-$HOME/.cache}/drakkar-k8s. Needs root for apt-get
-# (Debian's golang-go 1.19, etcd-server and build tools). About 5 minutes of build on 2 cores.
+# (Debian's golang-go 1.19, etcd-server and build tools). About 10 minutes of build on 2 cores.
 set -euo pipefail
 
 CACHE="${DRAKKAR_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/drakkar-k8s}"
 BIN="$CACHE/bin"
-if [[ -x "$BIN/kube-apiserver" && -x "$BIN/kube-controller-manager" ]]; then
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+missing=()
+for b in "${BINARIES[@]}"; do
+  [[ -x "$BIN/$b" ]] || missing+=("$b")
+done
+if ((${#missing[@]} == 0)) && [[ -x "$BIN/pause" ]]; then
   echo "$BIN"
   exit 0
 fi
-log() { echo "build-apiserver: $*" >&2; }
+log() { echo "build-kubernetes: $*" >&2; }
 
 need=()
 for pkg in golang-go etcd-server rsync jq make golang-github-modern-go-reflect2-dev dpkg-dev; do
@@ -60,10 +66,18 @@ rm -f "$r2"/*.go "$r2"/*.s
 cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.go "$r2"/
 cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.s "$r2"/ 2>/dev/null || true
 
-log "building (a few minutes)"
-(cd tree && GOPROXY=off KUBE_GIT_VERSION=v1.20.2 KUBE_GIT_TREE_STATE=clean \
-  make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >&2)
+what=()
+for b in "${missing[@]}"; do what+=("cmd/$b"); done
+log "building ${missing[*]} (several minutes)"
+if ((${#what[@]})); then
+  (cd tree && GOPROXY=off KUBE_GIT_VERSION=v1.20.2 KUBE_GIT_TREE_STATE=clean \
+    make WHAT="${what[*]}" >&2)
+fi
 mkdir -p "$BIN"
-cp tree/_output/bin/kube-apiserver tree/_output/bin/kube-controller-manager "$BIN"/
+for b in "${missing[@]}"; do cp "tree/_output/bin/$b" "$BIN"/; done
+# The pause container: the tree's own pause.c, static, for the sandbox image tests/k8s builds.
+if [[ ! -x "$BIN/pause" ]]; then
+  gcc -Os -static -o "$BIN/pause" tree/build/pause/linux/pause.c
+fi
 rm -rf tree
 echo "$BIN"
