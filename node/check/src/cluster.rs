@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use drakkar_client::{Client, ClientConfig, tls};
+use drakkar_client::{Client, ClientConfig, pb, tls};
 
 use crate::proxy::{NodeProxy, Pids};
 
@@ -46,6 +46,9 @@ pub struct LocalOptions {
     /// Put each node's data directory on its own tmpfs of this many bytes (for the disk-full nemesis;
     /// needs root to mount).
     pub disk_limit: Option<u64>,
+    /// Start a replica node (after the spare, never faulted) that [`LocalCluster::add_replica_roles`]
+    /// gives a non-voter and a witness replica, for the `replicas` workload.
+    pub replica_node: bool,
 }
 
 struct NodeProc {
@@ -99,6 +102,23 @@ impl NodeProc {
     }
 }
 
+/// Replica id of the replica node's non-voter (founding replicas are 1..=nodes, the membership
+/// nemesis' from 100).
+const REPLICA_NON_VOTER: u64 = 50;
+/// Replica id of the replica node's witness.
+const REPLICA_WITNESS: u64 = 51;
+
+/// The replica node of a local cluster and what it holds.
+#[derive(Clone, Debug)]
+pub struct ReplicaNode {
+    /// Its name (`node-5`).
+    pub name: String,
+    /// Its client address.
+    pub addr: String,
+    /// Per group: the replica id and its role there.
+    pub replicas: Vec<(u64, u64, pb::Role)>,
+}
+
 /// A running local cluster.
 pub struct LocalCluster {
     opts: LocalOptions,
@@ -129,7 +149,7 @@ impl LocalCluster {
         }
         std::fs::create_dir_all(&opts.dir).with_context(|| format!("creating {}", opts.dir.display()))?;
         let certs = opts.dir.join("certs");
-        let total = opts.nodes + usize::from(opts.spare);
+        let total = opts.nodes + usize::from(opts.spare) + usize::from(opts.replica_node);
         let out = Command::new(&opts.exe)
             .args(["cert", "dev", "--out"])
             .arg(&certs)
@@ -364,6 +384,60 @@ impl LocalCluster {
         self.nodes[i].child = None;
         self.note_pid(i);
         Some(status.to_string())
+    }
+
+    /// The replica node's index and address, when there is one.
+    fn replica_node(&self) -> Option<(usize, String)> {
+        let i = self.opts.nodes + usize::from(self.opts.spare);
+        self.opts.replica_node.then(|| (i, self.nodes[i].addr.to_string()))
+    }
+
+    /// Gives the replica node a non-voter replica of `groups[0]` and a witness replica of `groups[1]`
+    /// (when there is a second group), through the Admin API (`AddReplica`, then `StartGroup` with
+    /// `join`), and waits until it is ready (every group it runs has a leader and it caught up). Returns
+    /// the node's name, its address, and per group its replica id and role.
+    pub async fn add_replica_roles(&self, groups: &[u64]) -> Result<ReplicaNode> {
+        let Some((i, addr)) = self.replica_node() else { bail!("the local cluster has no replica node") };
+        let mut cfg = self.client_config(self.endpoints())?;
+        cfg.request_timeout = Duration::from_secs(3);
+        cfg.retry_for = Duration::from_secs(20);
+        let admin = Client::new(cfg)?;
+        let kind = if self.opts.state_machine == "disk" {
+            pb::StateMachineKind::KvDisk
+        } else {
+            pb::StateMachineKind::KvMemory
+        };
+        let roles = [(REPLICA_NON_VOTER, pb::Role::NonVoter), (REPLICA_WITNESS, pb::Role::Witness)];
+        let mut replicas = Vec::new();
+        for (&group, (replica, role)) in groups.iter().zip(roles) {
+            admin
+                .add_replica(group, replica, &addr, role, 0)
+                .await
+                .with_context(|| format!("adding replica {replica} of group {group} as {role:?}"))?;
+            let req = pb::StartGroupRequest {
+                group,
+                replica,
+                initial_members: vec![],
+                join: true,
+                kind: kind as i32,
+            };
+            admin
+                .start_group(&addr, req)
+                .await
+                .with_context(|| format!("starting replica {replica} of group {group} on {addr}"))?;
+            replicas.push((group, replica, role));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match admin.node_info(&addr).await {
+                Ok(info) if info.ready && info.kv_groups.len() >= replicas.len() => break,
+                r if tokio::time::Instant::now() > deadline => {
+                    bail!("the replica node {addr} is not ready after 30 s: {r:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        Ok(ReplicaNode { name: self.nodes[i].name.clone(), addr, replicas })
     }
 
     /// Node logs, for a report.
