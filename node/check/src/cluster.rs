@@ -117,6 +117,8 @@ pub struct ReplicaNode {
     pub addr: String,
     /// Per group: the replica id and its role there.
     pub replicas: Vec<(u64, u64, pb::Role)>,
+    /// Whether it reported itself ready within 5 s of catching up.
+    pub ready: bool,
 }
 
 /// A running local cluster.
@@ -394,8 +396,9 @@ impl LocalCluster {
 
     /// Gives the replica node a non-voter replica of `groups[0]` and a witness replica of `groups[1]`
     /// (when there is a second group), through the Admin API (`AddReplica`, then `StartGroup` with
-    /// `join`), and waits until it is ready (every group it runs has a leader and it caught up). Returns
-    /// the node's name, its address, and per group its replica id and role.
+    /// `join`), and waits until it applied its own addition in every group (so it knows its roles).
+    /// Returns the node's name, its address, per group its replica id and role, and whether it then
+    /// reported itself ready within 5 s.
     pub async fn add_replica_roles(&self, groups: &[u64]) -> Result<ReplicaNode> {
         let Some((i, addr)) = self.replica_node() else { bail!("the local cluster has no replica node") };
         let mut cfg = self.client_config(self.endpoints())?;
@@ -409,8 +412,10 @@ impl LocalCluster {
         };
         let roles = [(REPLICA_NON_VOTER, pb::Role::NonVoter), (REPLICA_WITNESS, pb::Role::Witness)];
         let mut replicas = Vec::new();
+        // Per group, the configuration index of the replica's addition.
+        let mut added = Vec::new();
         for (&group, (replica, role)) in groups.iter().zip(roles) {
-            admin
+            let m = admin
                 .add_replica(group, replica, &addr, role, 0)
                 .await
                 .with_context(|| format!("adding replica {replica} of group {group} as {role:?}"))?;
@@ -426,18 +431,37 @@ impl LocalCluster {
                 .await
                 .with_context(|| format!("starting replica {replica} of group {group} on {addr}"))?;
             replicas.push((group, replica, role));
+            added.push((group, m.conf_index));
         }
+        // Until a joining replica has applied its own addition it does not know its role (a witness
+        // would not know to forward): wait for that, per group, as an operator would.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
+            let status = admin.status(&addr).await;
+            let caught_up = status.as_ref().is_ok_and(|st| {
+                added.iter().all(|&(group, conf_index)| {
+                    st.groups.iter().any(|g| g.group == group && g.leader != 0 && g.conf_index >= conf_index)
+                })
+            });
+            if caught_up {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("the replica node {addr} did not catch up within 30 s: {status:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Its readiness (`/readyz`, `NodeInfo.ready`), as a load balancer would see it: probed by the
+        // node every second.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let ready = loop {
             match admin.node_info(&addr).await {
-                Ok(info) if info.ready && info.kv_groups.len() >= replicas.len() => break,
-                r if tokio::time::Instant::now() > deadline => {
-                    bail!("the replica node {addr} is not ready after 30 s: {r:?}")
-                }
+                Ok(info) if info.ready => break true,
+                _ if tokio::time::Instant::now() > deadline => break false,
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
-        }
-        Ok(ReplicaNode { name: self.nodes[i].name.clone(), addr, replicas })
+        };
+        Ok(ReplicaNode { name: self.nodes[i].name.clone(), addr, replicas, ready })
     }
 
     /// Node logs, for a report.

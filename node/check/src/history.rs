@@ -222,13 +222,6 @@ impl Op {
         }
     }
 
-    /// The same operation with another kind.
-    #[must_use]
-    pub fn with_kind(mut self, kind: OpKind) -> Op {
-        self.kind = kind;
-        self
-    }
-
     /// The same operation with another outcome (e.g. `Unknown` or `Fail`).
     #[must_use]
     pub fn with_outcome(mut self, outcome: Outcome) -> Op {

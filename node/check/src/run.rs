@@ -372,6 +372,12 @@ async fn run_on(
     // a liveness problem, reported but not a safety failure), then read every key once more through
     // whichever nodes answer.
     let mut warnings = Vec::new();
+    if let Some(r) = replica_node.as_ref().filter(|r| !r.ready) {
+        warnings.push(format!(
+            "the replica node {} ({}) never reported itself ready (NodeInfo.ready, /readyz) within 5 s of catching up",
+            r.name, r.addr
+        ));
+    }
     if let Some(c) = &cluster {
         let c = c.lock().await;
         if let Err(e) = c.wait_ready(a.recovery_wait).await {
