@@ -41,10 +41,12 @@ pub struct CheckArgs {
     /// operation on one node, in a session), `retries` (the default client with retries and exactly-once
     /// sessions, one client shared), `plain` (writes without a session), `txn` (transactions),
     /// `replicas` (sent to a node holding a non-voter and a witness replica; local clusters only), or
-    /// `mix`: all of them (`replicas` only with --local).
+    /// `mix`: all of them (`replicas` only with --local). Also `plain-retries` (not in `mix`): plain
+    /// writes the client sends again after any error, which may apply twice and fail the check.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "mix")]
     pub workload: Vec<Workload>,
-    /// How long the `retries` workload's client retries one operation (across nodes) before giving up.
+    /// How long the `retries` workload's client (and `plain-retries`) retries one operation (across
+    /// nodes) before giving up.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub retry_for: Duration,
     /// Faults to inject (local clusters only), comma separated, taken in turn.

@@ -10,6 +10,7 @@
 //! | `plain` | a client of one node, one attempt, **no session** (what grpcurl or an app on the generated stubs does) | 40% reads, 30% writes, 30% compare-and-swaps |
 //! | `txn` | as `register` | 40% reads, 60% transactions (`Kv.Txn`: compare the value, then put and get, or only get) |
 //! | `replicas` | as `register`, but sent to the replica node, whose replicas are a non-voter (first group) and a witness (second group) | 40% reads, 20% writes, 20% compare-and-swaps, 20% transactions |
+//! | `plain-retries` | as `plain`, but the process sends an operation again after any error, on the next node (a naive application); not in `mix`: a retried plain write may be applied twice, which the check should then reject | as `plain` |
 //!
 //! Every reply reports the key's version as well as its value (the history's `*Versioned` replies), so
 //! a write applied twice shows as a version that went up by two, which the checker rejects.
@@ -48,6 +49,10 @@ pub enum Workload {
     Txn,
     /// Operations sent to the replica node (a non-voter and a witness replica).
     Replicas,
+    /// Writes without a session that the application itself sends again after any error, on the next
+    /// node, until one is answered (a naive client). Not part of `mix`: plain writes are at-least-once
+    /// when retried, so the check is expected to fail when a retried write had been applied already.
+    PlainRetries,
     /// Every workload above (`replicas` only where there is a replica node).
     Mix,
 }
@@ -86,6 +91,7 @@ impl Workload {
             Workload::Plain => "plain",
             Workload::Txn => "txn",
             Workload::Replicas => "replicas",
+            Workload::PlainRetries => "plain-retries",
             Workload::Mix => "mix",
         }
     }
@@ -93,7 +99,7 @@ impl Workload {
     /// Whether its clients make one attempt per operation (so a refusal proves a write was not
     /// applied).
     fn single_attempt(self) -> bool {
-        self != Workload::Retries
+        !matches!(self, Workload::Retries | Workload::PlainRetries)
     }
 
     /// The kind of the next operation, from a number below 10 (`percent / 10`).
@@ -195,6 +201,8 @@ pub struct Clients {
     pub plain: Vec<Client>,
     /// The default client over every founding node (retries, sessions), shared.
     pub shared: Client,
+    /// How long the `plain-retries` workload sends an operation again.
+    pub retry_for: Duration,
     /// One per replica node (one attempt, sessions); their [`Sample::node`] follows the founding nodes'.
     pub replicas: Vec<Client>,
 }
@@ -306,6 +314,7 @@ pub fn clients(
         session: node_clients(base, request_timeout, true)?,
         plain: node_clients(base, request_timeout, false)?,
         shared: Client::new(shared)?,
+        retry_for,
         replicas: node_clients(&replica_cfg, request_timeout, true)?,
     })
 }
@@ -374,7 +383,7 @@ impl Process {
     /// The clients this process rotates over, and the [`Sample::node`] of the first.
     fn nodes(&self) -> (&[Client], usize) {
         match self.workload {
-            Workload::Plain => (&self.clients.plain, 0),
+            Workload::Plain | Workload::PlainRetries => (&self.clients.plain, 0),
             Workload::Replicas => (&self.clients.replicas, self.clients.session.len()),
             Workload::Retries => (std::slice::from_ref(&self.clients.shared), ANY_NODE),
             _ => (&self.clients.session, 0),
@@ -412,10 +421,25 @@ impl Process {
                 Pick::Cas => OpKind::Cas { expected, new: value },
                 Pick::Txn => OpKind::Txn { expected, new: value },
             };
-            let sent_to = if first_node == ANY_NODE { ANY_NODE } else { first_node + node };
             let invoke = self.start.elapsed();
-            let result = execute(&clients[node], k, &kind, self.reads).await;
+            let mut result = execute(&clients[node], k, &kind, self.reads).await;
+            // Errors of attempts sent again (`plain-retries`), for the report.
+            let mut retried = Vec::new();
+            if self.workload == Workload::PlainRetries {
+                // Again, on the next node, after any error: the first attempt may have been applied.
+                let until = Instant::now() + self.clients.retry_for;
+                while let Err(e) = &result
+                    && Instant::now() < until
+                {
+                    retried.push(format!("{} (sent again)", error_label(e)));
+                    node = (node + 1) % clients.len();
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                    result = execute(&clients[node], k, &kind, self.reads).await;
+                }
+            }
             let done = self.start.elapsed();
+            // The node of the last attempt.
+            let sent_to = if first_node == ANY_NODE { ANY_NODE } else { first_node + node };
             let (outcome, err) = match result {
                 Ok(reply) => {
                     if let Some(v) = reply.read_value() {
@@ -449,7 +473,7 @@ impl Process {
             let sample = Sample { at: invoke, latency: done - invoke, outcome: label, node: sent_to };
             let mut r = self.recorded.lock().await;
             r.ops.push((op, sample, self.workload.name()));
-            if let Some(e) = err {
+            for e in err.into_iter().chain(retried) {
                 *r.errors.entry(e).or_default() += 1;
             }
         }
