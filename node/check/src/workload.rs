@@ -604,6 +604,8 @@ mod tests {
         assert!(!Workload::expand(&[Workload::Mix], false).contains(&Workload::Replicas));
         assert_eq!(Workload::expand(&[Workload::Plain, Workload::Plain], false), vec![Workload::Plain]);
         assert!(Workload::Register.single_attempt() && !Workload::Retries.single_attempt());
+        // Retrying plain writes is at-least-once: never part of the default, and its errors are unknown.
+        assert!(!all.contains(&Workload::PlainRetries) && !Workload::PlainRetries.single_attempt());
         // Every operation kind a workload lists comes up.
         for w in &all {
             let kinds: std::collections::HashSet<u8> = (0..10)
