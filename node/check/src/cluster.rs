@@ -128,10 +128,24 @@ pub struct LocalCluster {
     nodes: Vec<NodeProc>,
     /// The proxy in front of each founding node (empty without proxies).
     proxies: Vec<NodeProxy>,
+    /// The proxy in front of the replica node (with proxies), so that isolating a founding node cuts
+    /// its links to the replica node too: otherwise an isolated leader could still send to the
+    /// replica node's witness (and not hear back), a one-way link instead of a partition.
+    replica_proxy: Option<NodeProxy>,
     /// Each node's process id, for the proxies to tell senders apart.
     pids: Pids,
     /// tmpfs mounts made here, unmounted on drop.
     mounts: Vec<PathBuf>,
+}
+
+/// A proxy in front of `target` whose own port is none of `ports` (which the nodes are about to bind).
+async fn start_proxy(target: SocketAddr, pids: &Pids, ports: &[SocketAddr]) -> Result<NodeProxy> {
+    loop {
+        let p = NodeProxy::start(target, pids.clone()).await.context("starting a proxy")?;
+        if !ports.contains(&p.addr()) {
+            return Ok(p);
+        }
+    }
 }
 
 /// `n` distinct free ports of 127.0.0.1 (all held open while choosing, so none repeats).
@@ -179,9 +193,18 @@ impl LocalCluster {
             };
             proxies.push(proxy);
         }
+        let replica_index = opts.nodes + usize::from(opts.spare);
+        let replica_proxy = match opts.proxies && opts.replica_node {
+            true => Some(start_proxy(addrs[replica_index], &pids, &ports).await?),
+            false => None,
+        };
         // What the nodes call each other: the proxies, if any.
         let advertised: Vec<String> = (0..total)
-            .map(|i| proxies.get(i).map_or_else(|| addrs[i].to_string(), |p| p.addr().to_string()))
+            .map(|i| match (&replica_proxy, proxies.get(i)) {
+                (Some(p), _) if i == replica_index => p.addr().to_string(),
+                (_, Some(p)) => p.addr().to_string(),
+                _ => addrs[i].to_string(),
+            })
             .collect();
         let peers = advertised[..opts.nodes].join(",");
         let mut nodes = Vec::new();
@@ -223,7 +246,8 @@ impl LocalCluster {
         }
         // Where to look while it runs: `name address metrics-url` per node.
         std::fs::write(opts.dir.join("nodes.txt"), metrics_lines).context("writing nodes.txt")?;
-        let mut cluster = LocalCluster { opts, certs, nodes, proxies, pids, mounts: Vec::new() };
+        let mut cluster =
+            LocalCluster { opts, certs, nodes, proxies, replica_proxy, pids, mounts: Vec::new() };
         if let Some(limit) = cluster.opts.disk_limit {
             cluster.mount_disks(limit)?;
         }
@@ -308,17 +332,20 @@ impl LocalCluster {
                 p.set_cut_from(i, true);
             }
         }
+        if let Some(p) = &self.replica_proxy {
+            p.set_cut_from(i, true);
+        }
     }
 
     /// Heals every link.
     pub fn heal(&self) {
-        self.proxies.iter().for_each(NodeProxy::heal);
+        self.proxies.iter().chain(&self.replica_proxy).for_each(NodeProxy::heal);
     }
 
     /// Connections through the proxies whose sender was neither a node nor this process (expected 0:
     /// such a connection escapes a partition of its sender).
     pub fn unidentified_connections(&self) -> u64 {
-        self.proxies.iter().map(NodeProxy::unidentified).sum()
+        self.proxies.iter().chain(&self.replica_proxy).map(NodeProxy::unidentified).sum()
     }
 
     /// Mounts a tmpfs of `limit` bytes on every node's data directory.
@@ -401,6 +428,8 @@ impl LocalCluster {
     /// reported itself ready within 5 s.
     pub async fn add_replica_roles(&self, groups: &[u64]) -> Result<ReplicaNode> {
         let Some((i, addr)) = self.replica_node() else { bail!("the local cluster has no replica node") };
+        // Members know it by the address it advertises (its proxy's, with proxies); clients use its own.
+        let advertised = self.replica_proxy.as_ref().map_or_else(|| addr.clone(), |p| p.addr().to_string());
         let mut cfg = self.client_config(self.endpoints())?;
         cfg.request_timeout = Duration::from_secs(3);
         cfg.retry_for = Duration::from_secs(20);
@@ -416,7 +445,7 @@ impl LocalCluster {
         let mut added = Vec::new();
         for (&group, (replica, role)) in groups.iter().zip(roles) {
             let m = admin
-                .add_replica(group, replica, &addr, role, 0)
+                .add_replica(group, replica, &advertised, role, 0)
                 .await
                 .with_context(|| format!("adding replica {replica} of group {group} as {role:?}"))?;
             let req = pb::StartGroupRequest {
