@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use drakkar_e2e::drakkar_bin;
 
 /// Runs `drakkar check --local --nemesis <nemesis> --time <time> <extra>` (faults held 2 s after 1 s
-/// of calm) and returns its report.
+/// of calm, 5 clients: one per workload of the default `mix`) and returns its report.
 fn check(nemesis: &str, time: &str, extra: &[&str], out: &Path) -> serde_json::Value {
     let mut args = vec![
         "check",
@@ -25,8 +25,9 @@ fn check(nemesis: &str, time: &str, extra: &[&str], out: &Path) -> serde_json::V
         "2s",
         "--recovery-wait",
         "5s",
+        // One client per workload of the default `mix`.
         "--concurrency",
-        "4",
+        "5",
         "--rate",
         "150",
         "--out",
@@ -185,4 +186,49 @@ fn disk_full() {
         "no node stopped on a full disk: {r}"
     );
     assert!(faults.iter().all(|f| f["errors"].as_array().unwrap().is_empty()), "{r}");
+}
+
+/// The default `mix` of workloads, under kills and pauses: every workload ran and was answered, the
+/// `retries` client shared its session, plain writes and transactions were made, the replica node held
+/// a non-voter and a witness and answered reads and writes for both groups, and every reply carried the
+/// key's version (so a double apply would have been rejected).
+#[test]
+fn every_workload_under_kills_and_pauses() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = check("kill,pause", "10s", &["--workload", "mix"], dir.path());
+    assert!(faults_of(&r, "kill") >= 1 && faults_of(&r, "pause") >= 1, "{r}");
+    let workloads = r["workloads"].as_array().unwrap();
+    let names: Vec<&str> = workloads.iter().map(|w| w["workload"].as_str().unwrap()).collect();
+    assert_eq!(names, ["register", "retries", "plain", "txn", "replicas"], "{r}");
+    for w in workloads {
+        let ops = &w["operations"];
+        assert!(ops["ok"].as_u64().unwrap() >= 20, "too few answered operations: {w}");
+        assert!(ops["reads"].as_u64().unwrap() >= 5, "{w}");
+    }
+    let of = |name: &str| &workloads.iter().find(|w| w["workload"] == name).unwrap()["operations"];
+    assert!(of("txn")["txn"].as_u64().unwrap() >= 10, "{r}");
+    assert!(of("retries")["txn"].as_u64().unwrap() >= 1, "{r}");
+    assert!(of("plain")["writes"].as_u64().unwrap() >= 5, "{r}");
+    let replica_node = r["replica_node"].as_str().expect("a replica node");
+    assert!(replica_node.contains("NonVoter") && replica_node.contains("Witness"), "{replica_node}");
+
+    // The history: the replica node answered reads and writes in both groups (the non-voter's and the
+    // witness's), and every answer reported the key's version.
+    let history = std::fs::read_to_string(dir.path().join("history.jsonl")).unwrap();
+    let ops: Vec<serde_json::Value> = history.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let replica_name = replica_node.split(' ').next().unwrap();
+    for group in ["g1/", "g2/"] {
+        for kind in ["read", "write"] {
+            let answered = ops.iter().any(|o| {
+                o["node"] == replica_name
+                    && o["outcome"] == "ok"
+                    && o["kind"] == kind
+                    && o["key"].as_str().unwrap().starts_with(group)
+            });
+            assert!(answered, "no {kind} of {group} answered through {replica_name}");
+        }
+    }
+    let ok: Vec<&serde_json::Value> = ops.iter().filter(|o| o["outcome"] == "ok").collect();
+    assert!(ok.iter().all(|o| o["version"].is_u64()), "an answer without a version");
+    assert!(ops.iter().any(|o| o["workload"] == "retries" && o["node"] == "any"));
 }

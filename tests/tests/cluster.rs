@@ -349,6 +349,38 @@ async fn a_node_whose_replica_is_a_witness_forwards_reads_and_writes() {
     .await;
 }
 
+/// Found by `drakkar check --workload replicas`: right after `StartGroup{join}`, before the new witness
+/// has applied its own addition, its node did not know the replica was a witness, served the request
+/// itself, and answered FAILED_PRECONDITION `witness`. A node must forward from the first request on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_witness_forwards_from_its_first_request() {
+    let mut c = Cluster::new(4, 3, 1, true);
+    c.start_all();
+    bounded(Duration::from_secs(60), async {
+        c.wait_for_leaders(T).await;
+        let admin = c.client();
+        admin.put(1, "wk", "before").await.unwrap();
+        let n4 = c.client_of(4);
+        // Connected before the witness starts, so that the first reads arrive at once.
+        n4.node_info(&c.addr(4)).await.unwrap();
+        let m = admin.membership(1).await.unwrap();
+        admin.add_replica(1, 4, &c.addr(4), pb::Role::Witness, m.conf_index).await.unwrap();
+        let start =
+            pb::StartGroupRequest { group: 1, replica: 4, initial_members: vec![], join: true, kind: 0 };
+        admin.start_group(&c.addr(4), start).await.unwrap();
+        // Concurrent reads from the first moment on: every one answered with the data.
+        let reads = (0..20).map(|_| {
+            let n4 = n4.clone();
+            tokio::spawn(async move { n4.get(1, "wk", Consistency::Linearizable).await })
+        });
+        for r in reads.collect::<Vec<_>>() {
+            let got = r.await.unwrap().expect("a read through the witness's node right after it started");
+            assert_eq!(got.map(|kv| kv.value), Some("before".into()));
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_leadership_over_and_exits_cleanly() {
     let mut c = Cluster::new(3, 3, 2, false);

@@ -1,5 +1,11 @@
 //! A linearizability checker for a key-value store whose keys are registers (read, write,
-//! compare-and-swap).
+//! compare-and-swap, and transactions modelled as compare-and-set).
+//!
+//! The register's state is its value and, when the key's replies report versions, its version: every
+//! write that takes effect adds one, and a reply's version must match. So a write applied twice (a
+//! retried write the cluster failed to deduplicate) makes some later version one too high, and the key
+//! is not linearizable even when the values alone look fine. With versions, unknown writes are never
+//! dropped from the search (each one may explain one version, at most once).
 //!
 //! Linearizability is *local*: a history is linearizable exactly when the sub-history of every key is,
 //! so the checker splits the history per key (as Knossos and porcupine do) and searches each one
@@ -119,14 +125,29 @@ impl fmt::Display for Counterexample {
             self.ops.len(),
             self.original_len
         )?;
-        for op in &self.ops {
+        // A counterexample with versions keeps every write of the key: show the end of it, where the
+        // search got stuck.
+        let until = self.stuck.as_ref().and_then(|s| s.complete).unwrap_or(u64::MAX);
+        let shown: Vec<&Op> = self.ops.iter().filter(|o| o.invoke <= until).collect();
+        let skip = shown.len().saturating_sub(SHOWN);
+        if skip > 0 {
+            writeln!(f, "  ... {skip} earlier operations")?;
+        }
+        for op in &shown[skip..] {
             writeln!(f, "  {op}")?;
+        }
+        if shown.len() < self.ops.len() {
+            writeln!(f, "  ... {} later operations", self.ops.len() - shown.len())?;
         }
         writeln!(f, "longest linearization found:")?;
         if self.longest_linearization.is_empty() {
             writeln!(f, "  (none)")?;
         }
-        for (op, v) in &self.longest_linearization {
+        let skip = self.longest_linearization.len().saturating_sub(SHOWN);
+        if skip > 0 {
+            writeln!(f, "  ... {skip} earlier operations")?;
+        }
+        for (op, v) in &self.longest_linearization[skip..] {
             let v = v.as_ref().map_or_else(|| "absent".to_string(), |v| Printable(v).to_string());
             writeln!(f, "  {op}   => {v}")?;
         }
@@ -136,6 +157,10 @@ impl fmt::Display for Counterexample {
         Ok(())
     }
 }
+
+/// How many operations of a counterexample, and of its longest linearization, are printed (the last
+/// ones before the search got stuck).
+const SHOWN: usize = 30;
 
 /// The verdict of one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,6 +223,16 @@ fn check_key_history(model: KeyHistory, opts: &CheckOptions, deadline: Instant) 
         Search::Bound(why) => Verdict::Unknown(why),
         Search::NotLinearizable { .. } => {
             let original_len = model.ops.len();
+            // Versions make writes unremovable, so a counterexample that does not need them is shrunk
+            // without them: only a history whose values alone are linearizable (a write applied twice,
+            // say) keeps its versions, and then only observations are removed.
+            let model = if model.versioned
+                && matches!(search(&model.without_versions(), &bounds), Search::NotLinearizable { .. })
+            {
+                model.without_versions()
+            } else {
+                model
+            };
             let minimal = if opts.minimize { minimize(model, &bounds) } else { model };
             let (longest, stuck) = match search(&minimal, &bounds) {
                 Search::NotLinearizable { longest, stuck } => (longest, stuck),
@@ -205,7 +240,7 @@ fn check_key_history(model: KeyHistory, opts: &CheckOptions, deadline: Instant) 
                 // last pass leaves the explanation empty.
                 _ => (Vec::new(), None),
             };
-            let mut state = None;
+            let mut state = State::default();
             let longest_linearization = longest
                 .iter()
                 .map(|&i| {
@@ -213,7 +248,8 @@ fn check_key_history(model: KeyHistory, opts: &CheckOptions, deadline: Instant) 
                     if let Some(next) = minimal.step(state, i) {
                         state = next;
                     }
-                    (op.clone(), state.map(|v| minimal.values[v as usize - 1].clone()))
+                    let value = (state.value != 0).then(|| minimal.values[state.value as usize - 1].clone());
+                    (op.clone(), value)
                 })
                 .collect();
             let mut ops = minimal.ops.clone();
@@ -232,18 +268,30 @@ fn check_key_history(model: KeyHistory, opts: &CheckOptions, deadline: Instant) 
 /// A value as the search sees it: 0 is "absent", `i + 1` is `values[i]`.
 type Vid = u32;
 
+/// The register's state in the search: its value and version (writes that took effect; always 0 when
+/// the key's history reports no version, so that histories without versions search as before).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+struct State {
+    value: Vid,
+    version: u64,
+}
+
 #[derive(Clone, Copy, Debug)]
 enum In {
     Read,
     Write(Vid),
+    /// A compare-and-swap or a transaction: expected, new.
     Cas(Vid, Vid),
 }
 
 #[derive(Clone, Copy, Debug)]
 enum Out {
-    Read(Vid),
-    Written,
-    Cas(bool),
+    /// The value read, and its version if reported.
+    Read(Vid, Option<u64>),
+    /// The version created, if reported.
+    Written(Option<u64>),
+    /// Whether the compare held, and the key's state after the operation if reported.
+    Cas(bool, Option<State>),
     /// An unknown outcome: any result is acceptable.
     Any,
 }
@@ -257,6 +305,9 @@ struct KeyHistory {
     output: Vec<Out>,
     /// Interned values.
     values: Vec<Value>,
+    /// Some reply reported a version: the search counts versions (every write that takes effect adds
+    /// one), and no write may be assumed away.
+    versioned: bool,
 }
 
 impl KeyHistory {
@@ -268,15 +319,20 @@ impl KeyHistory {
                 !matches!((&o.outcome, &o.kind), (Outcome::Fail, _) | (Outcome::Unknown, OpKind::Read))
             })
             .collect();
+        let versioned = ops.iter().any(|o| matches!(&o.outcome, Outcome::Ok(r) if r.version().is_some()));
         // An unknown write whose value nobody observed changes nothing a read can see, except that it
         // may explain a failed compare-and-swap that completed after it was invoked; otherwise it can be
         // assumed not to have happened (which is always allowed), and dropping it shrinks the search.
+        // With versions it changes every later version: it stays.
         let referenced: HashSet<&Value> = ops
             .iter()
             .filter_map(|o| match (&o.kind, &o.outcome) {
-                (_, Outcome::Ok(Reply::Read(Some(v)))) => Some(v),
+                (_, Outcome::Ok(r)) if r.read_value().is_some() => r.read_value().and_then(Option::as_ref),
                 // An unknown compare-and-swap may depend on its expected value having been written.
-                (OpKind::Cas { expected: Some(e), .. }, Outcome::Ok(Reply::Cas(true)) | Outcome::Unknown) => {
+                (OpKind::Cas { expected: Some(e), .. } | OpKind::Txn { expected: Some(e), .. }, outcome)
+                    if *outcome == Outcome::Unknown
+                        || matches!(outcome, Outcome::Ok(r) if r.swapped() == Some(true)) =>
+                {
                     Some(e)
                 }
                 _ => None,
@@ -284,13 +340,13 @@ impl KeyHistory {
             .collect();
         let failed_cas_completions: Vec<u64> = ops
             .iter()
-            .filter(|o| matches!(o.outcome, Outcome::Ok(Reply::Cas(false))))
+            .filter(|o| matches!(&o.outcome, Outcome::Ok(r) if r.swapped() == Some(false)))
             .filter_map(|o| o.complete)
             .collect();
         let keep: Vec<bool> = ops
             .iter()
             .map(|o| {
-                if o.outcome != Outcome::Unknown {
+                if o.outcome != Outcome::Unknown || versioned {
                     return true;
                 }
                 let observed = o.written_value().is_some_and(|v| referenced.contains(v));
@@ -302,7 +358,7 @@ impl KeyHistory {
 
         let mut ids: HashMap<Value, Vid> = HashMap::new();
         let mut values = Vec::new();
-        let mut intern = |v: &Option<Value>| -> Vid {
+        let mut intern = |v: Option<&Value>| -> Vid {
             match v {
                 None => 0,
                 Some(v) => *ids.entry(v.clone()).or_insert_with(|| {
@@ -316,32 +372,62 @@ impl KeyHistory {
         for o in &ops {
             input.push(match &o.kind {
                 OpKind::Read => In::Read,
-                OpKind::Write { value } => In::Write(intern(&Some(value.clone()))),
-                OpKind::Cas { expected, new } => In::Cas(intern(expected), intern(&Some(new.clone()))),
+                OpKind::Write { value } => In::Write(intern(Some(value))),
+                OpKind::Cas { expected, new } | OpKind::Txn { expected, new } => {
+                    In::Cas(intern(expected.as_ref()), intern(Some(new)))
+                }
             });
             output.push(match &o.outcome {
-                Outcome::Ok(Reply::Read(v)) => Out::Read(intern(v)),
-                Outcome::Ok(Reply::Written) => Out::Written,
-                Outcome::Ok(Reply::Cas(b)) => Out::Cas(*b),
+                Outcome::Ok(Reply::Read(v)) => Out::Read(intern(v.as_ref()), None),
+                Outcome::Ok(Reply::ReadVersioned { value, version }) => {
+                    Out::Read(intern(value.as_ref()), Some(*version))
+                }
+                Outcome::Ok(Reply::Written) => Out::Written(None),
+                Outcome::Ok(Reply::WrittenVersioned { version }) => Out::Written(Some(*version)),
+                Outcome::Ok(Reply::Cas(b)) => Out::Cas(*b, None),
+                Outcome::Ok(Reply::SwapVersioned { succeeded, value, version }) => {
+                    Out::Cas(*succeeded, Some(State { value: intern(value.as_ref()), version: *version }))
+                }
                 Outcome::Fail | Outcome::Unknown => Out::Any,
             });
         }
-        KeyHistory { ops, input, output, values }
+        KeyHistory { ops, input, output, values, versioned }
     }
 
-    /// The value after operation `i` takes effect on `state`, or `None` if its result is impossible
-    /// there. (`Some(None)`: the key stays absent.)
-    fn step(&self, state: Option<Vid>, i: usize) -> Option<Option<Vid>> {
-        let s = state.unwrap_or(0);
-        let next = match (self.input[i], self.output[i]) {
-            (In::Read, Out::Read(v)) => (v == s).then_some(s),
+    /// The same history with every reported version ignored (and so without version counting).
+    fn without_versions(&self) -> KeyHistory {
+        let output = self
+            .output
+            .iter()
+            .map(|o| match *o {
+                Out::Read(v, _) => Out::Read(v, None),
+                Out::Written(_) => Out::Written(None),
+                Out::Cas(b, _) => Out::Cas(b, None),
+                Out::Any => Out::Any,
+            })
+            .collect();
+        KeyHistory { output, versioned: false, ..self.clone() }
+    }
+
+    /// The state after operation `i` takes effect on `s`, or `None` if its result is impossible there.
+    fn step(&self, s: State, i: usize) -> Option<State> {
+        // What a write of `v` makes of `s`.
+        let put = |v: Vid| State { value: v, version: if self.versioned { s.version + 1 } else { 0 } };
+        let reported = |after: State, r: Option<State>| r.is_none_or(|r| r == after);
+        match (self.input[i], self.output[i]) {
+            (In::Read, Out::Read(v, ver)) => {
+                (v == s.value && ver.is_none_or(|x| x == s.version)).then_some(s)
+            }
             (In::Read, _) => Some(s),
-            (In::Write(v), _) => Some(v),
-            (In::Cas(e, n), Out::Cas(true)) => (e == s).then_some(n),
-            (In::Cas(e, _), Out::Cas(false)) => (e != s).then_some(s),
-            (In::Cas(e, n), _) => Some(if e == s { n } else { s }),
-        }?;
-        Some((next != 0).then_some(next))
+            (In::Write(v), Out::Written(ver)) => {
+                let after = put(v);
+                ver.is_none_or(|x| x == after.version).then_some(after)
+            }
+            (In::Write(v), _) => Some(put(v)),
+            (In::Cas(e, n), Out::Cas(true, r)) => Some(put(n)).filter(|&a| e == s.value && reported(a, r)),
+            (In::Cas(e, _), Out::Cas(false, r)) => (e != s.value && reported(s, r)).then_some(s),
+            (In::Cas(e, n), _) => Some(if e == s.value { put(n) } else { s }),
+        }
     }
 
     /// Drops the operations in `remove` (sorted indices).
@@ -352,6 +438,7 @@ impl KeyHistory {
             input: Vec::new(),
             output: Vec::new(),
             values: self.values.clone(),
+            versioned: self.versioned,
         };
         for i in 0..self.ops.len() {
             if r.peek() == Some(&&i) {
@@ -366,11 +453,12 @@ impl KeyHistory {
     }
 
     /// The value operation `i` observed or depends on: a read's result, the expected value of a
-    /// succeeded (or unknown) compare-and-swap.
+    /// succeeded (or unknown) compare-and-swap, the value a failed compare reported.
     fn observed(&self, i: usize) -> Option<Vid> {
         match (self.input[i], self.output[i]) {
-            (_, Out::Read(v)) if v != 0 => Some(v),
-            (In::Cas(e, _), Out::Cas(true) | Out::Any) if e != 0 => Some(e),
+            (_, Out::Read(v, _)) if v != 0 => Some(v),
+            (In::Cas(e, _), Out::Cas(true, _) | Out::Any) if e != 0 => Some(e),
+            (_, Out::Cas(false, Some(r))) if r.value != 0 => Some(r.value),
             _ => None,
         }
     }
@@ -378,7 +466,7 @@ impl KeyHistory {
     /// The value operation `i` may have written (a failed compare-and-swap writes nothing).
     fn written(&self, i: usize) -> Option<Vid> {
         match (self.input[i], self.output[i]) {
-            (In::Read, _) | (In::Cas(..), Out::Cas(false)) => None,
+            (In::Read, _) | (In::Cas(..), Out::Cas(false, _)) => None,
             (In::Write(v) | In::Cas(_, v), _) => Some(v),
         }
     }
@@ -387,17 +475,21 @@ impl KeyHistory {
     /// whole history is linearizable, so is the rest. Reads and failed compares only observe, so they
     /// can always go. A write can go only if no remaining operation observed its value and no remaining
     /// failed compare completed after the write was invoked (in a linearization, the ops that see the
-    /// write's value are exactly those, so without it they still fit).
+    /// write's value are exactly those, so without it they still fit), and versions are not counted
+    /// (without the write every later version would be one less).
     fn removable(&self, range: std::ops::Range<usize>) -> bool {
         let writes: Vec<usize> = range.clone().filter(|&i| self.written(i).is_some()).collect();
         if writes.is_empty() {
             return true;
         }
+        if self.versioned {
+            return false;
+        }
         let values: HashSet<Vid> = writes.iter().filter_map(|&i| self.written(i)).collect();
         let first_invoke = writes.iter().map(|&i| self.ops[i].invoke).min().unwrap_or(0);
         (0..self.ops.len()).filter(|i| !range.contains(i)).all(|i| {
             let observes = self.observed(i).is_some_and(|v| values.contains(&v));
-            let failed_compare_after = matches!(self.output[i], Out::Cas(false))
+            let failed_compare_after = matches!(self.output[i], Out::Cas(false, _))
                 && self.ops[i].complete.is_some_and(|c| c >= first_invoke);
             !observes && !failed_compare_after
         })
@@ -459,12 +551,12 @@ fn search(h: &KeyHistory, bounds: &Bounds) -> Search {
     }
 
     let words = n.div_ceil(64).max(1);
-    let entry_bytes = words * 8 + 48;
+    let entry_bytes = words * 8 + 56;
     let mut linearized = vec![0u64; words];
-    let mut memo: HashSet<(Box<[u64]>, Option<Vid>)> = HashSet::new();
-    let mut state: Option<Vid> = None;
+    let mut memo: HashSet<(Box<[u64]>, State)> = HashSet::new();
+    let mut state = State::default();
     // (call entry, state before it)
-    let mut stack: Vec<(usize, Option<Vid>)> = Vec::new();
+    let mut stack: Vec<(usize, State)> = Vec::new();
     let mut longest: Vec<usize> = Vec::new();
     let mut stuck = None;
     let mut steps: u64 = 0;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use drakkar_client::{Client, ClientConfig, tls};
+use drakkar_client::{Client, ClientConfig, pb, tls};
 
 use crate::proxy::{NodeProxy, Pids};
 
@@ -46,6 +46,9 @@ pub struct LocalOptions {
     /// Put each node's data directory on its own tmpfs of this many bytes (for the disk-full nemesis;
     /// needs root to mount).
     pub disk_limit: Option<u64>,
+    /// Start a replica node (after the spare, never faulted) that [`LocalCluster::add_replica_roles`]
+    /// gives a non-voter and a witness replica, for the `replicas` workload.
+    pub replica_node: bool,
 }
 
 struct NodeProc {
@@ -99,6 +102,25 @@ impl NodeProc {
     }
 }
 
+/// Replica id of the replica node's non-voter (founding replicas are 1..=nodes, the membership
+/// nemesis' from 100).
+const REPLICA_NON_VOTER: u64 = 50;
+/// Replica id of the replica node's witness.
+const REPLICA_WITNESS: u64 = 51;
+
+/// The replica node of a local cluster and what it holds.
+#[derive(Clone, Debug)]
+pub struct ReplicaNode {
+    /// Its name (`node-5`).
+    pub name: String,
+    /// Its client address.
+    pub addr: String,
+    /// Per group: the replica id and its role there.
+    pub replicas: Vec<(u64, u64, pb::Role)>,
+    /// Whether it reported itself ready within 5 s of catching up.
+    pub ready: bool,
+}
+
 /// A running local cluster.
 pub struct LocalCluster {
     opts: LocalOptions,
@@ -106,10 +128,24 @@ pub struct LocalCluster {
     nodes: Vec<NodeProc>,
     /// The proxy in front of each founding node (empty without proxies).
     proxies: Vec<NodeProxy>,
+    /// The proxy in front of the replica node (with proxies), so that isolating a founding node cuts
+    /// its links to the replica node too: otherwise an isolated leader could still send to the
+    /// replica node's witness (and not hear back), a one-way link instead of a partition.
+    replica_proxy: Option<NodeProxy>,
     /// Each node's process id, for the proxies to tell senders apart.
     pids: Pids,
     /// tmpfs mounts made here, unmounted on drop.
     mounts: Vec<PathBuf>,
+}
+
+/// A proxy in front of `target` whose own port is none of `ports` (which the nodes are about to bind).
+async fn start_proxy(target: SocketAddr, pids: &Pids, ports: &[SocketAddr]) -> Result<NodeProxy> {
+    loop {
+        let p = NodeProxy::start(target, pids.clone()).await.context("starting a proxy")?;
+        if !ports.contains(&p.addr()) {
+            return Ok(p);
+        }
+    }
 }
 
 /// `n` distinct free ports of 127.0.0.1 (all held open while choosing, so none repeats).
@@ -129,7 +165,7 @@ impl LocalCluster {
         }
         std::fs::create_dir_all(&opts.dir).with_context(|| format!("creating {}", opts.dir.display()))?;
         let certs = opts.dir.join("certs");
-        let total = opts.nodes + usize::from(opts.spare);
+        let total = opts.nodes + usize::from(opts.spare) + usize::from(opts.replica_node);
         let out = Command::new(&opts.exe)
             .args(["cert", "dev", "--out"])
             .arg(&certs)
@@ -157,9 +193,18 @@ impl LocalCluster {
             };
             proxies.push(proxy);
         }
+        let replica_index = opts.nodes + usize::from(opts.spare);
+        let replica_proxy = match opts.proxies && opts.replica_node {
+            true => Some(start_proxy(addrs[replica_index], &pids, &ports).await?),
+            false => None,
+        };
         // What the nodes call each other: the proxies, if any.
         let advertised: Vec<String> = (0..total)
-            .map(|i| proxies.get(i).map_or_else(|| addrs[i].to_string(), |p| p.addr().to_string()))
+            .map(|i| match (&replica_proxy, proxies.get(i)) {
+                (Some(p), _) if i == replica_index => p.addr().to_string(),
+                (_, Some(p)) => p.addr().to_string(),
+                _ => addrs[i].to_string(),
+            })
             .collect();
         let peers = advertised[..opts.nodes].join(",");
         let mut nodes = Vec::new();
@@ -201,7 +246,8 @@ impl LocalCluster {
         }
         // Where to look while it runs: `name address metrics-url` per node.
         std::fs::write(opts.dir.join("nodes.txt"), metrics_lines).context("writing nodes.txt")?;
-        let mut cluster = LocalCluster { opts, certs, nodes, proxies, pids, mounts: Vec::new() };
+        let mut cluster =
+            LocalCluster { opts, certs, nodes, proxies, replica_proxy, pids, mounts: Vec::new() };
         if let Some(limit) = cluster.opts.disk_limit {
             cluster.mount_disks(limit)?;
         }
@@ -286,17 +332,20 @@ impl LocalCluster {
                 p.set_cut_from(i, true);
             }
         }
+        if let Some(p) = &self.replica_proxy {
+            p.set_cut_from(i, true);
+        }
     }
 
     /// Heals every link.
     pub fn heal(&self) {
-        self.proxies.iter().for_each(NodeProxy::heal);
+        self.proxies.iter().chain(&self.replica_proxy).for_each(NodeProxy::heal);
     }
 
     /// Connections through the proxies whose sender was neither a node nor this process (expected 0:
     /// such a connection escapes a partition of its sender).
     pub fn unidentified_connections(&self) -> u64 {
-        self.proxies.iter().map(NodeProxy::unidentified).sum()
+        self.proxies.iter().chain(&self.replica_proxy).map(NodeProxy::unidentified).sum()
     }
 
     /// Mounts a tmpfs of `limit` bytes on every node's data directory.
@@ -364,6 +413,84 @@ impl LocalCluster {
         self.nodes[i].child = None;
         self.note_pid(i);
         Some(status.to_string())
+    }
+
+    /// The replica node's index and address, when there is one.
+    fn replica_node(&self) -> Option<(usize, String)> {
+        let i = self.opts.nodes + usize::from(self.opts.spare);
+        self.opts.replica_node.then(|| (i, self.nodes[i].addr.to_string()))
+    }
+
+    /// Gives the replica node a non-voter replica of `groups[0]` and a witness replica of `groups[1]`
+    /// (when there is a second group), through the Admin API (`AddReplica`, then `StartGroup` with
+    /// `join`), and waits until it applied its own addition in every group (so it knows its roles).
+    /// Returns the node's name, its address, per group its replica id and role, and whether it then
+    /// reported itself ready within 5 s.
+    pub async fn add_replica_roles(&self, groups: &[u64]) -> Result<ReplicaNode> {
+        let Some((i, addr)) = self.replica_node() else { bail!("the local cluster has no replica node") };
+        // Members know it by the address it advertises (its proxy's, with proxies); clients use its own.
+        let advertised = self.replica_proxy.as_ref().map_or_else(|| addr.clone(), |p| p.addr().to_string());
+        let mut cfg = self.client_config(self.endpoints())?;
+        cfg.request_timeout = Duration::from_secs(3);
+        cfg.retry_for = Duration::from_secs(20);
+        let admin = Client::new(cfg)?;
+        let kind = if self.opts.state_machine == "disk" {
+            pb::StateMachineKind::KvDisk
+        } else {
+            pb::StateMachineKind::KvMemory
+        };
+        let roles = [(REPLICA_NON_VOTER, pb::Role::NonVoter), (REPLICA_WITNESS, pb::Role::Witness)];
+        let mut replicas = Vec::new();
+        // Per group, the configuration index of the replica's addition.
+        let mut added = Vec::new();
+        for (&group, (replica, role)) in groups.iter().zip(roles) {
+            let m = admin
+                .add_replica(group, replica, &advertised, role, 0)
+                .await
+                .with_context(|| format!("adding replica {replica} of group {group} as {role:?}"))?;
+            let req = pb::StartGroupRequest {
+                group,
+                replica,
+                initial_members: vec![],
+                join: true,
+                kind: kind as i32,
+            };
+            admin
+                .start_group(&addr, req)
+                .await
+                .with_context(|| format!("starting replica {replica} of group {group} on {addr}"))?;
+            replicas.push((group, replica, role));
+            added.push((group, m.conf_index));
+        }
+        // Until a joining replica has applied its own addition it does not know its role (a witness
+        // would not know to forward): wait for that, per group, as an operator would.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = admin.status(&addr).await;
+            let caught_up = status.as_ref().is_ok_and(|st| {
+                added.iter().all(|&(group, conf_index)| {
+                    st.groups.iter().any(|g| g.group == group && g.leader != 0 && g.conf_index >= conf_index)
+                })
+            });
+            if caught_up {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("the replica node {addr} did not catch up within 30 s: {status:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Its readiness (`/readyz`, `NodeInfo.ready`), as a load balancer would see it: probed by the
+        // node every second.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let ready = loop {
+            match admin.node_info(&addr).await {
+                Ok(info) if info.ready => break true,
+                _ if tokio::time::Instant::now() > deadline => break false,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        Ok(ReplicaNode { name: self.nodes[i].name.clone(), addr, replicas, ready })
     }
 
     /// Node logs, for a report.

@@ -15,6 +15,12 @@
 //!   a lost connection). Its `complete` time, if any, is ignored.
 //!
 //! Times are any monotonic clock in nanoseconds (e.g. since the start of the run); only their order matters.
+//!
+//! **Versions.** A reply may also report the key's *version* (writes since the key was created, as
+//! Drakkar's `KeyMeta.version` counts them; 0 while absent): the `*Versioned` replies. Keys are never
+//! deleted by the workload, so every write that takes effect adds exactly one to the version. That makes a
+//! write applied twice visible even when its value is unique and nothing overwrote it in between (the
+//! version jumps by two), which the checker then rejects as not linearizable.
 
 use std::fmt;
 
@@ -42,6 +48,15 @@ pub enum OpKind {
         /// The value written when the compare holds.
         new: Value,
     },
+    /// A transaction (Drakkar's `Kv.Txn`): if the key's value is `expected` (`None`: absent), put `new`
+    /// and then get the key; otherwise only get the key. The same register semantics as [`OpKind::Cas`],
+    /// but its reply also reports what the `get` saw.
+    Txn {
+        /// The value compared with (`None`: absent).
+        expected: Option<Value>,
+        /// The value put when the compare holds.
+        new: Value,
+    },
 }
 
 /// What an operation that completed returned.
@@ -52,8 +67,58 @@ pub enum Reply {
     Read(Option<Value>),
     /// A write was applied.
     Written,
-    /// A compare-and-swap: whether the compare held (and the new value was written).
+    /// A compare-and-swap or a transaction: whether the compare held (and the new value was written).
     Cas(bool),
+    /// A read that also reported the key's version (0: absent).
+    ReadVersioned {
+        /// The value read (`None`: absent).
+        value: Option<Value>,
+        /// The key's version.
+        version: u64,
+    },
+    /// A write that reported the version it created.
+    WrittenVersioned {
+        /// The key's version after the write.
+        version: u64,
+    },
+    /// A compare-and-swap or a transaction that reported the key as it was after the operation: the
+    /// new value and its version when the compare held, else the value and version that failed it.
+    SwapVersioned {
+        /// Whether the compare held.
+        succeeded: bool,
+        /// The key's value after the operation (`None`: absent).
+        value: Option<Value>,
+        /// The key's version after the operation.
+        version: u64,
+    },
+}
+
+impl Reply {
+    /// The version the reply reported, if any.
+    pub fn version(&self) -> Option<u64> {
+        match self {
+            Reply::ReadVersioned { version, .. }
+            | Reply::WrittenVersioned { version }
+            | Reply::SwapVersioned { version, .. } => Some(*version),
+            _ => None,
+        }
+    }
+
+    /// A read's value, for both read replies.
+    pub fn read_value(&self) -> Option<&Option<Value>> {
+        match self {
+            Reply::Read(v) | Reply::ReadVersioned { value: v, .. } => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Whether a compare held, for both compare replies.
+    pub fn swapped(&self) -> Option<bool> {
+        match self {
+            Reply::Cas(b) | Reply::SwapVersioned { succeeded: b, .. } => Some(*b),
+            _ => None,
+        }
+    }
 }
 
 /// How an operation ended, from the client's point of view.
@@ -137,6 +202,26 @@ impl Op {
         }
     }
 
+    /// A transaction on `key` from `expected` to `new` that returned `succeeded`.
+    pub fn txn(
+        process: u64,
+        key: impl Into<Key>,
+        expected: Option<Value>,
+        new: impl Into<Value>,
+        invoke: u64,
+        complete: u64,
+        succeeded: bool,
+    ) -> Op {
+        Op {
+            process,
+            key: key.into(),
+            kind: OpKind::Txn { expected, new: new.into() },
+            invoke,
+            complete: Some(complete),
+            outcome: Outcome::Ok(Reply::Cas(succeeded)),
+        }
+    }
+
     /// The same operation with another outcome (e.g. `Unknown` or `Fail`).
     #[must_use]
     pub fn with_outcome(mut self, outcome: Outcome) -> Op {
@@ -149,17 +234,17 @@ impl Op {
         match &self.kind {
             OpKind::Read => None,
             OpKind::Write { value } => Some(value),
-            OpKind::Cas { new, .. } => Some(new),
+            OpKind::Cas { new, .. } | OpKind::Txn { new, .. } => Some(new),
         }
     }
 
     /// Whether the operation was acknowledged as having changed the key (an ok write, a succeeded CAS).
     pub fn acknowledged_write(&self) -> bool {
-        matches!(
-            (&self.kind, &self.outcome),
-            (OpKind::Write { .. }, Outcome::Ok(Reply::Written))
-                | (OpKind::Cas { .. }, Outcome::Ok(Reply::Cas(true)))
-        )
+        match (&self.kind, &self.outcome) {
+            (OpKind::Write { .. }, Outcome::Ok(_)) => true,
+            (OpKind::Cas { .. } | OpKind::Txn { .. }, Outcome::Ok(r)) => r.swapped() == Some(true),
+            _ => false,
+        }
     }
 
     /// Checks that the reply matches the kind and the times are ordered.
@@ -167,9 +252,12 @@ impl Op {
         let reply_fits = matches!(
             (&self.kind, &self.outcome),
             (_, Outcome::Fail | Outcome::Unknown)
-                | (OpKind::Read, Outcome::Ok(Reply::Read(_)))
-                | (OpKind::Write { .. }, Outcome::Ok(Reply::Written))
-                | (OpKind::Cas { .. }, Outcome::Ok(Reply::Cas(_)))
+                | (OpKind::Read, Outcome::Ok(Reply::Read(_) | Reply::ReadVersioned { .. }))
+                | (OpKind::Write { .. }, Outcome::Ok(Reply::Written | Reply::WrittenVersioned { .. }))
+                | (
+                    OpKind::Cas { .. } | OpKind::Txn { .. },
+                    Outcome::Ok(Reply::Cas(_) | Reply::SwapVersioned { .. })
+                )
         );
         if !reply_fits {
             return Err(HistoryError::ReplyMismatch(Box::new(self.clone())));
@@ -229,12 +317,21 @@ impl fmt::Display for Op {
             OpKind::Read => "read".to_string(),
             OpKind::Write { value } => format!("write {}", Printable(value)),
             OpKind::Cas { expected, new } => format!("cas {} -> {}", opt(expected), Printable(new)),
+            OpKind::Txn { expected, new } => format!("txn {} -> {}", opt(expected), Printable(new)),
         };
         let result = match &self.outcome {
             Outcome::Ok(Reply::Read(v)) => format!("ok {}", opt(v)),
+            Outcome::Ok(Reply::ReadVersioned { value, version }) => format!("ok {} (v{version})", opt(value)),
             Outcome::Ok(Reply::Written) => "ok".to_string(),
+            Outcome::Ok(Reply::WrittenVersioned { version }) => format!("ok (v{version})"),
             Outcome::Ok(Reply::Cas(true)) => "ok (swapped)".to_string(),
             Outcome::Ok(Reply::Cas(false)) => "ok (compare failed)".to_string(),
+            Outcome::Ok(Reply::SwapVersioned { succeeded: true, version, .. }) => {
+                format!("ok (swapped, v{version})")
+            }
+            Outcome::Ok(Reply::SwapVersioned { succeeded: false, value, version }) => {
+                format!("ok (compare failed on {} v{version})", opt(value))
+            }
             Outcome::Fail => "fail".to_string(),
             Outcome::Unknown => "unknown".to_string(),
         };

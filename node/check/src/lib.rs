@@ -3,17 +3,20 @@
 //! Jepsen-style verification of a Drakkar cluster.
 //!
 //! - [`history`]: operations on keys as clients saw them (invoke, ok / fail / unknown, times).
-//! - [`checker`]: a per-key linearizability checker for registers with read, write and
-//!   compare-and-swap (Wing and Gong's search with memoization, bounded in time and memory, with
-//!   minimal counterexamples).
+//! - [`checker`]: a per-key linearizability checker for registers with read, write,
+//!   compare-and-swap and transactions, counting the key's version when replies report it (so a write
+//!   applied twice is caught); Wing and Gong's search with memoization, bounded in time and memory,
+//!   with minimal counterexamples.
 //!
 //! These two modules need only `std` and `thiserror`: use the crate with `default-features = false` to
 //! check histories recorded elsewhere (a simulator, another test).
 //!
 //! With the default `runner` feature:
 //!
-//! - [`workload`]: concurrent clients doing reads, writes and compare-and-swaps on a few keys per KV
-//!   group, one attempt per operation, recording ok / fail / unknown.
+//! - [`workload`]: concurrent clients doing reads, writes, compare-and-swaps and transactions on a few
+//!   keys per KV group the ways users do (one attempt per operation in sessions, the default client with
+//!   retries and a shared session, plain writes without a session, transactions, requests sent to a
+//!   node holding a non-voter and a witness replica), recording ok / fail / unknown.
 //! - [`nemesis`], [`cluster`], [`proxy`]: a local cluster of `drakkar serve` processes and the faults
 //!   injected into it (kill -9, SIGSTOP, partitions through per-link TCP proxies, membership changes).
 //! - [`availability`]: how long each node takes to serve linearizable reads again after each fault is

@@ -33,6 +33,10 @@ pub struct Counts {
     pub cas: u64,
     /// Compare-and-swaps that swapped.
     pub cas_succeeded: u64,
+    /// Transactions.
+    pub txn: u64,
+    /// Transactions whose compare held.
+    pub txn_succeeded: u64,
 }
 
 impl Counts {
@@ -49,13 +53,40 @@ impl Counts {
             match op.kind {
                 OpKind::Read => c.reads += 1,
                 OpKind::Write { .. } => c.writes += 1,
+                OpKind::Txn { .. } => c.txn += 1,
                 _ => c.cas += 1,
             }
-            if op.acknowledged_write() && matches!(op.kind, OpKind::Cas { .. }) {
-                c.cas_succeeded += 1;
+            match op.kind {
+                OpKind::Cas { .. } if op.acknowledged_write() => c.cas_succeeded += 1,
+                OpKind::Txn { .. } if op.acknowledged_write() => c.txn_succeeded += 1,
+                _ => {}
             }
         }
         c
+    }
+}
+
+/// The operations of one workload.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WorkloadCounts {
+    /// The workload (`register`, `retries`, ...).
+    pub workload: String,
+    /// Its operations.
+    pub operations: Counts,
+}
+
+impl WorkloadCounts {
+    /// Per workload in `order`, the counts of the operations `workloads` attributes to it
+    /// (`workloads[i]` ran `ops[i]`; operations past its end are not counted).
+    pub fn of(ops: &[Op], workloads: &[&str], order: &[&str]) -> Vec<WorkloadCounts> {
+        order
+            .iter()
+            .map(|w| {
+                let mine: Vec<Op> =
+                    ops.iter().zip(workloads).filter(|(_, x)| *x == w).map(|(o, _)| o.clone()).collect();
+                WorkloadCounts { workload: w.to_string(), operations: Counts::of(&mine) }
+            })
+            .collect()
     }
 }
 
@@ -147,6 +178,11 @@ pub struct Report {
     pub lost_examples: Vec<LostWrite>,
     /// Operation counts (final reads included).
     pub operations: Counts,
+    /// Operation counts per workload (final reads excluded), in the order the workloads were given.
+    pub workloads: Vec<WorkloadCounts>,
+    /// The replica node the `replicas` workload used and its replicas (`node-5: group 1 replica 50
+    /// NonVoter, ...`), when there was one.
+    pub replica_node: Option<String>,
     /// Length of the workload, in seconds.
     pub duration_s: f64,
     /// Answered operations per second.
@@ -200,6 +236,19 @@ impl Report {
             "operations: {} ({} ok, {} failed, {} unknown; {} reads, {} writes, {} cas of which {} swapped) in {:.1} s, {:.0} ok/s\n",
             o.total, o.ok, o.fail, o.unknown, o.reads, o.writes, o.cas, o.cas_succeeded, self.duration_s, self.ok_per_s
         ));
+        if o.txn > 0 {
+            s.push_str(&format!("transactions: {} of which {} swapped\n", o.txn, o.txn_succeeded));
+        }
+        for w in &self.workloads {
+            let c = &w.operations;
+            s.push_str(&format!(
+                "  {:<9} {:>6} ops ({} ok, {} failed, {} unknown; {} reads, {} writes, {} cas, {} txn)\n",
+                w.workload, c.total, c.ok, c.fail, c.unknown, c.reads, c.writes, c.cas, c.txn
+            ));
+        }
+        if let Some(r) = &self.replica_node {
+            s.push_str(&format!("replica node: {r}\n"));
+        }
         s.push_str(&format!(
             "latency (ok): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n",
             self.latency.p50_ms, self.latency.p99_ms, self.latency.max_ms
@@ -329,8 +378,8 @@ pub fn decode_bytes(s: &str) -> Result<Vec<u8>> {
 
 /// Writes the history as JSON lines (see [`read_history`]). `nodes[i]` is the node `ops[i]` was sent
 /// to, written as its `node` (`null` for the operations past the end of `nodes`, such as the final
-/// reads, which go to whichever node answers).
-pub fn write_history(path: &Path, ops: &[Op], nodes: &[&str]) -> Result<()> {
+/// reads, which go to whichever node answers); `workloads[i]` the workload that ran it, likewise.
+pub fn write_history(path: &Path, ops: &[Op], nodes: &[&str], workloads: &[&str]) -> Result<()> {
     use std::io::Write;
     let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = std::io::BufWriter::new(f);
@@ -340,18 +389,30 @@ pub fn write_history(path: &Path, ops: &[Op], nodes: &[&str]) -> Result<()> {
             OpKind::Read => ("read", None, None),
             OpKind::Write { value } => ("write", Some(text(value)), None),
             OpKind::Cas { expected, new } => ("cas", Some(text(new)), expected.as_deref().map(text)),
+            OpKind::Txn { expected, new } => ("txn", Some(text(new)), expected.as_deref().map(text)),
         };
-        let (outcome, reply) = match &op.outcome {
-            Outcome::Ok(Reply::Read(v)) => ("ok", serde_json::json!(v.as_deref().map(text))),
-            Outcome::Ok(Reply::Cas(b)) => ("ok", serde_json::json!(b)),
-            Outcome::Ok(_) => ("ok", serde_json::Value::Null),
-            Outcome::Fail => ("fail", serde_json::Value::Null),
-            _ => ("unknown", serde_json::Value::Null),
+        let null = serde_json::Value::Null;
+        let (outcome, reply, version, seen) = match &op.outcome {
+            Outcome::Ok(r) => {
+                let reply = match (r.read_value(), r.swapped()) {
+                    (Some(v), _) => serde_json::json!(v.as_deref().map(text)),
+                    (_, Some(b)) => serde_json::json!(b),
+                    _ => null.clone(),
+                };
+                let seen = match r {
+                    Reply::SwapVersioned { value, .. } => serde_json::json!(value.as_deref().map(text)),
+                    _ => null.clone(),
+                };
+                ("ok", reply, serde_json::json!(r.version()), seen)
+            }
+            Outcome::Fail => ("fail", null.clone(), null.clone(), null.clone()),
+            _ => ("unknown", null.clone(), null.clone(), null.clone()),
         };
         let line = serde_json::json!({
             "process": op.process, "key": text(&op.key), "kind": kind, "value": value,
             "expected": expected, "invoke_ns": op.invoke, "complete_ns": op.complete,
-            "outcome": outcome, "reply": reply, "node": nodes.get(i),
+            "outcome": outcome, "reply": reply, "version": version, "seen": seen,
+            "node": nodes.get(i), "workload": workloads.get(i),
         });
         writeln!(w, "{line}")?;
     }
@@ -360,10 +421,13 @@ pub fn write_history(path: &Path, ops: &[Op], nodes: &[&str]) -> Result<()> {
 }
 
 /// Reads a history written by [`write_history`]: one JSON object per line with `process`, `key`,
-/// `kind` (`read`, `write`, `cas`), `value` (written / new value), `expected` (a compare's value, null:
-/// absent), `invoke_ns`, `complete_ns` (null: never returned), `outcome` (`ok`, `fail`, `unknown`) and
-/// `reply` (a read's value or null, a compare's boolean). Keys and values are text, or `0x` + hex. An
-/// optional `node` (where the operation went) is not needed to check the history and is ignored.
+/// `kind` (`read`, `write`, `cas`, `txn`), `value` (written / new value), `expected` (a compare's value,
+/// null: absent), `invoke_ns`, `complete_ns` (null: never returned), `outcome` (`ok`, `fail`, `unknown`)
+/// and `reply` (a read's value or null, a compare's boolean); optionally `version`, the key's version
+/// the reply reported (a read's, the one a write or a swap created, the one that failed a compare), and
+/// with it for `cas` and `txn` `seen`, the key's value after the operation. Keys and values are text,
+/// or `0x` + hex. Optional `node` and `workload` fields are not needed to check the history and are
+/// ignored.
 pub fn read_history(path: &Path) -> Result<Vec<Op>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut ops = Vec::new();
@@ -391,13 +455,26 @@ fn parse_op(line: &str) -> Result<Op> {
             expected: bytes("expected")?,
             new: bytes("value")?.context("a cas needs \"value\"")?,
         },
+        "txn" => OpKind::Txn {
+            expected: bytes("expected")?,
+            new: bytes("value")?.context("a txn needs \"value\"")?,
+        },
         other => anyhow::bail!("unknown kind {other:?}"),
     };
+    let version = j["version"].as_u64();
     let outcome = match s("outcome")? {
-        "ok" => Outcome::Ok(match &kind {
-            OpKind::Read => Reply::Read(bytes("reply")?),
-            OpKind::Write { .. } => Reply::Written,
-            OpKind::Cas { .. } => Reply::Cas(j["reply"].as_bool().context("a cas reply is a boolean")?),
+        "ok" => Outcome::Ok(match (&kind, version) {
+            (OpKind::Read, None) => Reply::Read(bytes("reply")?),
+            (OpKind::Read, Some(version)) => Reply::ReadVersioned { value: bytes("reply")?, version },
+            (OpKind::Write { .. }, None) => Reply::Written,
+            (OpKind::Write { .. }, Some(version)) => Reply::WrittenVersioned { version },
+            (OpKind::Cas { .. } | OpKind::Txn { .. }, version) => {
+                let succeeded = j["reply"].as_bool().context("a cas or txn reply is a boolean")?;
+                match version {
+                    None => Reply::Cas(succeeded),
+                    Some(version) => Reply::SwapVersioned { succeeded, value: bytes("seen")?, version },
+                }
+            }
         }),
         "fail" => Outcome::Fail,
         "unknown" => Outcome::Unknown,
@@ -648,8 +725,22 @@ mod tests {
             Op::cas(3, "k", None, "0xnot-hex", 20, 30, false),
             Op::cas(3, "k", v("a"), vec![0xffu8], 20, 30, true).with_outcome(Outcome::Fail),
             Op { complete: None, ..Op::write(4, "k", "u", 40, 0).with_outcome(Outcome::Unknown) },
+            Op::txn(5, "k", None, "t", 50, 60, true),
+            Op::read(5, "k", 70, 80, None)
+                .with_outcome(Outcome::Ok(Reply::ReadVersioned { value: v("t"), version: 3 })),
+            Op::write(5, "k", "w", 90, 95).with_outcome(Outcome::Ok(Reply::WrittenVersioned { version: 4 })),
+            Op::txn(6, "k", v("q"), "r", 96, 99, false).with_outcome(Outcome::Ok(Reply::SwapVersioned {
+                succeeded: false,
+                value: v("w"),
+                version: 4,
+            })),
+            Op::cas(6, "k", v("w"), "s", 100, 110, true).with_outcome(Outcome::Ok(Reply::SwapVersioned {
+                succeeded: true,
+                value: v("s"),
+                version: 5,
+            })),
         ];
-        write_history(&path, &ops, &["node-1", "node-2"]).unwrap();
+        write_history(&path, &ops, &["node-1", "node-2"], &["register"]).unwrap();
         assert_eq!(read_history(&path).unwrap(), ops);
         let text = std::fs::read_to_string(&path).unwrap();
         let nodes: Vec<serde_json::Value> = text

@@ -14,10 +14,10 @@ use tokio::sync::Mutex;
 use crate::availability::{self, ProbeOptions};
 use crate::checker::{self, CheckOptions, Verdict};
 use crate::cluster::{LocalCluster, LocalOptions};
-use crate::history::Op;
+use crate::history::{Op, Outcome, Reply};
 use crate::nemesis::{self, Nemesis, NemesisOptions};
-use crate::report::{self, Counts, Latency, PlotInput, Report};
-use crate::workload::{self, WorkloadOptions};
+use crate::report::{self, Counts, Latency, PlotInput, Report, WorkloadCounts};
+use crate::workload::{self, Workload, WorkloadOptions};
 
 /// Size of each node's tmpfs under the disk-full nemesis: far more than a check run writes, and only
 /// what is used takes memory.
@@ -37,6 +37,18 @@ pub struct CheckArgs {
     /// tool in that format) for linearizability.
     #[arg(long)]
     pub history: Option<PathBuf>,
+    /// What the clients do, comma separated, given to the clients in turn: `register` (one attempt per
+    /// operation on one node, in a session), `retries` (the default client with retries and exactly-once
+    /// sessions, one client shared), `plain` (writes without a session), `txn` (transactions),
+    /// `replicas` (sent to a node holding a non-voter and a witness replica; local clusters only), or
+    /// `mix`: all of them (`replicas` only with --local). Also `plain-retries` (not in `mix`): plain
+    /// writes the client sends again after any error, which may apply twice and fail the check.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "mix")]
+    pub workload: Vec<Workload>,
+    /// How long the `retries` workload's client (and `plain-retries`) retries one operation (across
+    /// nodes) before giving up.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub retry_for: Duration,
     /// Faults to inject (local clusters only), comma separated, taken in turn.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "none")]
     pub nemesis: Vec<Nemesis>,
@@ -161,6 +173,10 @@ pub async fn run(a: CheckArgs) -> Result<()> {
     if !a.local && !kinds.is_empty() {
         bail!("--nemesis needs --local: faults are injected into a cluster this command started");
     }
+    let workloads = Workload::expand(&a.workload, a.local);
+    if !a.local && workloads.contains(&Workload::Replicas) {
+        bail!("--workload replicas needs --local: it adds a non-voter and a witness replica to the cluster");
+    }
 
     // The cluster: started here, or given.
     let (cluster, base_cfg) = if a.local {
@@ -180,6 +196,7 @@ pub async fn run(a: CheckArgs) -> Result<()> {
             spare: kinds.contains(&Nemesis::Membership),
             proxies: kinds.contains(&Nemesis::Partition),
             disk_limit: kinds.contains(&Nemesis::DiskFull).then_some(DISK_LIMIT),
+            replica_node: workloads.contains(&Workload::Replicas),
         };
         eprintln!(
             "drakkar check: starting a local cluster of {} nodes in {}",
@@ -194,7 +211,7 @@ pub async fn run(a: CheckArgs) -> Result<()> {
     };
     // On Ctrl-C or SIGTERM the run stops and the local cluster's processes are killed (by dropping it).
     let result = tokio::select! {
-        r = run_on(&a, &out, seed, kinds, cluster.clone(), base_cfg) => r,
+        r = run_on(&a, &out, seed, kinds, workloads, cluster.clone(), base_cfg) => r,
         s = interrupted() => Err(anyhow::anyhow!("interrupted by {s}")),
     };
     if let Some(c) = cluster {
@@ -266,6 +283,7 @@ async fn run_on(
     out: &std::path::Path,
     seed: u64,
     kinds: Vec<Nemesis>,
+    workloads: Vec<Workload>,
     cluster: Option<Arc<Mutex<LocalCluster>>>,
     base: ClientConfig,
 ) -> Result<Report> {
@@ -293,8 +311,23 @@ async fn run_on(
         duration: a.time,
         key_prefix: format!("drakkar-check/{seed:016x}/"),
         reads: if a.read_consistency == "stale" { Consistency::Stale } else { Consistency::Linearizable },
+        workloads: workloads.clone(),
     };
-    let clients = workload::node_clients(&base, Duration::from_millis(a.request_timeout_ms))?;
+    let replica_node = match &cluster {
+        Some(c) if workloads.contains(&Workload::Replicas) => {
+            let r = c.lock().await.add_replica_roles(&groups).await.context("adding the replica node")?;
+            eprintln!("drakkar check: replica node {} ({}): {:?}", r.name, r.addr, r.replicas);
+            Some(r)
+        }
+        _ => None,
+    };
+    let replica_endpoints: Vec<String> = replica_node.iter().map(|r| r.addr.clone()).collect();
+    let clients = workload::clients(
+        &base,
+        &replica_endpoints,
+        Duration::from_millis(a.request_timeout_ms),
+        a.retry_for,
+    )?;
     // The workload's node `i` is client `i`: the founding node `i` of a local cluster.
     let nodes: Vec<String> = match &cluster {
         Some(c) => {
@@ -304,8 +337,9 @@ async fn run_on(
         None => base.endpoints.clone(),
     };
     eprintln!(
-        "drakkar check: {} clients on {} keys in groups {:?} for {:?}, nemesis {:?}, seed {seed}",
+        "drakkar check: {} clients ({:?}) on {} keys in groups {:?} for {:?}, nemesis {:?}, seed {seed}",
         wopts.concurrency,
+        workloads.iter().map(|w| w.name()).collect::<Vec<_>>(),
         wopts.groups.len() * wopts.keys_per_group,
         groups,
         a.time,
@@ -340,6 +374,12 @@ async fn run_on(
     // a liveness problem, reported but not a safety failure), then read every key once more through
     // whichever nodes answer.
     let mut warnings = Vec::new();
+    if let Some(r) = replica_node.as_ref().filter(|r| !r.ready) {
+        warnings.push(format!(
+            "the replica node {} ({}) never reported itself ready (NodeInfo.ready, /readyz) within 5 s of catching up",
+            r.name, r.addr
+        ));
+    }
     if let Some(c) = &cluster {
         let c = c.lock().await;
         if let Err(e) = c.wait_ready(a.recovery_wait).await {
@@ -364,14 +404,18 @@ async fn run_on(
         let done = start.elapsed();
         match r {
             Ok(kv) => {
+                let version = kv.as_ref().and_then(|kv| kv.meta).map_or(0, |m| m.version);
                 let v = kv.map(|kv| kv.value.to_vec());
-                history.ops.push(Op::read(
+                let read = Op::read(
                     1_000_000 + i as u64,
                     k.history_key(),
                     invoke.as_nanos() as u64,
                     done.as_nanos() as u64,
-                    v.clone(),
-                ));
+                    None,
+                );
+                history
+                    .ops
+                    .push(read.with_outcome(Outcome::Ok(Reply::ReadVersioned { value: v.clone(), version })));
                 final_reads.insert(k.history_key(), v);
             }
             Err(e) => bail!("the final read of {:?} failed: {e}", String::from_utf8_lossy(&k.key)),
@@ -403,6 +447,16 @@ async fn run_on(
         },
         lost_acknowledged_writes: lost.len() as u64,
         lost_examples: lost.into_iter().take(20).collect(),
+        workloads: WorkloadCounts::of(
+            &history.ops,
+            &history.workloads,
+            &workloads.iter().map(|w| w.name()).collect::<Vec<_>>(),
+        ),
+        replica_node: replica_node.as_ref().map(|r| {
+            let roles: Vec<String> =
+                r.replicas.iter().map(|(g, id, role)| format!("group {g} replica {id} {role:?}")).collect();
+            format!("{} ({}): {}", r.name, r.addr, roles.join(", "))
+        }),
         ok_per_s: counts.ok as f64 / duration_s.max(1e-9),
         operations: counts,
         duration_s,
@@ -425,9 +479,21 @@ async fn run_on(
         command: std::env::args().collect::<Vec<_>>().join(" "),
         seed,
     };
-    let op_nodes: Vec<&str> =
-        history.samples.iter().map(|s| report.nodes.get(s.node).map_or("?", String::as_str)).collect();
-    report::write_history(&out.join("history.jsonl"), &history.ops, &op_nodes)?;
+    let replica_names: Vec<&str> = replica_node.iter().map(|r| r.name.as_str()).collect();
+    let op_nodes: Vec<&str> = history
+        .samples
+        .iter()
+        .map(|s| match s.node {
+            workload::ANY_NODE => "any",
+            n => report
+                .nodes
+                .get(n)
+                .map(String::as_str)
+                .or_else(|| replica_names.get(n - report.nodes.len()).copied())
+                .unwrap_or("?"),
+        })
+        .collect();
+    report::write_history(&out.join("history.jsonl"), &history.ops, &op_nodes, &history.workloads)?;
     let title = format!(
         "drakkar check: {} ops, nemesis {}, {}",
         report.operations.total,

@@ -1,16 +1,30 @@
-//! The workload: concurrent clients doing linearizable reads, writes and compare-and-swaps on a few
-//! keys in each KV group, with unique values, recording every operation in a [`History`].
+//! The workloads: concurrent clients doing linearizable reads, writes, compare-and-swaps and
+//! transactions on a few keys in each KV group, with unique values, recording every operation in a
+//! [`History`]. Each client (a "process") runs one operation at a time, in one of the ways users do
+//! ([`Workload`]): processes are given the selected workloads in turn.
 //!
-//! Each client (a "process") runs one operation at a time through a [`Client`] of one node, making a
-//! single attempt per operation (the client's own retries are off, so an answer is about this attempt
-//! only); after an error it moves to the next node. Writes go through client sessions, as applications'
-//! do. Outcomes (see `docs/api.md`, error table):
+//! | workload | client | operations |
+//! |---|---|---|
+//! | `register` | a client of one node, one attempt per operation, writes in a session; after an error the next node | 40% reads, 30% writes, 30% compare-and-swaps |
+//! | `retries` | the default Rust client over every node: retries on, exactly-once sessions, **one client (one session per group) shared by every `retries` process** | 30% reads, 30% writes, 20% compare-and-swaps, 20% transactions |
+//! | `plain` | a client of one node, one attempt, **no session** (what grpcurl or an app on the generated stubs does) | 40% reads, 30% writes, 30% compare-and-swaps |
+//! | `txn` | as `register` | 40% reads, 60% transactions (`Kv.Txn`: compare the value, then put and get, or only get) |
+//! | `replicas` | as `register`, but sent to the replica node, whose replicas are a non-voter (first group) and a witness (second group) | 40% reads, 20% writes, 20% compare-and-swaps, 20% transactions |
+//! | `plain-retries` | as `plain`, but the process sends an operation again after any error, on the next node (a naive application); not in `mix`: a retried plain write may be applied twice, which the check should then reject | as `plain` |
+//!
+//! Every reply reports the key's version as well as its value (the history's `*Versioned` replies), so
+//! a write applied twice shows as a version that went up by two, which the checker rejects.
+//!
+//! Outcomes (see `docs/api.md`, error table):
 //!
 //! - an answer: `ok`;
-//! - a refusal proving the request never entered the log (`no-leader`, `leader-transfer`,
-//!   `conf-change-pending`, `busy`, `rate-limited`, `group-not-found`, `invalid`): `fail`;
-//! - anything else for a write (a deadline, a lost connection, `UNAVAILABLE` without a reason): `unknown`,
-//!   it may or may not have been applied. A read that failed in any way is `fail` (it changed nothing).
+//! - for a single attempt, a refusal proving the request never entered the log (`no-leader`,
+//!   `leader-transfer`, `conf-change-pending`, `busy`, `rate-limited`, `group-not-found`, `invalid`):
+//!   `fail`;
+//! - anything else for a write (a deadline, a lost connection, `UNAVAILABLE` without a reason, a plain
+//!   write's `ABORTED` `possible-duplicate`), and any error of a write made with retries (an earlier
+//!   attempt may have been applied): `unknown`, it may or may not have been applied. A read that failed
+//!   in any way is `fail` (it changed nothing).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +34,94 @@ use drakkar_client::{Client, ClientConfig, ClientError, reason};
 use tokio::sync::Mutex;
 
 use crate::history::{Key, Op, OpKind, Outcome, Reply, Value};
+
+/// What a workload's clients do and how they reach the cluster (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+#[non_exhaustive]
+pub enum Workload {
+    /// One attempt per operation on one node, writes in sessions.
+    Register,
+    /// The default client with its retries and exactly-once sessions, shared by its processes.
+    Retries,
+    /// Writes without a session, one attempt.
+    Plain,
+    /// Transactions (compare, then put and get, or get).
+    Txn,
+    /// Operations sent to the replica node (a non-voter and a witness replica).
+    Replicas,
+    /// Writes without a session that the application itself sends again after any error, on the next
+    /// node, until one is answered (a naive client). Not part of `mix`: plain writes are at-least-once
+    /// when retried, so the check is expected to fail when a retried write had been applied already.
+    PlainRetries,
+    /// Every workload above (`replicas` only where there is a replica node).
+    Mix,
+}
+
+impl Workload {
+    /// The concrete workloads `list` stands for (`mix` expanded, no duplicates); `replicas` is left out
+    /// of `mix` when `with_replicas` is false.
+    pub fn expand(list: &[Workload], with_replicas: bool) -> Vec<Workload> {
+        let mut out: Vec<Workload> = Vec::new();
+        for w in list {
+            let add: &[Workload] = match w {
+                Workload::Mix if with_replicas => &[
+                    Workload::Register,
+                    Workload::Retries,
+                    Workload::Plain,
+                    Workload::Txn,
+                    Workload::Replicas,
+                ],
+                Workload::Mix => &[Workload::Register, Workload::Retries, Workload::Plain, Workload::Txn],
+                one => std::slice::from_ref(one),
+            };
+            for a in add {
+                if !out.contains(a) {
+                    out.push(*a);
+                }
+            }
+        }
+        out
+    }
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Register => "register",
+            Workload::Retries => "retries",
+            Workload::Plain => "plain",
+            Workload::Txn => "txn",
+            Workload::Replicas => "replicas",
+            Workload::PlainRetries => "plain-retries",
+            Workload::Mix => "mix",
+        }
+    }
+
+    /// Whether its clients make one attempt per operation (so a refusal proves a write was not
+    /// applied).
+    fn single_attempt(self) -> bool {
+        !matches!(self, Workload::Retries | Workload::PlainRetries)
+    }
+
+    /// The kind of the next operation, from a number below 10 (`percent / 10`).
+    fn pick(self, r: usize) -> Pick {
+        use Pick::*;
+        let table: [Pick; 10] = match self {
+            Workload::Retries => [Read, Read, Read, Write, Write, Write, Cas, Cas, Txn, Txn],
+            Workload::Txn => [Read, Read, Read, Read, Txn, Txn, Txn, Txn, Txn, Txn],
+            Workload::Replicas => [Read, Read, Read, Read, Write, Write, Cas, Cas, Txn, Txn],
+            _ => [Read, Read, Read, Read, Write, Write, Write, Cas, Cas, Cas],
+        };
+        table[r % 10]
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Pick {
+    Read,
+    Write,
+    Cas,
+    Txn,
+}
 
 /// Workload parameters.
 #[derive(Clone, Debug)]
@@ -39,6 +141,9 @@ pub struct WorkloadOptions {
     /// Consistency of the workload's reads: `Stale` reads are not linearizable, which the checker
     /// should notice under faults (a way to see it fail).
     pub reads: Consistency,
+    /// The workloads, given to the processes in turn (process `p` runs `workloads[p % len]`); concrete
+    /// ones only (see [`Workload::expand`]).
+    pub workloads: Vec<Workload>,
 }
 
 /// A key of the workload: its group and name.
@@ -79,8 +184,27 @@ pub struct Sample {
     pub latency: Duration,
     /// `ok`, `fail` or `unknown`.
     pub outcome: &'static str,
-    /// The node it was sent to: an index into the clients (the endpoints) the workload ran with.
+    /// The node it was sent to: an index into the nodes the workload ran with ([`Clients`]: the
+    /// founding nodes, then the replica nodes), or [`ANY_NODE`] for the `retries` workload, whose client
+    /// picks the node.
     pub node: usize,
+}
+
+/// [`Sample::node`] of an operation whose client chose the node (and may have tried several).
+pub const ANY_NODE: usize = usize::MAX;
+
+/// The clients the workloads use.
+pub struct Clients {
+    /// One per founding node: one attempt per call, writes in sessions.
+    pub session: Vec<Client>,
+    /// One per founding node: one attempt per call, writes without a session.
+    pub plain: Vec<Client>,
+    /// The default client over every founding node (retries, sessions), shared.
+    pub shared: Client,
+    /// How long the `plain-retries` workload sends an operation again.
+    pub retry_for: Duration,
+    /// One per replica node (one attempt, sessions); their [`Sample::node`] follows the founding nodes'.
+    pub replicas: Vec<Client>,
 }
 
 /// What a run recorded.
@@ -94,12 +218,18 @@ pub struct History {
     pub samples: Vec<Sample>,
     /// Error messages by count (`code/reason` -> count), for the report.
     pub errors: std::collections::BTreeMap<String, u64>,
+    /// The workload of each operation of `samples` (`workloads[i]` ran `ops[i]`).
+    pub workloads: Vec<&'static str>,
 }
 
-/// How an error of an attempt counts.
-pub fn classify(err: &ClientError, read: bool) -> Outcome {
+/// How an error counts: `single_attempt`, the error is the answer to the only attempt made.
+pub fn classify(err: &ClientError, read: bool, single_attempt: bool) -> Outcome {
     if read {
         return Outcome::Fail;
+    }
+    if !single_attempt {
+        // The last attempt's refusal says nothing about the earlier ones.
+        return Outcome::Unknown;
     }
     let definite = match err {
         ClientError::Status { reason: Some(r), .. } => matches!(
@@ -147,8 +277,12 @@ impl Rng {
     }
 }
 
-/// One client per node, single attempt per call, exactly-once writes.
-pub fn node_clients(base: &ClientConfig, request_timeout: Duration) -> Result<Vec<Client>, ClientError> {
+/// One client per endpoint, single attempt per call, writes in sessions (`exactly_once`) or plain.
+pub fn node_clients(
+    base: &ClientConfig,
+    request_timeout: Duration,
+    exactly_once: bool,
+) -> Result<Vec<Client>, ClientError> {
     base.endpoints
         .iter()
         .map(|e| {
@@ -156,107 +290,197 @@ pub fn node_clients(base: &ClientConfig, request_timeout: Duration) -> Result<Ve
             cfg.endpoints = vec![e.clone()];
             cfg.request_timeout = request_timeout;
             cfg.retry_for = Duration::ZERO;
-            cfg.exactly_once = true;
+            cfg.exactly_once = exactly_once;
             Client::new(cfg)
         })
         .collect()
 }
 
-/// Runs the workload until `opts.duration` has passed since `start`; `start` is the time origin of the
-/// history.
-pub async fn run(clients: Vec<Client>, opts: &WorkloadOptions, start: Instant, seed: u64) -> History {
+/// The clients of every workload: per-node ones for `base`'s endpoints (the founding nodes) and
+/// `replica_endpoints`, and the shared default client, with retries for `retry_for`.
+pub fn clients(
+    base: &ClientConfig,
+    replica_endpoints: &[String],
+    request_timeout: Duration,
+    retry_for: Duration,
+) -> Result<Clients, ClientError> {
+    let mut shared = base.clone();
+    shared.request_timeout = request_timeout;
+    shared.retry_for = retry_for;
+    shared.exactly_once = true;
+    let mut replica_cfg = base.clone();
+    replica_cfg.endpoints = replica_endpoints.to_vec();
+    Ok(Clients {
+        session: node_clients(base, request_timeout, true)?,
+        plain: node_clients(base, request_timeout, false)?,
+        shared: Client::new(shared)?,
+        retry_for,
+        replicas: node_clients(&replica_cfg, request_timeout, true)?,
+    })
+}
+
+/// Everything one process records.
+#[derive(Default)]
+struct Recorded {
+    ops: Vec<(Op, Sample, &'static str)>,
+    errors: std::collections::BTreeMap<String, u64>,
+}
+
+/// Runs the workloads until `opts.duration` has passed since `start`; `start` is the time origin of
+/// the history.
+pub async fn run(clients: Clients, opts: &WorkloadOptions, start: Instant, seed: u64) -> History {
     let keys = Arc::new(keys(opts));
     let clients = Arc::new(clients);
-    // Operations with their samples, kept together until they are sorted.
-    let recorded: Arc<Mutex<Vec<(Op, Sample)>>> = Arc::default();
-    let errors: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
+    let recorded: Arc<Mutex<Recorded>> = Arc::default();
     let end = start + opts.duration;
-    let reads = opts.reads;
     let per_client_interval =
         (opts.rate > 0).then(|| Duration::from_secs_f64(opts.concurrency as f64 / opts.rate as f64));
+    let workloads = if opts.workloads.is_empty() { vec![Workload::Register] } else { opts.workloads.clone() };
     let mut tasks = Vec::new();
     for p in 0..opts.concurrency {
-        let (keys, clients) = (keys.clone(), clients.clone());
-        let (recorded, errors) = (recorded.clone(), errors.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(seed ^ (p as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-            let mut node = p % clients.len();
-            let mut seq = 0u64;
-            // The last value this client saw per key: what its compare-and-swaps expect.
-            let mut seen: std::collections::HashMap<usize, Option<Value>> = Default::default();
-            let mut next_at = Instant::now();
-            while Instant::now() < end {
-                if let Some(iv) = per_client_interval {
-                    let now = Instant::now();
-                    if next_at > now {
-                        tokio::time::sleep(next_at - now).await;
-                    }
-                    next_at += iv;
-                }
-                let ki = rng.below(keys.len());
-                let k = &keys[ki];
-                seq += 1;
-                let value = format!("{p}-{seq}").into_bytes();
-                let kind = match rng.below(10) {
-                    0..=3 => OpKind::Read,
-                    4..=6 => OpKind::Write { value },
-                    _ => OpKind::Cas { expected: seen.get(&ki).cloned().flatten(), new: value },
-                };
-                let sent_to = node;
-                let client = &clients[node];
-                let invoke = start.elapsed();
-                let result = execute(client, k, &kind, reads).await;
-                let done = start.elapsed();
-                let (outcome, err) = match result {
-                    Ok(reply) => {
-                        match (&kind, &reply) {
-                            (_, Reply::Read(v)) => {
-                                seen.insert(ki, v.clone());
-                            }
-                            (OpKind::Write { value }, _)
-                            | (OpKind::Cas { new: value, .. }, Reply::Cas(true)) => {
-                                seen.insert(ki, Some(value.clone()));
-                            }
-                            _ => {}
-                        }
-                        (Outcome::Ok(reply), None)
-                    }
-                    Err(e) => {
-                        node = (node + 1) % clients.len();
-                        (classify(&e, kind == OpKind::Read), Some(error_label(&e)))
-                    }
-                };
-                let label = match outcome {
-                    Outcome::Ok(_) => "ok",
-                    Outcome::Fail => "fail",
-                    _ => "unknown",
-                };
-                let op = Op {
-                    process: p as u64,
-                    key: k.history_key(),
-                    kind,
-                    invoke: invoke.as_nanos() as u64,
-                    complete: (outcome != Outcome::Unknown).then_some(done.as_nanos() as u64),
-                    outcome,
-                };
-                let sample = Sample { at: invoke, latency: done - invoke, outcome: label, node: sent_to };
-                recorded.lock().await.push((op, sample));
-                if let Some(e) = err {
-                    *errors.lock().await.entry(e).or_default() += 1;
-                }
-            }
-        }));
+        let workload = workloads[p % workloads.len()];
+        let process = Process {
+            p,
+            workload,
+            keys: keys.clone(),
+            clients: clients.clone(),
+            recorded: recorded.clone(),
+            reads: opts.reads,
+            start,
+            end,
+            interval: per_client_interval,
+        };
+        tasks.push(tokio::spawn(process.run(seed)));
     }
     for t in tasks {
         let _ = t.await;
     }
     let mut recorded = std::mem::take(&mut *recorded.lock().await);
-    recorded.sort_by_key(|(op, _)| op.invoke);
-    let (ops, samples) = recorded.into_iter().unzip();
-    History { ops, samples, errors: std::mem::take(&mut *errors.lock().await) }
+    recorded.ops.sort_by_key(|(op, _, _)| op.invoke);
+    let mut history = History { errors: recorded.errors, ..History::default() };
+    for (op, sample, workload) in recorded.ops {
+        history.ops.push(op);
+        history.samples.push(sample);
+        history.workloads.push(workload);
+    }
+    history
 }
 
-/// Runs one operation (reads with `reads` consistency).
+/// One process of a workload.
+struct Process {
+    p: usize,
+    workload: Workload,
+    keys: Arc<Vec<WorkloadKey>>,
+    clients: Arc<Clients>,
+    recorded: Arc<Mutex<Recorded>>,
+    reads: Consistency,
+    start: Instant,
+    end: Instant,
+    interval: Option<Duration>,
+}
+
+impl Process {
+    /// The clients this process rotates over, and the [`Sample::node`] of the first.
+    fn nodes(&self) -> (&[Client], usize) {
+        match self.workload {
+            Workload::Plain | Workload::PlainRetries => (&self.clients.plain, 0),
+            Workload::Replicas => (&self.clients.replicas, self.clients.session.len()),
+            Workload::Retries => (std::slice::from_ref(&self.clients.shared), ANY_NODE),
+            _ => (&self.clients.session, 0),
+        }
+    }
+
+    async fn run(self, seed: u64) {
+        let p = self.p;
+        let mut rng = Rng(seed ^ (p as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let (clients, first_node) = self.nodes();
+        if clients.is_empty() {
+            return;
+        }
+        let mut node = p % clients.len();
+        let mut seq = 0u64;
+        // The last value this client saw per key: what its compare-and-swaps expect.
+        let mut seen: std::collections::HashMap<usize, Option<Value>> = Default::default();
+        let mut next_at = Instant::now();
+        while Instant::now() < self.end {
+            if let Some(iv) = self.interval {
+                let now = Instant::now();
+                if next_at > now {
+                    tokio::time::sleep(next_at - now).await;
+                }
+                next_at += iv;
+            }
+            let ki = rng.below(self.keys.len());
+            let k = &self.keys[ki];
+            seq += 1;
+            let value = format!("{p}-{seq}").into_bytes();
+            let expected = seen.get(&ki).cloned().flatten();
+            let kind = match self.workload.pick(rng.below(10)) {
+                Pick::Read => OpKind::Read,
+                Pick::Write => OpKind::Write { value },
+                Pick::Cas => OpKind::Cas { expected, new: value },
+                Pick::Txn => OpKind::Txn { expected, new: value },
+            };
+            let invoke = self.start.elapsed();
+            let mut result = execute(&clients[node], k, &kind, self.reads).await;
+            // Errors of attempts sent again (`plain-retries`), for the report.
+            let mut retried = Vec::new();
+            if self.workload == Workload::PlainRetries {
+                // Again, on the next node, after any error: the first attempt may have been applied.
+                let until = Instant::now() + self.clients.retry_for;
+                while let Err(e) = &result
+                    && Instant::now() < until
+                {
+                    retried.push(format!("{} (sent again)", error_label(e)));
+                    node = (node + 1) % clients.len();
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                    result = execute(&clients[node], k, &kind, self.reads).await;
+                }
+            }
+            let done = self.start.elapsed();
+            // The node of the last attempt.
+            let sent_to = if first_node == ANY_NODE { ANY_NODE } else { first_node + node };
+            let (outcome, err) = match result {
+                Ok(reply) => {
+                    if let Some(v) = reply.read_value() {
+                        seen.insert(ki, v.clone());
+                    } else if let Reply::SwapVersioned { value, .. } = &reply {
+                        seen.insert(ki, value.clone());
+                    } else if let OpKind::Write { value } = &kind {
+                        seen.insert(ki, Some(value.clone()));
+                    }
+                    (Outcome::Ok(reply), None)
+                }
+                Err(e) => {
+                    node = (node + 1) % clients.len();
+                    let read = kind == OpKind::Read;
+                    (classify(&e, read, self.workload.single_attempt()), Some(error_label(&e)))
+                }
+            };
+            let label = match outcome {
+                Outcome::Ok(_) => "ok",
+                Outcome::Fail => "fail",
+                _ => "unknown",
+            };
+            let op = Op {
+                process: p as u64,
+                key: k.history_key(),
+                kind,
+                invoke: invoke.as_nanos() as u64,
+                complete: (outcome != Outcome::Unknown).then_some(done.as_nanos() as u64),
+                outcome,
+            };
+            let sample = Sample { at: invoke, latency: done - invoke, outcome: label, node: sent_to };
+            let mut r = self.recorded.lock().await;
+            r.ops.push((op, sample, self.workload.name()));
+            for e in err.into_iter().chain(retried) {
+                *r.errors.entry(e).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// Runs one operation (reads with `reads` consistency); the reply reports the key's version.
 pub async fn execute(
     client: &Client,
     k: &WorkloadKey,
@@ -264,14 +488,17 @@ pub async fn execute(
     reads: Consistency,
 ) -> Result<Reply, ClientError> {
     let key = bytes::Bytes::from(k.key.clone());
+    let version = |kv: &Option<pb::KeyValue>| kv.as_ref().and_then(|kv| kv.meta).map_or(0, |m| m.version);
     match kind {
         OpKind::Read => {
             let kv = client.get(k.group, key, reads).await?;
-            Ok(Reply::Read(kv.map(|kv| kv.value.to_vec())))
+            Ok(Reply::ReadVersioned { version: version(&kv), value: kv.map(|kv| kv.value.to_vec()) })
         }
         OpKind::Write { value } => {
-            client.put(k.group, key, value.clone()).await?;
-            Ok(Reply::Written)
+            let r = client.put(k.group, key, value.clone()).await?;
+            let new =
+                r.new.ok_or_else(|| ClientError::Protocol("a put answered without its version".into()))?;
+            Ok(Reply::WrittenVersioned { version: new.version })
         }
         OpKind::Cas { expected, new } => {
             let expected = Some(match expected {
@@ -286,7 +513,47 @@ pub async fn execute(
                 session: None,
             };
             let r = client.compare_and_swap(req).await?;
-            Ok(Reply::Cas(r.succeeded))
+            // `prev` is the key before a swap (which adds one to its version), or as it was when the
+            // compare failed.
+            let before = version(&r.prev);
+            Ok(if r.succeeded {
+                Reply::SwapVersioned { succeeded: true, value: Some(new.clone()), version: before + 1 }
+            } else {
+                Reply::SwapVersioned {
+                    succeeded: false,
+                    value: r.prev.map(|kv| kv.value.to_vec()),
+                    version: before,
+                }
+            })
+        }
+        OpKind::Txn { expected, new } => {
+            let target = match expected {
+                Some(v) => pb::compare::Target::Value(v.clone().into()),
+                // An absent key compares as version 0 (docs/kv.md).
+                None => pb::compare::Target::Version(0),
+            };
+            let get = pb::TxnOp { op: Some(pb::txn_op::Op::Get(key.clone())) };
+            let put = pb::TxnOp {
+                op: Some(pb::txn_op::Op::Put(pb::PutOp { key: key.clone(), value: new.clone().into() })),
+            };
+            let req = pb::TxnRequest {
+                group: k.group,
+                compares: vec![pb::Compare { key, op: pb::CompareOp::Equal as i32, target: Some(target) }],
+                success: vec![put, get.clone()],
+                failure: vec![get],
+                session: None,
+            };
+            let r = client.txn(req).await?;
+            // The branch's last result is its get: the key after the transaction.
+            let kv = match r.results.last().and_then(|res| res.result.as_ref()) {
+                Some(pb::txn_op_result::Result::Get(g)) => g.kv.clone(),
+                other => return Err(ClientError::Protocol(format!("a txn's get answered {other:?}"))),
+            };
+            Ok(Reply::SwapVersioned {
+                succeeded: r.succeeded,
+                version: version(&kv),
+                value: kv.map(|kv| kv.value.to_vec()),
+            })
         }
     }
 }
@@ -304,16 +571,54 @@ mod tests {
             leader: None,
             endpoint: "e".into(),
         };
-        assert_eq!(classify(&status(tonic_code::UNAVAILABLE, Some("no-leader")), false), Outcome::Fail);
-        assert_eq!(classify(&status(tonic_code::UNAVAILABLE, None), false), Outcome::Unknown);
-        assert_eq!(classify(&status(tonic_code::DEADLINE, None), false), Outcome::Unknown);
-        assert_eq!(classify(&status(tonic_code::UNAVAILABLE, Some("stopped")), false), Outcome::Unknown);
-        assert_eq!(classify(&status(tonic_code::DEADLINE, None), true), Outcome::Fail);
+        let once = |e: &ClientError| classify(e, false, true);
+        assert_eq!(once(&status(tonic_code::UNAVAILABLE, Some("no-leader"))), Outcome::Fail);
+        assert_eq!(once(&status(tonic_code::UNAVAILABLE, None)), Outcome::Unknown);
+        assert_eq!(once(&status(tonic_code::DEADLINE, None)), Outcome::Unknown);
+        assert_eq!(once(&status(tonic_code::UNAVAILABLE, Some("stopped"))), Outcome::Unknown);
+        assert_eq!(classify(&status(tonic_code::DEADLINE, None), true, true), Outcome::Fail);
+        // A plain write that reached the log too late to tell from a copy: another copy may have been
+        // applied. Indeterminate, not a failure.
+        assert_eq!(once(&status(tonic_code::ABORTED, Some("possible-duplicate"))), Outcome::Unknown);
+        // After retries, even a refusal is the last attempt's only: an earlier one may have applied.
+        assert_eq!(
+            classify(&status(tonic_code::UNAVAILABLE, Some("no-leader")), false, false),
+            Outcome::Unknown
+        );
+        assert_eq!(classify(&status(tonic_code::UNAVAILABLE, Some("no-leader")), true, false), Outcome::Fail);
     }
 
     mod tonic_code {
         pub const UNAVAILABLE: tonic::Code = tonic::Code::Unavailable;
         pub const DEADLINE: tonic::Code = tonic::Code::DeadlineExceeded;
+        pub const ABORTED: tonic::Code = tonic::Code::Aborted;
+    }
+
+    #[test]
+    fn mix_expands_to_every_workload_and_processes_take_turns() {
+        let all = Workload::expand(&[Workload::Mix], true);
+        assert_eq!(
+            all,
+            vec![Workload::Register, Workload::Retries, Workload::Plain, Workload::Txn, Workload::Replicas]
+        );
+        assert!(!Workload::expand(&[Workload::Mix], false).contains(&Workload::Replicas));
+        assert_eq!(Workload::expand(&[Workload::Plain, Workload::Plain], false), vec![Workload::Plain]);
+        assert!(Workload::Register.single_attempt() && !Workload::Retries.single_attempt());
+        // Retrying plain writes is at-least-once: never part of the default, and its errors are unknown.
+        assert!(!all.contains(&Workload::PlainRetries) && !Workload::PlainRetries.single_attempt());
+        // Every operation kind a workload lists comes up.
+        for w in &all {
+            let kinds: std::collections::HashSet<u8> = (0..10)
+                .map(|r| match w.pick(r) {
+                    Pick::Read => 0,
+                    Pick::Write => 1,
+                    Pick::Cas => 2,
+                    Pick::Txn => 3,
+                })
+                .collect();
+            assert!(kinds.contains(&0), "{w:?} reads");
+            assert!(kinds.len() >= 2, "{w:?} writes");
+        }
     }
 
     #[test]
@@ -326,6 +631,7 @@ mod tests {
             duration: Duration::ZERO,
             key_prefix: "check/x/".into(),
             reads: Consistency::Linearizable,
+            workloads: vec![Workload::Register],
         };
         let ks = keys(&opts);
         assert_eq!(ks.len(), 4);

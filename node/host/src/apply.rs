@@ -65,6 +65,9 @@ pub(crate) struct GroupShared {
     pub(crate) plain_seq: AtomicU64,
     /// Set once the replica stopped, with the reason.
     pub(crate) stopped: std::sync::Mutex<Option<StopReason>>,
+    /// Started to join an existing group (`StartMode::Joining`): until it applies a membership that
+    /// names it, it does not know its role.
+    pub(crate) joining: bool,
 }
 
 /// Why a replica stopped.
@@ -107,6 +110,21 @@ impl GroupShared {
             StopReason::ReplicaIdReused => {
                 NodeError::ReplicaIdReused { group: self.group, replica: self.replica }
             }
+        })
+    }
+
+    /// Whether this replica holds the state machine's data as far as it knows, so requests may run
+    /// on it: a voter or non-voter of its applied membership, or, before anything was applied, a
+    /// replica that did not join (a founding one). A witness, a removed replica, and a joining replica
+    /// that has not applied its own addition yet (a new witness does not know it is one) do not.
+    pub(crate) fn serves_data(&self) -> bool {
+        self.info.lock().is_ok_and(|m| {
+            let ms = &m.membership;
+            if ms.voters.contains(&self.replica) || ms.non_voters.contains(&self.replica) {
+                return true;
+            }
+            let unknown = ms.voters.is_empty() && ms.non_voters.is_empty() && ms.witnesses.is_empty();
+            unknown && !self.joining
         })
     }
 

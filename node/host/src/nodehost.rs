@@ -423,6 +423,14 @@ impl NodeHost {
         Ok(self.shared(group)?.is_witness())
     }
 
+    /// Whether requests on `group` may run on this node's replica: it holds the data as far as it knows
+    /// (a voter or non-voter of its applied membership; a founding replica before anything was
+    /// applied). A node routes the others (witnesses, and joining replicas until they applied their own
+    /// addition) to a replica with data.
+    pub fn serves_data(&self, group: GroupId) -> Result<bool> {
+        Ok(self.shared(group)?.serves_data())
+    }
+
     /// The group's shared state even if the replica stopped.
     fn any_shared(&self, g: GroupId) -> Result<Arc<GroupShared>> {
         self.inner.groups.read().ok().and_then(|m| m.get(&g).cloned()).ok_or(NodeError::GroupNotFound(g))
@@ -491,6 +499,7 @@ impl NodeHost {
             plain_origin: random(self.inner.cfg.deterministic, self.key()),
             plain_seq: AtomicU64::new(1),
             stopped: Mutex::new(None),
+            joining: matches!(mode, StartMode::Joining),
         });
         // Recover from the latest snapshot.
         let snap = storage.snapshot().map_err(st)?;

@@ -198,6 +198,123 @@ fn a_long_good_history_with_one_bad_read_shrinks_to_a_few_ops() {
     assert!(c.ops.iter().any(|o| o.kind == OpKind::Write { value: b"v17".to_vec() }));
 }
 
+// ---- versions, transactions, double applies ----
+
+fn read_at(p: u64, invoke: u64, complete: u64, value: Option<Value>, version: u64) -> Op {
+    Op::read(p, "k", invoke, complete, None)
+        .with_outcome(Outcome::Ok(Reply::ReadVersioned { value, version }))
+}
+
+fn write_at(p: u64, value: &str, invoke: u64, complete: u64, version: u64) -> Op {
+    Op::write(p, "k", value, invoke, complete).with_outcome(Outcome::Ok(Reply::WrittenVersioned { version }))
+}
+
+/// A retried write applied twice: p1's write of "a" is applied, then its retry is applied again after
+/// p2's write of "b". Values alone cannot show it (every read fits "a" being written once, late), but
+/// the version counts three writes where only two were made.
+#[test]
+fn a_write_applied_twice_is_caught_by_its_version() {
+    let h = vec![
+        write_at(1, "a", 0, 100, 3),
+        write_at(2, "b", 10, 20, 2),
+        read_at(3, 30, 40, v("b"), 2),
+        read_at(3, 110, 120, v("a"), 3),
+    ];
+    // Without versions the same history is linearizable: a double apply would go unnoticed.
+    let plain: Vec<Op> = vec![
+        Op::write(1, "k", "a", 0, 100),
+        Op::write(2, "k", "b", 10, 20),
+        Op::read(3, "k", 30, 40, v("b")),
+        Op::read(3, "k", 110, 120, v("a")),
+    ];
+    assert_eq!(verdict(&plain), Verdict::Linearizable);
+    let c = counterexample(&h);
+    assert!(c.to_string().contains("v3"), "{c}");
+
+    // Applied twice in a row, nothing in between: only the version shows it.
+    let h = vec![write_at(1, "a", 0, 100, 2), read_at(2, 110, 120, v("a"), 2)];
+    assert!(matches!(verdict(&h), Verdict::NotLinearizable(_)));
+    // The read alone tells it too, when the write's reply is lost (unknown: at most once).
+    let h =
+        vec![Op::write(1, "k", "a", 0, 100).with_outcome(Outcome::Unknown), read_at(2, 110, 120, v("a"), 2)];
+    assert!(matches!(verdict(&h), Verdict::NotLinearizable(_)));
+    // Once is fine.
+    let h =
+        vec![Op::write(1, "k", "a", 0, 100).with_outcome(Outcome::Unknown), read_at(2, 110, 120, v("a"), 1)];
+    assert_eq!(verdict(&h), Verdict::Linearizable);
+}
+
+/// Unknown writes nobody read still count: a version can only be explained by them.
+#[test]
+fn unknown_writes_explain_versions_only_once_each() {
+    let unknown = |p, val: &str, t| Op::write(p, "k", val, t, t + 1).with_outcome(Outcome::Unknown);
+    let h = vec![
+        unknown(1, "x", 0),
+        unknown(2, "y", 0),
+        write_at(3, "a", 10, 20, 3),
+        read_at(4, 30, 40, v("a"), 3),
+    ];
+    assert_eq!(verdict(&h), Verdict::Linearizable);
+    let h = vec![unknown(1, "x", 0), write_at(3, "a", 10, 20, 3), read_at(4, 30, 40, v("a"), 3)];
+    assert!(matches!(verdict(&h), Verdict::NotLinearizable(_)));
+}
+
+/// A compare-and-swap applied twice answers "compare failed" (the second application saw its own
+/// value): the value it wrote is then read although no acknowledged operation wrote it.
+#[test]
+fn a_swap_applied_twice_is_caught() {
+    let swap = |p, e: Option<Value>, n: &str, t, ok, after: Option<Value>, version| {
+        Op::cas(p, "k", e, n, t, t + 10, ok).with_outcome(Outcome::Ok(Reply::SwapVersioned {
+            succeeded: ok,
+            value: after,
+            version,
+        }))
+    };
+    let h = vec![
+        write_at(1, "a", 0, 10, 1),
+        // Applied (a -> b, version 2), then its retry failed the compare on its own b.
+        swap(2, v("a"), "b", 20, false, v("b"), 2),
+        read_at(3, 40, 50, v("b"), 2),
+    ];
+    assert!(matches!(verdict(&h), Verdict::NotLinearizable(_)));
+    let h = vec![
+        write_at(1, "a", 0, 10, 1),
+        swap(2, v("a"), "b", 20, true, v("b"), 2),
+        swap(3, v("a"), "c", 40, false, v("b"), 2),
+        read_at(3, 60, 70, v("b"), 2),
+    ];
+    assert_eq!(verdict(&h), Verdict::Linearizable);
+}
+
+/// Transactions are a compare-and-set register whose reply shows the key after them.
+#[test]
+fn transactions_are_compare_and_set_registers() {
+    let txn = |p, e: Option<Value>, n: &str, t, ok, after: Option<Value>, version| {
+        Op::txn(p, "k", e, n, t, t + 10, ok).with_outcome(Outcome::Ok(Reply::SwapVersioned {
+            succeeded: ok,
+            value: after,
+            version,
+        }))
+    };
+    let good = vec![
+        txn(1, None, "a", 0, true, v("a"), 1),
+        txn(2, None, "b", 20, false, v("a"), 1),
+        txn(2, v("a"), "c", 40, true, v("c"), 2),
+        read_at(3, 60, 70, v("c"), 2),
+    ];
+    assert_eq!(verdict(&good), Verdict::Linearizable);
+    // The get after the put saw another value: the transaction was not atomic.
+    let torn = vec![txn(1, None, "a", 0, true, v("z"), 1)];
+    assert!(matches!(verdict(&torn), Verdict::NotLinearizable(_)));
+    // A failed compare reporting a value the key did not have then.
+    let wrong = vec![txn(1, None, "a", 0, true, v("a"), 1), txn(2, v("x"), "b", 20, false, None, 0)];
+    assert!(matches!(verdict(&wrong), Verdict::NotLinearizable(_)));
+    // A compare that held although the key had another value.
+    let h = vec![Op::write(1, "k", "a", 0, 10), Op::txn(2, "k", v("x"), "b", 20, 30, true)];
+    assert!(matches!(verdict(&h), Verdict::NotLinearizable(_)));
+    assert!(Op::txn(2, "k", v("x"), "b", 20, 30, true).acknowledged_write());
+}
+
 // ---- property tests ----
 
 /// A generated operation before results: kind, process, invoke, linearization point, completion.
@@ -212,32 +329,37 @@ struct Planned {
 }
 
 fn planned() -> impl Strategy<Value = Planned> {
-    (0u8..3, 0u8..4, 0u64..200, 0u64..40, 0u64..40, 0u8..10).prop_map(|(kind, arg, invoke, d1, d2, fate)| {
+    (0u8..4, 0u8..4, 0u64..200, 0u64..40, 0u64..40, 0u8..10).prop_map(|(kind, arg, invoke, d1, d2, fate)| {
         Planned { kind, arg, invoke, lin: invoke + d1, complete: invoke + d1 + d2, fate }
     })
 }
 
 /// Runs planned operations against a real register, in the order of their linearization points:
 /// the history a correct system produces. fate 0: failed (no effect); 1: unknown and took effect;
-/// 2: unknown without effect; else ok.
-fn real_register(plan: &[Planned]) -> Vec<Op> {
+/// 2: unknown without effect; else ok. Kind 3 is a transaction. With `versioned`, replies report the
+/// key's version as Drakkar's do.
+fn real_register(plan: &[Planned], versioned: bool) -> Vec<Op> {
     let mut order: Vec<usize> = (0..plan.len()).collect();
     order.sort_by_key(|&i| (plan[i].lin, i));
     let mut state: Option<Value> = None;
+    let mut version = 0u64;
     let mut ops = vec![None; plan.len()];
     for i in order {
         let p = &plan[i];
         let effect = !matches!(p.fate, 0 | 2);
         let (kind, reply) = match p.kind {
+            0 if versioned => (OpKind::Read, Reply::ReadVersioned { value: state.clone(), version }),
             0 => (OpKind::Read, Reply::Read(state.clone())),
             1 => {
                 let value = format!("w{i}").into_bytes();
                 if effect {
                     state = Some(value.clone());
+                    version += 1;
                 }
-                (OpKind::Write { value }, Reply::Written)
+                let reply = if versioned { Reply::WrittenVersioned { version } } else { Reply::Written };
+                (OpKind::Write { value }, reply)
             }
-            _ => {
+            k => {
                 // Compare with the current value half of the time, with another value otherwise.
                 let expected =
                     if p.arg.is_multiple_of(2) { state.clone() } else { v(&format!("w{}", p.arg)) };
@@ -245,8 +367,15 @@ fn real_register(plan: &[Planned]) -> Vec<Op> {
                 let new = format!("c{i}").into_bytes();
                 if ok && effect {
                     state = Some(new.clone());
+                    version += 1;
                 }
-                (OpKind::Cas { expected, new }, Reply::Cas(ok))
+                let reply = if versioned {
+                    Reply::SwapVersioned { succeeded: ok, value: state.clone(), version }
+                } else {
+                    Reply::Cas(ok)
+                };
+                let kind = if k == 2 { OpKind::Cas { expected, new } } else { OpKind::Txn { expected, new } };
+                (kind, reply)
             }
         };
         let outcome = match p.fate {
@@ -273,14 +402,17 @@ fn brute_force(ops: &[Op]) -> bool {
                 None => true,
             })
             .collect();
-        if permutations_fit(&ops, &chosen, &mut Vec::new(), None) {
+        if permutations_fit(&ops, &chosen, &mut Vec::new(), (None, 0)) {
             return true;
         }
     }
     false
 }
 
-fn permutations_fit(ops: &[&Op], left: &[usize], placed: &mut Vec<usize>, state: Option<Value>) -> bool {
+/// The register's state in the brute force: value and version.
+type BruteState = (Option<Value>, u64);
+
+fn permutations_fit(ops: &[&Op], left: &[usize], placed: &mut Vec<usize>, state: BruteState) -> bool {
     if left.is_empty() {
         return true;
     }
@@ -290,21 +422,7 @@ fn permutations_fit(ops: &[&Op], left: &[usize], placed: &mut Vec<usize>, state:
         if blocked {
             continue;
         }
-        let next = match (&ops[i].kind, &ops[i].outcome) {
-            (OpKind::Read, Outcome::Ok(Reply::Read(r))) => (r == &state).then(|| state.clone()),
-            (OpKind::Read, _) => Some(state.clone()),
-            (OpKind::Write { value }, _) => Some(Some(value.clone())),
-            (OpKind::Cas { expected, new }, Outcome::Ok(Reply::Cas(true))) => {
-                (expected == &state).then(|| Some(new.clone()))
-            }
-            (OpKind::Cas { expected, .. }, Outcome::Ok(Reply::Cas(false))) => {
-                (expected != &state).then(|| state.clone())
-            }
-            (OpKind::Cas { expected, new }, _) => {
-                Some(if expected == &state { Some(new.clone()) } else { state.clone() })
-            }
-        };
-        if let Some(next) = next {
+        if let Some(next) = brute_step(ops[i], &state) {
             let rest: Vec<usize> =
                 left.iter().enumerate().filter(|&(p, _)| p != pos).map(|(_, &j)| j).collect();
             placed.push(i);
@@ -317,18 +435,62 @@ fn permutations_fit(ops: &[&Op], left: &[usize], placed: &mut Vec<usize>, state:
     false
 }
 
-/// Random small histories with arbitrary results, mostly wrong.
-fn arbitrary_op() -> impl Strategy<Value = Op> {
-    (0u8..3, 0u8..3, 0u8..3, any::<bool>(), 0u64..30, 0u64..15, 0u8..8).prop_map(
-        |(kind, a, b, flag, invoke, len, fate)| {
+/// The register's semantics, written independently of the checker's: the state after `op`, if its
+/// reply is possible in `state`.
+fn brute_step(op: &Op, (value, version): &BruteState) -> Option<BruteState> {
+    let put = |v: &Value| (Some(v.clone()), version + 1);
+    let reply = match &op.outcome {
+        Outcome::Ok(r) => Some(r),
+        _ => None,
+    };
+    match &op.kind {
+        OpKind::Read => match reply {
+            Some(Reply::Read(r)) => (r == value).then(|| (value.clone(), *version)),
+            Some(Reply::ReadVersioned { value: r, version: rv }) => {
+                (r == value && rv == version).then(|| (value.clone(), *version))
+            }
+            _ => Some((value.clone(), *version)),
+        },
+        OpKind::Write { value: w } => match reply {
+            Some(Reply::WrittenVersioned { version: rv }) => (*rv == version + 1).then(|| put(w)),
+            _ => Some(put(w)),
+        },
+        OpKind::Cas { expected, new } | OpKind::Txn { expected, new } => {
+            let holds = expected == value;
+            let after = if holds { put(new) } else { (value.clone(), *version) };
+            match reply {
+                None => Some(after),
+                Some(Reply::Cas(b)) => (*b == holds).then_some(after),
+                Some(Reply::SwapVersioned { succeeded, value: rv, version: rver }) => {
+                    (*succeeded == holds && (rv, rver) == (&after.0, &after.1)).then_some(after)
+                }
+                Some(_) => None,
+            }
+        }
+    }
+}
+
+/// Random small histories with arbitrary results, mostly wrong; with `versioned`, replies report
+/// small arbitrary versions too.
+fn arbitrary_op(versioned: bool) -> impl Strategy<Value = Op> {
+    (0u8..4, 0u8..3, 0u8..3, any::<bool>(), 0u64..30, 0u64..15, 0u8..8, 0u64..4).prop_map(
+        move |(kind, a, b, flag, invoke, len, fate, version)| {
             let val = |x: u8| if x == 0 { None } else { v(&format!("{x}")) };
+            let new = format!("{}", b + 1).into_bytes();
+            let swap = if versioned {
+                // Mostly consistent with the compare's result, so that some histories pass.
+                let value = if flag { Some(new.clone()) } else { val(a) };
+                Reply::SwapVersioned { succeeded: flag, value, version }
+            } else {
+                Reply::Cas(flag)
+            };
             let (kind, reply) = match kind {
+                0 if versioned => (OpKind::Read, Reply::ReadVersioned { value: val(a), version }),
                 0 => (OpKind::Read, Reply::Read(val(a))),
-                1 => (OpKind::Write { value: format!("{}", b + 1).into_bytes() }, Reply::Written),
-                _ => (
-                    OpKind::Cas { expected: val(a), new: format!("{}", b + 1).into_bytes() },
-                    Reply::Cas(flag),
-                ),
+                1 if versioned => (OpKind::Write { value: new }, Reply::WrittenVersioned { version }),
+                1 => (OpKind::Write { value: new }, Reply::Written),
+                2 => (OpKind::Cas { expected: val(a), new }, swap),
+                _ => (OpKind::Txn { expected: val(a), new }, swap),
             };
             let outcome = match fate {
                 0 => Outcome::Unknown,
@@ -347,14 +509,14 @@ proptest! {
     /// Whatever a real register does, in any interleaving, with failed and unknown operations: linearizable.
     #[test]
     fn histories_of_a_real_register_are_linearizable(plan in prop::collection::vec(planned(), 0..40)) {
-        let h = real_register(&plan);
+        let h = real_register(&plan, false);
         prop_assert_eq!(verdict(&h), Verdict::Linearizable);
     }
 
     /// The same history with one ok read changed to a value nobody wrote: not linearizable.
     #[test]
     fn a_corrupted_read_is_caught(plan in prop::collection::vec(planned(), 1..20), which in any::<prop::sample::Index>()) {
-        let mut h = real_register(&plan);
+        let mut h = real_register(&plan, false);
         let reads: Vec<usize> = (0..h.len()).filter(|&i| matches!(h[i].outcome, Outcome::Ok(Reply::Read(_)))).collect();
         prop_assume!(!reads.is_empty());
         let i = reads[which.index(reads.len())];
@@ -366,9 +528,28 @@ proptest! {
     /// Small arbitrary histories: the checker agrees with brute force, and a counterexample is itself
     /// not linearizable.
     #[test]
-    fn agrees_with_brute_force(h in prop::collection::vec(arbitrary_op(), 0..7)) {
-        let expected = brute_force(&h);
-        match verdict(&h) {
+    fn agrees_with_brute_force(h in prop::collection::vec(arbitrary_op(false), 0..7)) {
+        agree_with_brute_force(&h)?;
+    }
+
+    /// The same with versions, compare-and-swaps and transactions reporting the key after them.
+    #[test]
+    fn agrees_with_brute_force_on_versions(h in prop::collection::vec(arbitrary_op(true), 0..7)) {
+        agree_with_brute_force(&h)?;
+    }
+
+    /// A real register whose replies report versions, with transactions: linearizable.
+    #[test]
+    fn histories_of_a_real_versioned_register_are_linearizable(plan in prop::collection::vec(planned(), 0..40)) {
+        let h = real_register(&plan, true);
+        prop_assert_eq!(verdict(&h), Verdict::Linearizable);
+    }
+}
+
+fn agree_with_brute_force(h: &[Op]) -> Result<(), TestCaseError> {
+    {
+        let expected = brute_force(h);
+        match verdict(h) {
             Verdict::Linearizable => prop_assert!(expected, "checker said linearizable"),
             Verdict::NotLinearizable(c) => {
                 prop_assert!(!expected, "checker said not linearizable:\n{}", c);
@@ -377,4 +558,5 @@ proptest! {
             Verdict::Unknown(why) => prop_assert!(false, "unknown: {}", why),
         }
     }
+    Ok(())
 }

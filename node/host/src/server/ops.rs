@@ -53,9 +53,10 @@ impl ServerState {
     }
 
     /// Routes a request on `group`; `kv`: it needs the built-in KV state machine. A witness replica holds
-    /// no data: a node whose replica is one routes like a node without a replica.
+    /// no data: a node whose replica is one routes like a node without a replica, and so does a node
+    /// whose joining replica has not applied its own addition yet (it may turn out a witness).
     pub(super) fn route(&self, group: GroupId, kv: bool, call: &Call) -> Result<Route, Status> {
-        if matches!(self.host.is_witness(group), Ok(false)) {
+        if matches!(self.host.serves_data(group), Ok(true)) {
             if kv && self.kv_kind(group).is_none() {
                 return Err(with_reason(
                     Code::FailedPrecondition,
