@@ -32,7 +32,8 @@ def main() -> None:
         )
     else:
         rel = config.uninstall(release, wait="watcher", timeout=180)
-    info = rel.get("info") if isinstance(rel, dict) else None
+    rel = rel.get("release", rel) if isinstance(rel, dict) else {}
+    info = rel.get("info")
     status = info.get("status") if isinstance(info, dict) else info
     json.dump({"name": release, "namespace": namespace, "version": rel.get("version"), "status": status},
               sys.stdout)
