@@ -186,3 +186,92 @@ fn disk_full() {
     );
     assert!(faults.iter().all(|f| f["errors"].as_array().unwrap().is_empty()), "{r}");
 }
+
+/// Whether the network-namespace nemeses can run here: they need root (CI runs as root).
+fn netns_possible() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|u| u.split_whitespace().nth(1)) == Some("0")
+    });
+    if !root {
+        eprintln!("SKIPPED: --netns needs root to create network namespaces and iptables rules");
+    }
+    root
+}
+
+/// `drakkar check --local --netns --nemesis <nemesis>` (two faults, 2 s each) with the recovery bound:
+/// linearizable, every fault applied and healed without errors, every node serving again within
+/// `MAX_RECOVERY` of every heal.
+fn check_netns(nemesis: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let r = check(nemesis, "8s", &["--netns", "--max-recovery", MAX_RECOVERY], dir.path());
+    assert_eq!(faults_of(&r, nemesis), 2, "{r}");
+    for f in r["faults"].as_array().unwrap() {
+        assert!(f["errors"].as_array().unwrap().is_empty(), "{f}");
+        for n in f["recovery"].as_array().unwrap() {
+            let ms = n["recovered_ms"].as_f64().unwrap_or_else(|| panic!("not recovered: {f}"));
+            assert!(ms <= 3000.0, "{f}");
+        }
+    }
+    assert!(r["recovery_failures"].as_array().unwrap().is_empty(), "{r}");
+    r
+}
+
+/// Every packet between a node and its peers dropped (no resets); clients still reach it.
+#[test]
+fn netns_silent_partition() {
+    if netns_possible() {
+        check_netns("silent-partition");
+    }
+}
+
+/// Every packet to and from a node dropped, the clients' too.
+#[test]
+fn netns_isolate() {
+    if netns_possible() {
+        check_netns("isolate");
+    }
+}
+
+/// The peers' packets to a node dropped.
+#[test]
+fn netns_one_way_in() {
+    if netns_possible() {
+        check_netns("one-way-in");
+    }
+}
+
+/// A node's packets to its peers dropped.
+#[test]
+fn netns_one_way_out() {
+    if netns_possible() {
+        check_netns("one-way-out");
+    }
+}
+
+/// A kill or a pause on one node and a network fault on another, at once: the third node alone has no
+/// quorum until both are healed.
+#[test]
+fn netns_double() {
+    if !netns_possible() {
+        return;
+    }
+    let r = check_netns("double");
+    for f in r["faults"].as_array().unwrap() {
+        let (target, node) = (f["target"].as_str().unwrap(), f["node"].as_str().unwrap());
+        assert!(target.contains(" + ") && node.contains('+'), "two nodes hit: {f}");
+        let nodes: Vec<&str> = node.split('+').collect();
+        assert_ne!(nodes[0], nodes[1], "{f}");
+    }
+}
+
+/// The packet-filter nemeses refuse to run without namespaces, before starting anything.
+#[test]
+fn network_nemeses_need_netns() {
+    let out = Command::new(drakkar_bin())
+        .args(["check", "--local", "--nemesis", "one-way-in", "--time", "1s"])
+        .output()
+        .expect("running drakkar check");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("add --netns"), "{err}");
+}

@@ -156,12 +156,6 @@ pub async fn run(a: CheckArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let seed = a.seed.unwrap_or_else(now_seed);
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("drakkar-check-{}", now_seed() / 1_000_000_000)));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let kinds = Nemesis::expand(&a.nemesis, a.netns);
     if !a.local && (!kinds.is_empty() || a.netns) {
         bail!("--nemesis and --netns need --local: faults are injected into a cluster this command started");
@@ -172,6 +166,12 @@ pub async fn run(a: CheckArgs) -> Result<()> {
     if a.netns {
         crate::netns::preflight()?;
     }
+    let seed = a.seed.unwrap_or_else(now_seed);
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("drakkar-check-{}", now_seed() / 1_000_000_000)));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
     // The cluster: started here, or given.
     let (cluster, base_cfg) = if a.local {
