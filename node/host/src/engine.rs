@@ -612,6 +612,7 @@ impl StepWorker {
                 if old != leader {
                     let term = rd.hard_state.map_or(Term(g.shared.term.load(Ordering::Acquire)), |h| h.term);
                     self.bus.emit(Event::LeaderChanged { group: gid, leader: ss.leader, term });
+                    tracing::debug!(group = gid.0, leader, old, term = term.0, role = ?ss.role, "leader changed");
                     if old != 0 {
                         fail_reads(&g.shared, gid);
                     }
