@@ -8,10 +8,10 @@
 //!                     └─ ...
 //! ```
 //!
-//! - Addresses come from 198.19.0.0/16 (RFC 2544 benchmarking space, routed nowhere), one /24 per
-//!   topology: `N` is 1 to 254, skipping 18 (198.18.0.0/24 is the Kubernetes harness's) and any /24 a
-//!   route of the host already covers. Creating the bridge `dkcN` claims `N`, so concurrent runs (tests
-//!   run in parallel) never share one.
+//! - Addresses come from 198.19.0.0/16 (RFC 2544 benchmarking space, routed nowhere; the other half,
+//!   198.18.0.0/16, holds the Kubernetes harness's 198.18.0.0/24), one /24 per topology: `N` is 1 to
+//!   254, skipping any /24 a route of the host overlaps. Creating the bridge `dkcN` claims `N`, so
+//!   concurrent runs (tests run in parallel) never share one.
 //! - Faults are rules in a chain of its own (`drakkar-check`, jumped to from `INPUT`) in the namespace
 //!   that *receives* the packets. Dropping on receipt keeps every fault silent to the sender: a packet
 //!   dropped in a sender's `OUTPUT` would fail its `connect()` with `EPERM` at once, which no real network
@@ -137,21 +137,48 @@ fn routed_subnets() -> Result<Vec<u8>, NetnsError> {
         .args(["-4", "route", "show", "table", "all"])
         .output()
         .map_err(|e| NetnsError::Command { command: "ip -4 route".into(), output: e.to_string() })?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(taken_subnets(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The third octets `N` of the 198.19.N.0/24 that the routes of `ip -4 route` output overlap. A route's
+/// destination is its first word after an optional type (`local`, `broadcast`, ...); `default` covers
+/// nothing here (it is how every address not routed elsewhere leaves).
+fn taken_subnets(routes: &str) -> Vec<u8> {
+    let base = u32::from_be_bytes([PREFIX[0], PREFIX[1], 0, 0]);
     let mut taken = Vec::new();
-    for dest in text.lines().filter_map(|l| l.split_whitespace().find(|w| w.starts_with("198."))) {
+    for line in routes.lines() {
+        let mut words = line.split_whitespace();
+        let mut dest = words.next().unwrap_or("");
+        if matches!(
+            dest,
+            "unicast"
+                | "local"
+                | "broadcast"
+                | "multicast"
+                | "blackhole"
+                | "unreachable"
+                | "prohibit"
+                | "throw"
+        ) {
+            dest = words.next().unwrap_or("");
+        }
         let (addr, len) = dest.split_once('/').unwrap_or((dest, "32"));
         let (Ok(addr), Ok(len)) = (addr.parse::<Ipv4Addr>(), len.parse::<u32>()) else { continue };
-        let o = addr.octets();
-        if len <= 16 && o[0] == 198 && (len < 16 || o[1] == 19) && (len >= 8 || o[1] & 0xfe == 18) {
-            // A route covering the whole /16 (or more): nothing is free.
-            return Ok((1..=254).collect());
+        if len > 32 {
+            continue;
         }
-        if o[0] == PREFIX[0] && o[1] == PREFIX[1] {
-            taken.push(o[2]);
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+        let net = u32::from(addr) & mask;
+        // The /24s of 198.19.0.0/16 this route overlaps.
+        for n in 0..=255u32 {
+            let sub = base | (n << 8);
+            let overlaps = if len <= 24 { sub & mask == net } else { net & 0xffff_ff00 == sub };
+            if overlaps && !taken.contains(&(n as u8)) {
+                taken.push(n as u8);
+            }
         }
     }
-    Ok(taken)
+    taken
 }
 
 impl Topology {
@@ -171,7 +198,7 @@ impl Topology {
         let mut claimed = None;
         for k in 0..254usize {
             let n = (1 + (seed + k) % 254) as u8;
-            if n == 18 || taken.contains(&n) {
+            if taken.contains(&n) {
                 continue;
             }
             let bridge = format!("dkc{n}");
@@ -415,6 +442,22 @@ mod tests {
             .skip(2)
             .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
             .sum()
+    }
+
+    #[test]
+    fn routes_that_overlap_a_subnet_take_it() {
+        let routes = "default via 10.0.0.1 dev eth0\n\
+                      10.0.0.0/24 dev eth0 proto kernel scope link src 10.0.0.5\n\
+                      198.19.7.0/24 dev dkc7 proto kernel scope link src 198.19.7.1\n\
+                      local 198.19.9.1 dev dkc9 table local proto kernel scope host src 198.19.9.1\n\
+                      198.19.32.0/22 via 10.0.0.9 dev eth0\n\
+                      198.18.0.0/24 dev k8s0\n";
+        let mut t = taken_subnets(routes);
+        t.sort_unstable();
+        assert_eq!(t, [7, 9, 32, 33, 34, 35]);
+        // A route covering the whole range (or more) takes every subnet.
+        assert_eq!(taken_subnets("198.16.0.0/12 via 10.0.0.1 dev eth0").len(), 256);
+        assert!(taken_subnets("198.20.0.0/16 dev x\nblackhole 198.18.5.0/24").is_empty());
     }
 
     #[test]
