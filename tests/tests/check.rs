@@ -232,3 +232,104 @@ fn every_workload_under_kills_and_pauses() {
     assert!(ok.iter().all(|o| o["version"].is_u64()), "an answer without a version");
     assert!(ops.iter().any(|o| o["workload"] == "retries" && o["node"] == "any"));
 }
+
+/// Whether the network-namespace nemeses can run here: they need root (CI runs as root).
+fn netns_possible() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|u| u.split_whitespace().nth(1)) == Some("0")
+    });
+    if !root {
+        eprintln!("SKIPPED: --netns needs root to create network namespaces and iptables rules");
+    }
+    root
+}
+
+/// `drakkar check --local --netns --nemesis <nemesis> --time <time>` (`faults` faults of 2 s each) with
+/// the recovery bound `max_recovery` (e.g. "3s"): linearizable, every fault applied and healed without
+/// errors, every node serving again within the bound after every heal.
+fn check_netns(nemesis: &str, time: &str, faults: usize, max_recovery: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let r = check(nemesis, time, &["--netns", "--max-recovery", max_recovery], dir.path());
+    assert_eq!(faults_of(&r, nemesis), faults, "{r}");
+    let max_ms = drakkar_check_duration_ms(max_recovery);
+    assert_eq!(r["max_recovery_ms"].as_f64(), Some(max_ms), "{r}");
+    for f in r["faults"].as_array().unwrap() {
+        assert!(f["errors"].as_array().unwrap().is_empty(), "{f}");
+        for n in f["recovery"].as_array().unwrap() {
+            let ms = n["recovered_ms"].as_f64().unwrap_or_else(|| panic!("not recovered: {f}"));
+            assert!(ms <= max_ms, "{f}");
+        }
+    }
+    assert!(r["recovery_failures"].as_array().unwrap().is_empty(), "{r}");
+    r
+}
+
+/// Milliseconds of a whole number of seconds, `3s`.
+fn drakkar_check_duration_ms(d: &str) -> f64 {
+    let secs: f64 = d.strip_suffix('s').and_then(|s| s.parse().ok()).expect("a duration in seconds");
+    secs * 1e3
+}
+
+/// Every packet between a node and its peers dropped (no resets); clients still reach it.
+#[test]
+fn netns_silent_partition() {
+    if netns_possible() {
+        check_netns("silent-partition", "8s", 2, MAX_RECOVERY);
+    }
+}
+
+/// Every packet to and from a node dropped, the clients' too.
+#[test]
+fn netns_isolate() {
+    if netns_possible() {
+        check_netns("isolate", "8s", 2, MAX_RECOVERY);
+    }
+}
+
+/// The peers' packets to a node dropped.
+#[test]
+fn netns_one_way_in() {
+    if netns_possible() {
+        check_netns("one-way-in", "8s", 2, MAX_RECOVERY);
+    }
+}
+
+/// A node's packets to its peers dropped.
+#[test]
+fn netns_one_way_out() {
+    if netns_possible() {
+        check_netns("one-way-out", "8s", 2, MAX_RECOVERY);
+    }
+}
+
+/// A kill or a pause on one node and a network fault on another, at once: the third node alone has no
+/// quorum until both are healed. Three faults (11 s) so that enough operations succeed between them.
+/// The bound is 10 s, not 3: every group must elect a leader again after the heal, and a rejoining
+/// follower can flap between follower and pre-candidate for seconds on a loaded machine, a known gap
+/// (docs/reliability.md, "Measured recovery with --netns"): at load 20 on 2 cores about one run in
+/// four took over 3 s, once 6.8 s (a paused node). Tighten it to `MAX_RECOVERY` once that is fixed.
+#[test]
+fn netns_double() {
+    if !netns_possible() {
+        return;
+    }
+    let r = check_netns("double", "11s", 3, "10s");
+    for f in r["faults"].as_array().unwrap() {
+        let (target, node) = (f["target"].as_str().unwrap(), f["node"].as_str().unwrap());
+        assert!(target.contains(" + ") && node.contains('+'), "two nodes hit: {f}");
+        let nodes: Vec<&str> = node.split('+').collect();
+        assert_ne!(nodes[0], nodes[1], "{f}");
+    }
+}
+
+/// The packet-filter nemeses refuse to run without namespaces, before starting anything.
+#[test]
+fn network_nemeses_need_netns() {
+    let out = Command::new(drakkar_bin())
+        .args(["check", "--local", "--nemesis", "one-way-in", "--time", "1s"])
+        .output()
+        .expect("running drakkar check");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("add --netns"), "{err}");
+}

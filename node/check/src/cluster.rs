@@ -11,6 +11,12 @@
 //! address and Prometheus metrics URL. For the disk-full nemesis each node's data directory is its own
 //! small tmpfs (mounted here, which needs root; unmounted when the cluster is dropped), so filling one
 //! node's disk is quick and touches nothing else.
+//!
+//! With [`LocalOptions::netns`] (root), each node runs in its own network namespace instead
+//! ([`crate::netns`]): it listens on its own address (`198.19.N.11`, `.12`, ...; port 7100, metrics
+//! 9100), its certificate names that address, there are no proxies, and network faults are packet
+//! filters ([`LocalCluster::net_fault`]). The namespaces and the bridge are removed when the cluster is
+//! dropped, after its processes are killed.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +27,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use drakkar_client::{Client, ClientConfig, pb, tls};
 
+use crate::netns::{NetFault, Topology};
 use crate::proxy::{NodeProxy, Pids};
 
 /// What to start.
@@ -49,7 +56,15 @@ pub struct LocalOptions {
     /// Start a replica node (after the spare, never faulted) that [`LocalCluster::add_replica_roles`]
     /// gives a non-voter and a witness replica, for the `replicas` workload.
     pub replica_node: bool,
+    /// Run each node in its own network namespace (needs root; see [`crate::netns`]). Takes the place
+    /// of the proxies: partitions are then packet filters.
+    pub netns: bool,
 }
+
+/// A node's client port inside its own network namespace.
+const NETNS_PORT: u16 = 7100;
+/// A node's metrics port inside its own network namespace.
+const NETNS_METRICS_PORT: u16 = 9100;
 
 struct NodeProc {
     name: String,
@@ -57,6 +72,8 @@ struct NodeProc {
     addr: SocketAddr,
     args: Vec<String>,
     log: PathBuf,
+    /// The network namespace it runs in, if any.
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -67,7 +84,15 @@ impl NodeProc {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
-        let mut cmd = Command::new(exe);
+        let mut cmd = match &self.netns {
+            // `ip netns exec` executes the program in place: the child's id is the node's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
         cmd.args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
@@ -136,6 +161,8 @@ pub struct LocalCluster {
     pids: Pids,
     /// tmpfs mounts made here, unmounted on drop.
     mounts: Vec<PathBuf>,
+    /// The namespaces of the nodes (with `netns`); dropped after the processes are killed.
+    topology: Option<Topology>,
 }
 
 /// A proxy in front of `target` whose own port is none of `ports` (which the nodes are about to bind).
@@ -166,35 +193,47 @@ impl LocalCluster {
         std::fs::create_dir_all(&opts.dir).with_context(|| format!("creating {}", opts.dir.display()))?;
         let certs = opts.dir.join("certs");
         let total = opts.nodes + usize::from(opts.spare) + usize::from(opts.replica_node);
-        let out = Command::new(&opts.exe)
-            .args(["cert", "dev", "--out"])
-            .arg(&certs)
-            .args(["--nodes", &total.to_string()])
-            .output()
-            .context("running `drakkar cert dev`")?;
-        if !out.status.success() {
-            bail!("`drakkar cert dev` failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        // Client ports, then metrics ports.
-        let ports = free_addrs(2 * total)?;
-        let (addrs, metrics_addrs) = ports.split_at(total);
+        let topology = if opts.netns { Some(Topology::create(total)?) } else { None };
+        let (ports, metrics_addrs) = match &topology {
+            Some(t) => {
+                issue_certs(&opts.exe, &certs, t)?;
+                let at = |port| (0..total).map(|i| SocketAddr::from((t.ip(i), port))).collect::<Vec<_>>();
+                (at(NETNS_PORT), at(NETNS_METRICS_PORT))
+            }
+            None => {
+                let out = Command::new(&opts.exe)
+                    .args(["cert", "dev", "--out"])
+                    .arg(&certs)
+                    .args(["--nodes", &total.to_string()])
+                    .output()
+                    .context("running `drakkar cert dev`")?;
+                if !out.status.success() {
+                    bail!("`drakkar cert dev` failed: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                // Client ports, then metrics ports.
+                let mut ports = free_addrs(2 * total)?;
+                let metrics = ports.split_off(total);
+                (ports, metrics)
+            }
+        };
+        let addrs = &ports[..];
         // The nodes, then this process (its clients may follow a leader hint to a proxy).
         let mut known = vec![None; total];
         known.push(Some(std::process::id()));
         let pids: Pids = Arc::new(std::sync::Mutex::new(known));
         let mut proxies = Vec::new();
-        for addr in addrs.iter().take(opts.nodes).filter(|_| opts.proxies) {
+        for addr in addrs.iter().take(opts.nodes).filter(|_| opts.proxies && !opts.netns) {
             // A proxy's own port must not be one the nodes are about to bind.
             let proxy = loop {
                 let p = NodeProxy::start(*addr, pids.clone()).await.context("starting a proxy")?;
-                if !ports.contains(&p.addr()) {
+                if !ports.contains(&p.addr()) && !metrics_addrs.contains(&p.addr()) {
                     break p;
                 }
             };
             proxies.push(proxy);
         }
         let replica_index = opts.nodes + usize::from(opts.spare);
-        let replica_proxy = match opts.proxies && opts.replica_node {
+        let replica_proxy = match opts.proxies && !opts.netns && opts.replica_node {
             true => Some(start_proxy(addrs[replica_index], &pids, &ports).await?),
             false => None,
         };
@@ -242,12 +281,13 @@ impl LocalCluster {
             args.extend(["--metrics-listen".to_string(), metrics.to_string()]);
             metrics_lines.push_str(&format!("{name} {addr} http://{metrics}/metrics\n"));
             let log = opts.dir.join(format!("{name}.log"));
-            nodes.push(NodeProc { name, data_dir, addr: *addr, args, log, child: None });
+            let netns = topology.as_ref().map(|t| t.namespace(i).to_string());
+            nodes.push(NodeProc { name, data_dir, addr: *addr, args, log, netns, child: None });
         }
         // Where to look while it runs: `name address metrics-url` per node.
         std::fs::write(opts.dir.join("nodes.txt"), metrics_lines).context("writing nodes.txt")?;
         let mut cluster =
-            LocalCluster { opts, certs, nodes, proxies, replica_proxy, pids, mounts: Vec::new() };
+            LocalCluster { opts, certs, nodes, proxies, replica_proxy, pids, mounts: Vec::new(), topology };
         if let Some(limit) = cluster.opts.disk_limit {
             cluster.mount_disks(limit)?;
         }
@@ -322,9 +362,16 @@ impl LocalCluster {
         self.nodes[i].signal("CONT")
     }
 
-    /// Cuts every link to and from founding node `i`: nothing reaches its proxy, and its connections to
-    /// the other nodes' proxies are closed.
-    pub fn isolate(&self, i: usize) {
+    /// Cuts every link to and from founding node `i`, with connection resets: nothing reaches its
+    /// proxy, and its connections to the other nodes' proxies are closed (with namespaces: TCP between
+    /// it and its peers refused with resets, [`NetFault::ResetPartition`]). Clients still reach it.
+    pub fn isolate(&self, i: usize) -> Result<()> {
+        if let Some(t) = &self.topology {
+            return Ok(t.apply(i, NetFault::ResetPartition)?);
+        }
+        if self.proxies.is_empty() {
+            bail!("the cluster was started without proxies: no partition possible");
+        }
         for (j, p) in self.proxies.iter().enumerate() {
             if j == i {
                 p.set_cut_all(true);
@@ -335,11 +382,29 @@ impl LocalCluster {
         if let Some(p) = &self.replica_proxy {
             p.set_cut_from(i, true);
         }
+        Ok(())
     }
 
-    /// Heals every link.
-    pub fn heal(&self) {
+    /// Applies a packet-filter fault to node `i` (needs [`LocalOptions::netns`]).
+    pub fn net_fault(&self, i: usize, fault: NetFault) -> Result<()> {
+        let Some(t) = &self.topology else {
+            bail!("{fault:?} needs the nodes in network namespaces (--netns)")
+        };
+        Ok(t.apply(i, fault)?)
+    }
+
+    /// Whether the nodes run in network namespaces.
+    pub fn netns(&self) -> bool {
+        self.topology.is_some()
+    }
+
+    /// Heals every link (the proxies' and the packet filters').
+    pub fn heal(&self) -> Result<()> {
         self.proxies.iter().chain(&self.replica_proxy).for_each(NodeProxy::heal);
+        if let Some(t) = &self.topology {
+            t.heal()?;
+        }
+        Ok(())
     }
 
     /// Connections through the proxies whose sender was neither a node nor this process (expected 0:
@@ -527,6 +592,31 @@ impl LocalCluster {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// A CA and, per node, a certificate naming its namespace address (and loopback), with `drakkar cert`.
+fn issue_certs(exe: &Path, certs: &Path, t: &Topology) -> Result<()> {
+    let drakkar = |args: &[String]| -> Result<()> {
+        let out = Command::new(exe).args(args).output().context("running `drakkar cert`")?;
+        if !out.status.success() {
+            bail!("`drakkar {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    };
+    let dir = certs.display().to_string();
+    drakkar(&["cert".into(), "ca".into(), "--out".into(), dir.clone()])?;
+    let n = t.nodes();
+    for (i, name) in (0..n).map(|i| (i, format!("node-{}", i + 1))).chain([(n, "client".to_string())]) {
+        let mut args: Vec<String> =
+            ["cert", "issue", "--ca-dir", &dir, "--name", &name].map(String::from).into();
+        if i < n {
+            args.extend(["--san".into(), format!("{},localhost,127.0.0.1", t.ip(i))]);
+        } else {
+            args.extend(["--kind".into(), "client".into()]);
+        }
+        drakkar(&args)?;
+    }
+    Ok(())
 }
 
 impl Drop for LocalCluster {

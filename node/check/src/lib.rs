@@ -19,6 +19,8 @@
 //!   node holding a non-voter and a witness replica), recording ok / fail / unknown.
 //! - [`nemesis`], [`cluster`], [`proxy`]: a local cluster of `drakkar serve` processes and the faults
 //!   injected into it (kill -9, SIGSTOP, partitions through per-link TCP proxies, membership changes).
+//! - [`netns`]: with `--netns`, each node in its own network namespace, and network faults as packets
+//!   dropped silently (iptables): silent and one-way partitions, a node isolated from everyone.
 //! - [`availability`]: how long each node takes to serve linearizable reads again after each fault is
 //!   healed (probed apart from the history), the windows in which operations on a node failed, and
 //!   the `--max-recovery` bound.
@@ -46,6 +48,8 @@ pub mod availability;
 pub mod cluster;
 #[cfg(feature = "runner")]
 pub mod nemesis;
+#[cfg(feature = "runner")]
+pub mod netns;
 #[cfg(feature = "runner")]
 pub mod proxy;
 #[cfg(feature = "runner")]

@@ -4,14 +4,24 @@
 //! |---|---|---|
 //! | `kill` | SIGKILL of a random founding node | restarting it on the same data directory |
 //! | `pause` | SIGSTOP of a random founding node (it stays connected but silent) | SIGCONT |
-//! | `partition` | every proxied link to and from a random founding node cut | healing the links |
+//! | `partition` | every link between a random founding node and its peers cut, connections reset (proxies; with `--netns`, TCP resets from iptables) | healing the links |
 //! | `membership` | a replica of a random group added on the spare node (as non-voter, then promoted) | removing it again (its id is never reused) |
 //! | `disk-full` | a random founding node's disk (its own tmpfs; needs root) filled until writes fail: the node must stop acknowledging, and exits | freeing the space and restarting the node if it exited |
+//! | `silent-partition` (`--netns`) | every packet between a random founding node and its peers dropped, both ways, no resets; clients still reach it | removing the filters |
+//! | `isolate` (`--netns`) | every packet to and from a random founding node dropped, clients' too | removing the filters |
+//! | `one-way-in` (`--netns`) | packets from the peers to a random founding node dropped (its own still arrive) | removing the filters |
+//! | `one-way-out` (`--netns`) | packets from a random founding node to its peers dropped (theirs still arrive) | removing the filters |
+//! | `double` | two faults at once on two different founding nodes: a process fault (kill or pause) on one, a network fault (with `--netns` one of the four above, else `partition`) on the other | both healed together |
 //!
 //! Faults take turns: a quiet period, then one fault held for a while, then healing, and so on until the
 //! run ends; every fault is recorded with its times for the report and the plot. From each heal every
 //! founding node is probed until it serves linearizable reads again ([`crate::availability`]), while
 //! the schedule goes on.
+//!
+//! Two faults at once: Jepsen composes nemesis packages whose schedules run independently, so faults of
+//! different kinds overlap by chance. Here faults take turns (each recovery is measured from its own
+//! heal), and `double` is the overlap made deliberate: with three nodes, a killed node and a partitioned
+//! one leave the third without a quorum, and both must come back once healed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +32,7 @@ use tokio::sync::Mutex;
 
 use crate::availability::{self, ProbeOptions, Recovery};
 use crate::cluster::LocalCluster;
+use crate::netns::NetFault;
 
 /// A kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
@@ -39,18 +50,42 @@ pub enum Nemesis {
     Membership,
     /// Fill a node's disk (needs root: each node gets a tmpfs). Not part of `all`.
     DiskFull,
-    /// Every fault above, in turn.
+    /// Drop every packet between a node and its peers, both ways (needs `--netns`).
+    SilentPartition,
+    /// Drop every packet to and from a node, clients' too (needs `--netns`).
+    Isolate,
+    /// Drop the packets from the peers to a node (needs `--netns`).
+    OneWayIn,
+    /// Drop the packets from a node to its peers (needs `--netns`).
+    OneWayOut,
+    /// A process fault on one node and a network fault on another, at once.
+    Double,
+    /// Every fault above, in turn (except `disk-full`; the network faults and `double` with `--netns`).
     All,
 }
 
 impl Nemesis {
-    /// The concrete fault kinds `list` stands for (`all` expanded, `none` dropped, no duplicates).
-    pub fn expand(list: &[Nemesis]) -> Vec<Nemesis> {
+    /// The concrete fault kinds `list` stands for (`all` expanded, `none` dropped, no duplicates); with
+    /// `netns`, `all` includes the packet-filter faults and `double`.
+    pub fn expand(list: &[Nemesis], netns: bool) -> Vec<Nemesis> {
+        const BASIC: [Nemesis; 4] = [Nemesis::Kill, Nemesis::Pause, Nemesis::Partition, Nemesis::Membership];
+        const NETNS: [Nemesis; 9] = [
+            Nemesis::Kill,
+            Nemesis::Pause,
+            Nemesis::Partition,
+            Nemesis::Membership,
+            Nemesis::SilentPartition,
+            Nemesis::Isolate,
+            Nemesis::OneWayIn,
+            Nemesis::OneWayOut,
+            Nemesis::Double,
+        ];
         let mut out: Vec<Nemesis> = Vec::new();
         for n in list {
             let add: &[Nemesis] = match n {
                 Nemesis::None => &[],
-                Nemesis::All => &[Nemesis::Kill, Nemesis::Pause, Nemesis::Partition, Nemesis::Membership],
+                Nemesis::All if netns => &NETNS,
+                Nemesis::All => &BASIC,
                 one => std::slice::from_ref(one),
             };
             for a in add {
@@ -71,19 +106,40 @@ impl Nemesis {
             Nemesis::Partition => "partition",
             Nemesis::Membership => "membership",
             Nemesis::DiskFull => "disk-full",
+            Nemesis::SilentPartition => "silent-partition",
+            Nemesis::Isolate => "isolate",
+            Nemesis::OneWayIn => "one-way-in",
+            Nemesis::OneWayOut => "one-way-out",
+            Nemesis::Double => "double",
             Nemesis::All => "all",
         }
+    }
+
+    /// The packet filter of a fault that needs network namespaces.
+    pub fn net_fault(self) -> Option<NetFault> {
+        match self {
+            Nemesis::SilentPartition => Some(NetFault::SilentPartition),
+            Nemesis::Isolate => Some(NetFault::Isolate),
+            Nemesis::OneWayIn => Some(NetFault::InboundCut),
+            Nemesis::OneWayOut => Some(NetFault::OutboundCut),
+            _ => None,
+        }
+    }
+
+    /// Whether the cluster needs cuttable links between nodes for it (proxies, or namespaces).
+    pub fn partitions(self) -> bool {
+        matches!(self, Nemesis::Partition | Nemesis::Double) || self.net_fault().is_some()
     }
 }
 
 /// One fault, as it happened.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Fault {
-    /// `kill`, `pause`, `partition` or `membership`.
+    /// The nemesis' name ([`Nemesis::name`]).
     pub kind: &'static str,
-    /// What it hit (`node-2`, `group 3 replica 101 on node-4`).
+    /// What it hit (`node-2`, `group 3 replica 101 on node-4`, `node-1 kill + node-3 isolate`).
     pub target: String,
-    /// The founding node it hit, if it hit one (not for `membership`).
+    /// The founding node it hit, if it hit one (not for `membership`; for `double`, both, `node-1+node-3`).
     pub node: Option<String>,
     /// When it started, in seconds since the start of the run.
     pub start_s: f64,
@@ -111,6 +167,8 @@ pub struct NemesisOptions {
     pub disk: bool,
     /// Probing of the nodes after each heal (`None`: not measured).
     pub probe: Option<Arc<ProbeOptions>>,
+    /// The nodes run in network namespaces (`double` then picks among the packet-filter faults).
+    pub netns: bool,
 }
 
 struct Rng(u64);
@@ -156,6 +214,7 @@ pub async fn run(
         let node_name = cluster.lock().await.name(node).to_string();
         let began = start.elapsed().as_secs_f64();
         let mut errors = Vec::new();
+        let mut double_node = None;
         let target = match kind {
             Nemesis::Kill => {
                 let mut c = cluster.lock().await;
@@ -178,10 +237,35 @@ pub async fn run(
                 node_name.clone()
             }
             Nemesis::Partition => {
-                cluster.lock().await.isolate(node);
+                if let Err(e) = cluster.lock().await.isolate(node) {
+                    errors.push(format!("partition: {e:#}"));
+                }
                 tokio::time::sleep(opts.hold).await;
-                cluster.lock().await.heal();
+                if let Err(e) = cluster.lock().await.heal() {
+                    errors.push(format!("heal: {e:#}"));
+                }
                 format!("{node_name} isolated")
+            }
+            Nemesis::SilentPartition | Nemesis::Isolate | Nemesis::OneWayIn | Nemesis::OneWayOut => {
+                let fault = kind.net_fault().unwrap_or(NetFault::SilentPartition);
+                if let Err(e) = cluster.lock().await.net_fault(node, fault) {
+                    errors.push(format!("{}: {e:#}", kind.name()));
+                }
+                tokio::time::sleep(opts.hold).await;
+                if let Err(e) = cluster.lock().await.heal() {
+                    errors.push(format!("heal: {e:#}"));
+                }
+                node_name.clone()
+            }
+            Nemesis::Double => {
+                let other = (node + 1 + rng.below(founding.max(2) - 1)) % founding.max(1);
+                let other_name = cluster.lock().await.name(other).to_string();
+                let process = if rng.below(2) == 0 { Nemesis::Kill } else { Nemesis::Pause };
+                let net =
+                    if opts.netns { DOUBLE_NET[rng.below(DOUBLE_NET.len())] } else { Nemesis::Partition };
+                double(&cluster, (node, process), (other, net), opts.hold, &mut errors).await;
+                double_node = Some(format!("{node_name}+{other_name}"));
+                format!("{node_name} {} + {other_name} {}", process.name(), net.name())
             }
             Nemesis::DiskFull => {
                 let name = &node_name;
@@ -237,7 +321,7 @@ pub async fn run(
         faults.push(Fault {
             kind: kind.name(),
             target,
-            node: (kind != Nemesis::Membership).then_some(node_name),
+            node: double_node.or_else(|| (kind != Nemesis::Membership).then_some(node_name)),
             start_s: began,
             end_s,
             errors,
@@ -251,6 +335,45 @@ pub async fn run(
         }
     }
     faults
+}
+
+/// The network faults `double` picks from with `--netns`.
+const DOUBLE_NET: [Nemesis; 4] =
+    [Nemesis::SilentPartition, Nemesis::Isolate, Nemesis::OneWayIn, Nemesis::OneWayOut];
+
+/// `double`: `process` (kill or pause) on one node and `net` on another, held for `hold`, then healed
+/// together (the network first, then the process restarted or resumed). Failures go to `errors`.
+async fn double(
+    cluster: &Mutex<LocalCluster>,
+    (p_node, process): (usize, Nemesis),
+    (n_node, net): (usize, Nemesis),
+    hold: Duration,
+    errors: &mut Vec<String>,
+) {
+    {
+        let mut c = cluster.lock().await;
+        let cut = match net.net_fault() {
+            Some(f) => c.net_fault(n_node, f),
+            None => c.isolate(n_node),
+        };
+        if let Err(e) = cut {
+            errors.push(format!("{}: {e:#}", net.name()));
+        }
+        if process == Nemesis::Kill {
+            c.kill(p_node);
+        } else if let Err(e) = c.pause(p_node) {
+            errors.push(format!("pause: {e:#}"));
+        }
+    }
+    tokio::time::sleep(hold).await;
+    let mut c = cluster.lock().await;
+    if let Err(e) = c.heal() {
+        errors.push(format!("heal: {e:#}"));
+    }
+    let back = if process == Nemesis::Kill { c.restart(p_node) } else { c.resume(p_node) };
+    if let Err(e) = back {
+        errors.push(format!("{}: {e:#}", if process == Nemesis::Kill { "restart" } else { "resume" }));
+    }
 }
 
 /// Adds replica `replica` of `group` on the spare node as a non-voter, promotes it, holds, removes it.
@@ -291,9 +414,26 @@ mod tests {
     #[test]
     fn all_expands_to_every_fault_once() {
         assert_eq!(
-            Nemesis::expand(&[Nemesis::Kill, Nemesis::All, Nemesis::None]),
+            Nemesis::expand(&[Nemesis::Kill, Nemesis::All, Nemesis::None], false),
             vec![Nemesis::Kill, Nemesis::Pause, Nemesis::Partition, Nemesis::Membership]
         );
-        assert!(Nemesis::expand(&[Nemesis::None]).is_empty());
+        assert!(Nemesis::expand(&[Nemesis::None], true).is_empty());
+        // With namespaces, `all` adds the packet-filter faults and `double`, each once.
+        let all = Nemesis::expand(&[Nemesis::OneWayIn, Nemesis::All], true);
+        assert_eq!(all.len(), 9, "{all:?}");
+        assert_eq!(&all[..2], &[Nemesis::OneWayIn, Nemesis::Kill]);
+        assert!(all.contains(&Nemesis::Double) && all.contains(&Nemesis::Isolate));
+        assert!(!all.contains(&Nemesis::DiskFull));
+    }
+
+    #[test]
+    fn network_faults_need_cuttable_links() {
+        for n in [Nemesis::SilentPartition, Nemesis::Isolate, Nemesis::OneWayIn, Nemesis::OneWayOut] {
+            assert!(n.net_fault().is_some() && n.partitions(), "{n:?}");
+        }
+        assert!(Nemesis::Partition.partitions() && Nemesis::Double.partitions());
+        assert!(!Nemesis::Kill.partitions() && Nemesis::Partition.net_fault().is_none());
+        // Every double picks a network fault that exists.
+        assert!(DOUBLE_NET.iter().all(|n| n.net_fault().is_some()));
     }
 }

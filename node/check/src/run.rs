@@ -122,6 +122,11 @@ pub struct CheckArgs {
     /// Raft tick of a local cluster, in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub local_tick_ms: u64,
+    /// Run each node of a local cluster in its own network namespace (needs root, `ip` and `iptables`):
+    /// partitions become packet filters, and the silent and one-way partitions, `isolate` and `double`
+    /// become available (and part of `--nemesis all`).
+    #[arg(long)]
+    pub netns: bool,
     /// Keep a local cluster's data, certificates and logs (in OUT/cluster).
     #[arg(long)]
     pub keep: bool,
@@ -163,16 +168,22 @@ pub async fn run(a: CheckArgs) -> Result<()> {
         }
         return Ok(());
     }
+    let kinds = Nemesis::expand(&a.nemesis, a.netns);
+    if !a.local && (!kinds.is_empty() || a.netns) {
+        bail!("--nemesis and --netns need --local: faults are injected into a cluster this command started");
+    }
+    if let Some(k) = kinds.iter().find(|k| k.net_fault().is_some()).filter(|_| !a.netns) {
+        bail!("--nemesis {} drops packets between nodes in network namespaces: add --netns (root)", k.name());
+    }
+    if a.netns {
+        crate::netns::preflight()?;
+    }
     let seed = a.seed.unwrap_or_else(now_seed);
     let out = a
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("drakkar-check-{}", now_seed() / 1_000_000_000)));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let kinds = Nemesis::expand(&a.nemesis);
-    if !a.local && !kinds.is_empty() {
-        bail!("--nemesis needs --local: faults are injected into a cluster this command started");
-    }
     let workloads = Workload::expand(&a.workload, a.local);
     if !a.local && workloads.contains(&Workload::Replicas) {
         bail!("--workload replicas needs --local: it adds a non-voter and a witness replica to the cluster");
@@ -194,9 +205,10 @@ pub async fn run(a: CheckArgs) -> Result<()> {
             state_machine: a.local_state_machine.clone(),
             tick_ms: a.local_tick_ms,
             spare: kinds.contains(&Nemesis::Membership),
-            proxies: kinds.contains(&Nemesis::Partition),
+            proxies: kinds.iter().any(|k| k.partitions()),
             disk_limit: kinds.contains(&Nemesis::DiskFull).then_some(DISK_LIMIT),
             replica_node: workloads.contains(&Workload::Replicas),
+            netns: a.netns,
         };
         eprintln!(
             "drakkar check: starting a local cluster of {} nodes in {}",
@@ -360,6 +372,7 @@ async fn run_on(
                 groups.clone(),
                 format!("drakkar-check/{seed:016x}/recovery-probe").into_bytes(),
             ))),
+            netns: a.netns,
         };
         tokio::spawn(nemesis::run(c, admin.clone(), nopts, start, end, seed ^ 0x5eed))
     });

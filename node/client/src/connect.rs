@@ -106,7 +106,7 @@ impl Connector {
             let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"));
             let mut stream = None;
             for addr in tokio::net::lookup_host((host.as_str(), port)).await? {
-                match TcpStream::connect(addr).await {
+                match tcp_connect(addr, SYN_RETRY).await {
                     Ok(s) => {
                         stream = Some(s);
                         break;
@@ -129,6 +129,34 @@ impl Connector {
         tokio::time::timeout(self.timeout, fut)
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {host}:{port}")))?
+    }
+}
+
+/// While a TCP connection attempt has no answer, another one starts this often. The kernel sends a
+/// dropped SYN again only after 1 s (then 3 s, ...): on a network that lost the first SYN and has just
+/// healed, a connection would wait that long. A SYN is answered by the peer's kernel, not its process,
+/// so on a working network an answer takes a round trip even when the peer is busy.
+pub const SYN_RETRY: Duration = Duration::from_millis(200);
+
+/// Connects to `addr`: a new attempt (a new SYN) every `retry` while none succeeded, earlier ones still
+/// waiting (a slow network still connects), the first connection wins and the others are dropped. An
+/// attempt that fails outright (refused, unreachable) fails the call at once.
+async fn tcp_connect(addr: std::net::SocketAddr, retry: Duration) -> io::Result<TcpStream> {
+    let mut attempts = tokio::task::JoinSet::new();
+    attempts.spawn(TcpStream::connect(addr));
+    let mut next = tokio::time::Instant::now() + retry;
+    loop {
+        tokio::select! {
+            done = attempts.join_next() => match done {
+                Some(Ok(r)) => return r,
+                Some(Err(e)) => return Err(io::Error::other(e)),
+                None => return Err(io::Error::other("no connection attempt left")),
+            },
+            _ = tokio::time::sleep_until(next) => {
+                attempts.spawn(TcpStream::connect(addr));
+                next += retry;
+            }
+        }
     }
 }
 
@@ -201,4 +229,63 @@ pub fn channel_with(
     keepalive: KeepAlive,
 ) -> Result<Channel, crate::ClientError> {
     Ok(self::endpoint(endpoint, keepalive)?.connect_with_connector_lazy(connector))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A listener whose accept queue is full: Linux then drops new SYNs silently, as a partitioned
+    /// network does, until the queue is drained. Returns it and the connections that fill it.
+    async fn full_listener() -> (tokio::net::TcpListener, std::net::SocketAddr, Vec<TcpStream>) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_millis(100), TcpStream::connect(addr)).await {
+                Ok(c) => held.push(c.unwrap()),
+                // No answer: the queue is full.
+                Err(_) => return (listener, addr, held),
+            }
+            assert!(held.len() < 64, "the accept queue never filled");
+        }
+    }
+
+    /// How long `tcp_connect` with `retry` takes when the SYNs are dropped until 50 ms after it starts.
+    async fn connect_after_heal(retry: Duration) -> Duration {
+        let (listener, addr, _held) = full_listener().await;
+        let started = Instant::now();
+        let connecting = tokio::spawn(tcp_connect(addr, retry));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Heal: drain the queue (and keep draining, for the retried SYNs).
+        let drain = tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            while let Ok((c, _)) = listener.accept().await {
+                accepted.push(c);
+            }
+        });
+        connecting.await.unwrap().expect("connected");
+        drain.abort();
+        started.elapsed()
+    }
+
+    #[tokio::test]
+    async fn a_dropped_syn_is_sent_again_within_the_retry_interval() {
+        // Without early retries the kernel resends the SYN after 1 s: the test can tell the difference.
+        let slow = connect_after_heal(Duration::from_secs(10)).await;
+        assert!(slow >= Duration::from_millis(900), "the first SYN was not dropped: {slow:?}");
+        let fast = connect_after_heal(SYN_RETRY).await;
+        assert!(fast < Duration::from_millis(800), "took {fast:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_fails_at_once() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let started = Instant::now();
+        assert!(tcp_connect(addr, SYN_RETRY).await.is_err());
+        assert!(started.elapsed() < SYN_RETRY, "{:?}", started.elapsed());
+    }
 }

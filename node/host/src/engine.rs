@@ -608,9 +608,14 @@ impl StepWorker {
                 let leader = ss.leader.map_or(0, |l| l.0);
                 let labels = crate::metrics::group_labels(gid.0);
                 self.metrics.group_leader.get_or_create(&labels).set(leader as i64);
-                if g.shared.leader.swap(leader, Ordering::AcqRel) != leader {
+                let old = g.shared.leader.swap(leader, Ordering::AcqRel);
+                if old != leader {
                     let term = rd.hard_state.map_or(Term(g.shared.term.load(Ordering::Acquire)), |h| h.term);
                     self.bus.emit(Event::LeaderChanged { group: gid, leader: ss.leader, term });
+                    tracing::debug!(group = gid.0, leader, old, term = term.0, role = ?ss.role, "leader changed");
+                    if old != 0 {
+                        fail_reads(&g.shared, gid);
+                    }
                 }
                 if ss.role == Role::Leader {
                     self.metrics.leader_changes.inc();
@@ -779,6 +784,25 @@ fn clone_err(e: &NodeError, group: GroupId) -> NodeError {
 fn fail_waiter_on(shared: Option<&GroupShared>, key: u64, e: NodeError) {
     if let Some(w) = shared.and_then(|s| s.take_waiter(key)) {
         w.fail(e);
+    }
+}
+
+/// Fails the linearizable reads waiting on this replica with `NoLeader`, after the leader it knew
+/// changed: their read-index requests went to (or were held by) that leader, which may never answer (it
+/// was killed, or deposed: a deposed leader drops its pending read-index requests). `NoLeader` is
+/// retried by [`crate::NodeHost::read`] at the next leader within the read's own deadline. Safe for any
+/// read, even one whose read index arrived meanwhile: a read changes nothing, and it is asked again.
+fn fail_reads(shared: &GroupShared, group: GroupId) {
+    let reads: Vec<Waiter> = match shared.waiters.lock() {
+        Ok(mut w) => {
+            let keys: Vec<u64> =
+                w.iter().filter(|(_, w)| matches!(w, Waiter::Read { .. })).map(|(k, _)| *k).collect();
+            keys.into_iter().filter_map(|k| w.remove(&k)).collect()
+        }
+        Err(_) => return,
+    };
+    for w in reads {
+        w.fail(NodeError::NoLeader { group });
     }
 }
 

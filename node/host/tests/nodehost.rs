@@ -367,3 +367,31 @@ async fn no_leader_fails_fast_when_the_host_is_told_to() {
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     h.close();
 }
+
+/// A linearizable read on a follower whose leader dies before answering its read-index request is
+/// asked again at the next leader, within the read's deadline, instead of waiting the deadline out (the
+/// request went to a leader that will never answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_sent_to_a_lost_leader_is_asked_again_at_the_next() {
+    let mut c = Cluster::new(3);
+    c.start_group(1, &[1, 2, 3], fast_group());
+    let l = c.leader(1).await;
+    let f = if l == 1 { 2 } else { 1 };
+    c.hosts[&f].propose(GroupId(1), Bytes::from_static(b"k=1"), T).await.unwrap();
+    // The follower knows the leader.
+    let deadline = std::time::Instant::now() + T;
+    while c.hosts[&f].leader(GroupId(1)).unwrap().map(|x| x.0.0) != Some(l) {
+        assert!(std::time::Instant::now() < deadline, "the follower never learned the leader");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The leader dies; the read's request goes to it at once (the follower still believes in it for an
+    // election timeout, 50 ms here).
+    c.hosts[&l].close();
+    c.hosts.remove(&l);
+    let started = std::time::Instant::now();
+    let timeout = Duration::from_secs(10);
+    let v = c.hosts[&f].read(GroupId(1), Bytes::from_static(b"k"), timeout).await.unwrap();
+    assert_eq!(v, Bytes::from_static(b"1"));
+    // A new leader is elected within a few election timeouts; the read must not wait for its deadline.
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+}

@@ -7,7 +7,7 @@
 //!   retransmits. Queued batches are merged before sending (batching per destination).
 //! - Dead connections are noticed within about 1.5 s: HTTP/2 keepalive PINGs after 500 ms without a frame
 //!   from the peer, answered within 1 s or the connection is closed ([`TransportConfig`]); a connection
-//!   attempt gives up after 1 s.
+//!   attempt gives up after 1 s, sending a new SYN every 200 ms while none is answered.
 //! - A broken stream is re-established with exponential backoff, 100 ms to 500 ms (plus up to 50 %
 //!   jitter), counted between the starts of attempts; messages queued while the peer is down are
 //!   discarded (they are stale by the time it is back). A sign of life from the peer (it opened a stream
@@ -46,8 +46,10 @@ pub const PEER_KEEPALIVE: KeepAlive =
     KeepAlive { interval: Duration::from_millis(500), timeout: Duration::from_secs(1) };
 
 /// Deadline of one connection attempt to another node (name resolution, TCP, TLS handshake). Within a
-/// cluster a connection takes milliseconds; a longer wait means the SYN was dropped (a partition), and
-/// the next attempt (a new SYN) finds a healed network sooner than the kernel's SYN retransmission would.
+/// cluster a connection takes milliseconds; a longer wait means the SYN was dropped (a partition). Within
+/// an attempt a new SYN goes out every [`drakkar_client::connect::SYN_RETRY`] (200 ms) while none was
+/// answered, so a healed network is found within about that, not at the kernel's SYN retransmission
+/// (1 s) nor at the next attempt.
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Settings of a [`GrpcTransport`].
