@@ -124,6 +124,24 @@ impl Proc {
         false
     }
 
+    /// Whether the process is still running (not exited, not killed).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// A field of the process's `/proc/PID/status` in bytes (`VmRSS`, `VmHWM`); None once it is gone.
+    pub fn memory(&self, field: &str) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = s.lines().find(|l| l.starts_with(field))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// Resets the process's peak resident set size (`VmHWM`) to its current one.
+    pub fn reset_peak_memory(&self) -> std::io::Result<()> {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5")
+    }
+
     /// The log file.
     pub fn log_path(&self) -> PathBuf {
         self.log.clone()
