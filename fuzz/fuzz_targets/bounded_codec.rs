@@ -134,7 +134,7 @@ impl Cost for pb::RaftSnapshotChunk {
     }
 }
 
-fn check<T: Message + Default + PartialEq + Cost + 'static>(data: &[u8]) {
+fn check<T: Message + Default + PartialEq + std::fmt::Debug + Cost + 'static>(data: &[u8]) {
     let before = LIVE.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
     let decoded = codec::decode::<T>(data);

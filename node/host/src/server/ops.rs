@@ -302,6 +302,15 @@ fn shortened(m: &[u8]) -> Option<http::HeaderValue> {
     if let Some(p) = m[cut - 2..cut].iter().position(|&b| b == b'%') {
         cut = cut - 2 + p;
     }
+    // Nor inside a UTF-8 character: back off while the escape at `cut` is a continuation byte (its lead,
+    // also escaped, comes before it).
+    let continuation = |i: usize| {
+        let hex = m.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        m[i] == b'%' && hex.and_then(|h| u8::from_str_radix(h, 16).ok()).is_some_and(|b| b & 0xc0 == 0x80)
+    };
+    while cut >= 3 && continuation(cut) {
+        cut -= 3;
+    }
     let mut v = m[..cut].to_vec();
     v.extend_from_slice(b"%20(cut)");
     http::HeaderValue::from_bytes(&v).ok()
