@@ -80,13 +80,17 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Spawns `drakkar <args>`, stdout and stderr into `log`.
+    /// Spawns `drakkar <args>`, stdout and stderr into `log`, logging at `DRAKKAR_E2E_LOG` (a
+    /// `DRAKKAR_LOG` filter; `info,drakkar_node=debug` by default).
     pub fn spawn(name: &str, args: &[String], log: PathBuf) -> Proc {
         let f = std::fs::File::create(&log).expect("log file");
         let f2 = f.try_clone().expect("log file");
         let child = Command::new(drakkar_bin())
             .args(args)
-            .env("DRAKKAR_LOG", "info,drakkar_node=debug")
+            .env(
+                "DRAKKAR_LOG",
+                std::env::var("DRAKKAR_E2E_LOG").unwrap_or_else(|_| "info,drakkar_node=debug".into()),
+            )
             .stdout(Stdio::from(f))
             .stderr(Stdio::from(f2))
             .spawn()

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use drakkar_client::{Client, pb, tls};
+use drakkar_client::{Client, connect, pb, tls};
 use drakkar_e2e::Cluster;
 use hostile::methods::{self, Method, PROTECTED, Shape};
 use hostile::mutate::Rng;
@@ -36,6 +36,8 @@ use tonic::transport::Channel;
 const MEMORY_BOUND: u64 = 256 << 20;
 /// Least share of the well-behaved writer's writes that must succeed (each within 2 s, retried for 1 s).
 const MIN_WRITE_SUCCESS: f64 = 0.95;
+/// Most calls (a share of those sent) that may lose their connection before an answer.
+const MAX_LOST: f64 = 0.02;
 /// The `grpc-timeout` of the barrage's requests: the node answers at 98 % of it at the latest, 400 ms
 /// before tonic's client ends the call by itself (CANCELLED "Timeout expired", counted as a violation).
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -62,10 +64,20 @@ fn tls_client(c: &Cluster, cert: &str, endpoints: Vec<String>) -> Client {
     Client::new(cc).expect("client")
 }
 
-/// A fresh connection to node `i` (1-based) as `cert` (`client`, or a node's certificate for Raft).
+/// A fresh connection to node `i` (1-based) as `cert` (`client`, or a node's certificate for Raft). It
+/// takes header lists of up to 16 MiB (hyper's default, 16 KiB, ends the whole connection past it), so
+/// that an oversized status message reaches the check below instead of failing every call in flight.
 fn channel(c: &Cluster, cert: &str, i: usize) -> Channel {
-    tls_client(c, cert, vec![c.addr(i)]).channel(&c.addr(i)).expect("channel")
+    let client = tls_client(c, cert, vec![c.addr(i)]);
+    let connector = connect::Connector::new(client.config().tls.clone(), Duration::from_secs(10));
+    connect::endpoint(&c.addr(i), connect::KeepAlive::CLIENT)
+        .expect("endpoint")
+        .http2_max_header_list_size(16 << 20)
+        .connect_with_connector_lazy(connector)
 }
+
+/// The longest status message a node sends (docs/api.md).
+const MAX_STATUS_MESSAGE: usize = 1024;
 
 /// What the barrage saw, per method.
 #[derive(Default)]
@@ -74,12 +86,25 @@ struct Tally {
     skipped: u64,
     abandoned: u64,
     codes: BTreeMap<String, u64>,
+    /// Calls whose connection broke (or whose client timer ran out) before the node answered.
+    lost: Vec<String>,
     /// Answers that break docs/api.md, or calls that hung: (class, what).
     violations: Vec<(String, String)>,
 }
 
 fn hex(b: &[u8]) -> String {
     b.iter().take(48).map(|x| format!("{x:02x}")).collect()
+}
+
+/// The chain of errors behind a status the client made up (a broken connection), as `: cause: cause`.
+fn causes(s: &tonic::Status) -> String {
+    let mut out = String::new();
+    let mut e = std::error::Error::source(s);
+    while let Some(c) = e {
+        out.push_str(&format!(": {c}"));
+        e = c.source();
+    }
+    out
 }
 
 /// Codes a `drakkar.v1` service never answers to a request, whatever it holds.
@@ -97,8 +122,15 @@ async fn one(
     long: bool,
     tally: &Mutex<Tally>,
 ) {
-    let (class, v) = hostile::variant(&mut rng, m, k, long);
-    if !v.messages().iter().all(|b| (m.may_send)(b)) {
+    // Making a body (up to a million elements, in a debug build) is CPU work: off the async workers,
+    // which must keep answering the node's keepalive PINGs within 1 s on every connection.
+    let made = tokio::task::block_in_place(|| {
+        let (class, v) = hostile::variant(&mut rng, m, k, long);
+        let send = v.messages().iter().all(|b| (m.may_send)(b));
+        (class, v, send)
+    });
+    let (class, v, send) = made;
+    if !send {
         tally.lock().unwrap().skipped += 1;
         return;
     }
@@ -133,10 +165,24 @@ async fn one(
     match outcome {
         Err(_) => t.violations.push((class.into(), format!("no answer within {HANG:?}; body {first}"))),
         Ok(Outcome::Abandoned) => t.abandoned += 1,
+        // A status the client made up (it has a cause): the connection broke, or the client's own timer
+        // ran out. Counted apart (bounded below), unless the client refused what the node sent.
+        Ok(Outcome::Status(s)) if std::error::Error::source(&s).is_some() => {
+            let why = causes(&s);
+            if why.contains("header_list") {
+                t.violations.push((class.into(), format!("the node sent headers no client takes{why}")));
+            }
+            t.lost.push(format!("{class}: {:?}{why}", s.code()));
+        }
         Ok(Outcome::Status(s)) => {
             *t.codes.entry(format!("{:?}", s.code())).or_default() += 1;
+            if s.message().len() > MAX_STATUS_MESSAGE {
+                let what =
+                    format!("{:?}: a status message of {} bytes; body {first}", s.code(), s.message().len());
+                t.violations.push((class.into(), what));
+            }
             if m.documented && undocumented(s.code()) {
-                let what = format!("{:?} {:?}; body {first}", s.code(), s.message());
+                let what = format!("{:?} {:?}{}; body {first}", s.code(), s.message(), causes(&s));
                 t.violations.push((class.into(), what));
             }
         }
@@ -330,7 +376,15 @@ async fn every_rpc_survives_hostile_bodies_and_streams() {
             e.timeout,
             outcome.code()
         ));
-        if outcome.code() != Some(Code::DeadlineExceeded) || took > deadline + Duration::from_secs(3) {
+        // tonic's client also ends a call at its grpc-timeout (2 % after the node): on a starved machine
+        // it may come first, which is no fault of the node. Without grpc-timeout only the node ends it.
+        let client_first = e.timeout.is_some()
+            && took >= deadline
+            && matches!(&outcome, Outcome::Status(s) if std::error::Error::source(s).is_some()
+                && s.message() == "Timeout expired");
+        let by_node =
+            outcome.code() == Some(Code::DeadlineExceeded) && took <= deadline + Duration::from_secs(3);
+        if !by_node && !client_first {
             endless_violations
                 .push(format!("{} (grpc-timeout {:?}): {outcome:?} after {took:?}", e.path, e.timeout));
         }
@@ -345,15 +399,21 @@ async fn every_rpc_survives_hostile_bodies_and_streams() {
     let mut sent = 0;
     let mut skipped = 0;
     let mut violations = Vec::new();
+    let mut lost = Vec::new();
     println!("{:<58} {:>5} {:>5} {:>5}  codes", "method", "sent", "skip", "aband");
     for (m, t) in methods.iter().zip(tallies.iter()) {
         let t = t.lock().unwrap();
         sent += t.sent;
         skipped += t.skipped;
         println!("{:<58} {:>5} {:>5} {:>5}  {:?}", m.path, t.sent, t.skipped, t.abandoned, t.codes);
+        lost.extend(t.lost.iter().map(|l| format!("{} [{l}]", m.path)));
         for (class, what) in &t.violations {
             violations.push(format!("{} [{class}]: {what}", m.path));
         }
+    }
+    println!("{} calls lost their connection before an answer", lost.len());
+    for l in lost.iter().take(10) {
+        println!("  lost: {l}");
     }
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     let rate = ok as f64 / (ok + failed).max(1) as f64;
@@ -404,11 +464,29 @@ async fn every_rpc_survives_hostile_bodies_and_streams() {
     }
     println!("{} acknowledged writes intact; whole run {:?}", acked.len(), started.elapsed());
 
+    if !violations.is_empty() || !endless_violations.is_empty() {
+        // The node logs outlive the cluster's directory.
+        let keep = std::env::temp_dir().join(format!("drakkar-hostile-{seed}"));
+        std::fs::create_dir_all(&keep).expect("log directory");
+        for (i, p) in c.procs.iter().enumerate() {
+            let p = p.as_ref().expect("started");
+            let _ = std::fs::copy(p.log_path(), keep.join(format!("node-{}.log", i + 1)));
+        }
+        println!("node logs kept in {}", keep.display());
+    }
     assert!(
         violations.is_empty(),
         "{} answers break docs/api.md:\n{}",
         violations.len(),
         violations.join("\n")
+    );
+    // A node closes a connection whose client does not answer its keepalive PING within 1 s: on a
+    // starved machine (a debug build, 2 cores, 20 runnable processes) a few connections break so.
+    assert!(
+        lost.len() as f64 <= MAX_LOST * sent as f64,
+        "{} of {sent} calls lost their connection:\n{}",
+        lost.len(),
+        lost.join("\n")
     );
     assert!(endless_violations.is_empty(), "never-ending requests:\n{}", endless_violations.join("\n"));
     for i in 0..3 {

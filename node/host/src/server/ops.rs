@@ -244,7 +244,7 @@ where
                     }
                 },
             };
-            Ok(documented_codes(resp))
+            Ok(short_trailers(documented_codes(resp)))
         })
     }
 }
@@ -292,13 +292,32 @@ fn documented_codes(mut resp: http::Response<Body>) -> http::Response<Body> {
 /// whole connection, failing every call on it.
 const MAX_STATUS_MESSAGE: usize = 1024;
 
-/// A `grpc-message` longer than [`MAX_STATUS_MESSAGE`] cut to it (never inside a `%XX` escape), with a
-/// marker; None when it is short enough.
+/// `resp` whose trailers' `grpc-message` (a stream's status, or one sent after data) is cut as in
+/// [`shortened`]: a server-reflection `NotFound` quoted a 64 KiB symbol there, past the client's header
+/// list limit, and the client closed the connection with every call on it.
+fn short_trailers(resp: http::Response<Body>) -> http::Response<Body> {
+    use http_body_util::BodyExt;
+    resp.map(|body| {
+        Body::new(body.map_frame(|frame| match frame.into_trailers() {
+            Ok(mut trailers) => {
+                if let Some(short) = trailers.get("grpc-message").and_then(|m| shortened(m.as_bytes())) {
+                    trailers.insert("grpc-message", short);
+                }
+                http_body::Frame::trailers(trailers)
+            }
+            Err(frame) => frame,
+        }))
+    })
+}
+
+/// A `grpc-message` longer than [`MAX_STATUS_MESSAGE`] cut to it, marker ` (cut)` included (never inside
+/// a `%XX` escape nor a UTF-8 character); None when it is short enough.
 fn shortened(m: &[u8]) -> Option<http::HeaderValue> {
     if m.len() <= MAX_STATUS_MESSAGE {
         return None;
     }
-    let mut cut = MAX_STATUS_MESSAGE;
+    const MARK: &[u8] = b"%20(cut)";
+    let mut cut = MAX_STATUS_MESSAGE - MARK.len();
     if let Some(p) = m[cut - 2..cut].iter().position(|&b| b == b'%') {
         cut = cut - 2 + p;
     }
@@ -312,7 +331,7 @@ fn shortened(m: &[u8]) -> Option<http::HeaderValue> {
         cut -= 3;
     }
     let mut v = m[..cut].to_vec();
-    v.extend_from_slice(b"%20(cut)");
+    v.extend_from_slice(MARK);
     http::HeaderValue::from_bytes(&v).ok()
 }
 
@@ -476,6 +495,28 @@ mod tests {
             let text = v.to_str().unwrap();
             assert!(!text.trim_end_matches("%20(cut)").ends_with('%'), "{text}");
         }
+    }
+
+    /// Regression: a status in the trailers (after data, or of a stream) was not cut.
+    #[tokio::test]
+    async fn long_status_messages_in_trailers_are_cut() {
+        use http_body_util::BodyExt;
+        let long = format!("symbol {} not found", "a".repeat(65_000));
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("5"));
+        trailers.insert("grpc-message", http::HeaderValue::from_str(&long).unwrap());
+        let frames = vec![
+            Ok::<_, Status>(http_body::Frame::data(Bytes::from_static(b"data"))),
+            Ok(http_body::Frame::trailers(trailers)),
+        ];
+        let body = Body::new(http_body_util::StreamBody::new(tokio_stream::iter(frames)));
+        let resp = short_trailers(http::Response::new(body));
+        let collected = resp.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned().unwrap();
+        assert_eq!(collected.to_bytes(), Bytes::from_static(b"data"));
+        let m = trailers.get("grpc-message").unwrap();
+        assert!(m.len() <= MAX_STATUS_MESSAGE && m.to_str().unwrap().ends_with("%20(cut)"), "{m:?}");
+        assert_eq!(trailers.get("grpc-status").unwrap(), "5");
     }
 
     /// Regression: a message with the compressed flag set was INTERNAL "protocol error".
