@@ -398,7 +398,18 @@ where
                 }
                 Poll::Ready(Some(Ok(data)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Status::from_error(e.into())))),
+            Poll::Ready(Some(Err(e))) => {
+                // The request body broke off (its stream or connection failed): tonic's code for the
+                // HTTP/2 reason (CANCELLED for a cancelled stream), UNAVAILABLE where it would answer
+                // INTERNAL or UNKNOWN, which docs/api.md keeps for the node's own failures.
+                let s = Status::from_error(e.into());
+                Poll::Ready(Some(Err(match s.code() {
+                    Code::Internal | Code::Unknown => {
+                        Status::unavailable(format!("the request body broke off: {}", s.message()))
+                    }
+                    _ => s,
+                })))
+            }
             Poll::Ready(None) => {
                 self.done = true;
                 if self.header_len == 0 && self.body_left == 0 {
@@ -517,6 +528,18 @@ mod tests {
         let m = trailers.get("grpc-message").unwrap();
         assert!(m.len() <= MAX_STATUS_MESSAGE && m.to_str().unwrap().ends_with("%20(cut)"), "{m:?}");
         assert_eq!(trailers.get("grpc-status").unwrap(), "5");
+    }
+
+    /// Regression: a request body that broke off (HTTP/2 error) was answered INTERNAL.
+    #[tokio::test]
+    async fn a_broken_request_body_is_unavailable() {
+        use tokio_stream::StreamExt;
+        let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "h2 protocol error");
+        let body: Vec<Result<Bytes, std::io::Error>> = vec![Ok(Bytes::from_static(&[0, 0, 0])), Err(broken)];
+        let mut f = Framing::new(tokio_stream::iter(body));
+        assert!(f.next().await.unwrap().is_ok());
+        let e = f.next().await.unwrap().unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     }
 
     /// Regression: a message with the compressed flag set was INTERNAL "protocol error".
