@@ -80,13 +80,17 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Spawns `drakkar <args>`, stdout and stderr into `log`.
+    /// Spawns `drakkar <args>`, stdout and stderr into `log`, logging at `DRAKKAR_E2E_LOG` (a
+    /// `DRAKKAR_LOG` filter; `info,drakkar_node=debug` by default).
     pub fn spawn(name: &str, args: &[String], log: PathBuf) -> Proc {
         let f = std::fs::File::create(&log).expect("log file");
         let f2 = f.try_clone().expect("log file");
         let child = Command::new(drakkar_bin())
             .args(args)
-            .env("DRAKKAR_LOG", "info,drakkar_node=debug")
+            .env(
+                "DRAKKAR_LOG",
+                std::env::var("DRAKKAR_E2E_LOG").unwrap_or_else(|_| "info,drakkar_node=debug".into()),
+            )
             .stdout(Stdio::from(f))
             .stderr(Stdio::from(f2))
             .spawn()
@@ -122,6 +126,24 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// Whether the process is still running (not exited, not killed).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// A field of the process's `/proc/PID/status` in bytes (`VmRSS`, `VmHWM`); None once it is gone.
+    pub fn memory(&self, field: &str) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = s.lines().find(|l| l.starts_with(field))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// Resets the process's peak resident set size (`VmHWM`) to its current one.
+    pub fn reset_peak_memory(&self) -> std::io::Result<()> {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5")
     }
 
     /// The log file.

@@ -115,6 +115,19 @@ fn decode_as<U: Message + Default>(request: Option<&Request>, mut buf: impl Buf)
     U::decode(whole).map_err(undecodable)
 }
 
+/// Decodes `bytes` as the message `U` exactly as this codec's decoder does: a request type within its
+/// bounds (INVALID_ARGUMENT past them, or when it does not decode), any other type as plain prost
+/// (INTERNAL when it does not decode). For fuzzing and tests of the bounds.
+pub fn decode<U: Message + Default + 'static>(bytes: &[u8]) -> Result<U, Status> {
+    decode_as(request_of(TypeId::of::<U>()), bytes)
+}
+
+/// The most memory, in bytes, the elements of a request's repeated fields may cost when the message is
+/// `len` bytes long: [`MAX_INFLATION`] per byte plus [`INFLATION_SLACK`].
+pub fn decoding_budget(len: usize) -> usize {
+    len.saturating_mul(MAX_INFLATION).saturating_add(INFLATION_SLACK)
+}
+
 /// INVALID_ARGUMENT with `drakkar-reason: invalid`.
 fn invalid(message: String) -> Status {
     let mut s = Status::invalid_argument(message);
@@ -318,8 +331,7 @@ impl Budget {
 
 /// Walks the wire format of a `req` message in `b` (see the module doc).
 fn check(b: &[u8], req: &Request) -> Result<(), Status> {
-    let limit = b.len().saturating_mul(MAX_INFLATION).saturating_add(INFLATION_SLACK);
-    let mut budget = Budget { cost: 0, limit };
+    let mut budget = Budget { cost: 0, limit: decoding_budget(b.len()) };
     walk(b, req.shape, &mut budget).map_err(|r| {
         invalid(match r {
             Refusal::Malformed => format!("undecodable {}: malformed protobuf", req.name),
@@ -356,13 +368,24 @@ fn skip(b: &[u8], pos: &mut usize, n: u64) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Walks one occurrence of a message of `shape`. Counts are per occurrence; repeated occurrences of a
-/// singular field (which protobuf merges) are bounded by the budget. Recursion follows the static shapes,
-/// which are not recursive, so its depth is bounded.
-fn walk(b: &[u8], shape: &Shape, budget: &mut Budget) -> Result<(), Refusal> {
-    let mut counts = [0usize; MAX_FIELDS];
+/// Deepest nesting of singular message fields in the static shapes (a unit test checks; 4 today: a Raft
+/// snapshot chunk's header.message.snapshot.membership).
+const MAX_DEPTH: usize = 8;
+
+/// One field's value on the wire, as [`fields`] hands it over.
+enum Value<'a> {
+    Varint,
+    /// A length-delimited payload.
+    Bytes(&'a [u8]),
+    /// A fixed32 or fixed64.
+    Fixed,
+}
+
+/// Calls `f` with every top-level field of the message `b` (number, value), in wire order; the content of
+/// (deprecated) groups is skipped, as prost skips unknown fields. Malformed when the framing is not valid
+/// protobuf (a varint or a length past the end, field number 0, wire type 6 or 7, unbalanced groups).
+fn fields<'a>(b: &'a [u8], mut f: impl FnMut(u64, Value<'a>) -> Result<(), Refusal>) -> Result<(), Refusal> {
     let mut pos = 0;
-    // Nesting of (deprecated) groups: their content is skipped, as prost skips unknown fields.
     let mut groups = 0usize;
     while pos < b.len() {
         let key = varint(b, &mut pos).ok_or(Refusal::Malformed)?;
@@ -370,62 +393,108 @@ fn walk(b: &[u8], shape: &Shape, budget: &mut Budget) -> Result<(), Refusal> {
         if number == 0 {
             return Err(Refusal::Malformed);
         }
-        let field = if groups == 0 {
-            shape.fields.iter().enumerate().find(|(_, f)| f.number == number)
-        } else {
-            None
-        };
-        match wire {
+        let value = match wire {
             0 => {
                 varint(b, &mut pos).ok_or(Refusal::Malformed)?;
-                if let Some((i, Field { kind: Kind::Varints, .. })) = field {
-                    count(&mut counts, i, 1, usize::MAX, "")?;
-                    budget.add(size_of::<u64>())?;
-                }
+                Value::Varint
             }
-            1 => skip(b, &mut pos, 8)?,
+            1 => {
+                skip(b, &mut pos, 8)?;
+                Value::Fixed
+            }
             2 => {
                 let len = varint(b, &mut pos).ok_or(Refusal::Malformed)?;
                 let start = pos;
                 skip(b, &mut pos, len)?;
-                if let Some((i, f)) = field {
-                    element(&b[start..pos], i, f, &mut counts, budget)?;
-                }
+                Value::Bytes(&b[start..pos])
             }
-            3 => groups += 1,
-            4 => groups = groups.checked_sub(1).ok_or(Refusal::Malformed)?,
-            5 => skip(b, &mut pos, 4)?,
+            3 => {
+                groups += 1;
+                continue;
+            }
+            4 => {
+                groups = groups.checked_sub(1).ok_or(Refusal::Malformed)?;
+                continue;
+            }
+            5 => {
+                skip(b, &mut pos, 4)?;
+                Value::Fixed
+            }
             _ => return Err(Refusal::Malformed),
+        };
+        if groups == 0 {
+            f(number, value)?;
         }
     }
     if groups == 0 { Ok(()) } else { Err(Refusal::Malformed) }
 }
 
-/// Accounts for one length-delimited occurrence `payload` of field `f` (index `i` of its shape).
-fn element(
-    payload: &[u8],
-    i: usize,
-    f: &Field,
-    counts: &mut [usize; MAX_FIELDS],
-    budget: &mut Budget,
+/// Calls `f` with every occurrence of the singular message field at `path` (field numbers from `b`'s
+/// top level down) in the message `b`: the occurrences prost merges into one message.
+fn occurrences(
+    b: &[u8],
+    path: &[u64],
+    f: &mut dyn FnMut(&[u8]) -> Result<(), Refusal>,
 ) -> Result<(), Refusal> {
-    match &f.kind {
-        Kind::Messages { max, size, elem } => {
-            count(counts, i, 1, *max, f.name)?;
-            budget.add(*size)?;
-            if let Some(e) = elem {
-                walk(payload, e, budget)?;
+    let Some((&first, rest)) = path.split_first() else { return f(b) };
+    fields(b, |number, value| match value {
+        Value::Bytes(p) if number == first => occurrences(p, rest, f),
+        _ => Ok(()),
+    })
+}
+
+/// Walks a message of `shape` in `b`.
+fn walk(b: &[u8], shape: &Shape, budget: &mut Budget) -> Result<(), Refusal> {
+    walk_at(b, &[], shape, budget)
+}
+
+/// Walks the message of `shape` at `path` in `root`: all its occurrences together, since prost merges
+/// them into one message (their repeated fields concatenated), so a count limit holds for the merged
+/// message, not per occurrence. The elements of a repeated field are separate messages, each walked on
+/// its own. Recursion follows the static shapes, which are not recursive, so its depth is bounded.
+fn walk_at(root: &[u8], path: &[u64], shape: &Shape, budget: &mut Budget) -> Result<(), Refusal> {
+    let mut counts = [0usize; MAX_FIELDS];
+    occurrences(root, path, &mut |msg| {
+        fields(msg, |number, value| {
+            let Some((i, f)) = shape.fields.iter().enumerate().find(|(_, f)| f.number == number) else {
+                return Ok(());
+            };
+            match (value, &f.kind) {
+                (Value::Varint, Kind::Varints) => {
+                    count(&mut counts, i, 1, usize::MAX, f.name)?;
+                    budget.add(size_of::<u64>())
+                }
+                (Value::Bytes(p), Kind::Varints) => {
+                    // Packed: every byte without the continuation bit ends one element.
+                    let n = p.iter().filter(|&&x| x < 0x80).count();
+                    count(&mut counts, i, n, usize::MAX, f.name)?;
+                    budget.add(n.saturating_mul(size_of::<u64>()))
+                }
+                (Value::Bytes(p), Kind::Messages { max, size, elem }) => {
+                    count(&mut counts, i, 1, *max, f.name)?;
+                    budget.add(*size)?;
+                    match elem {
+                        Some(e) => walk(p, e, budget),
+                        None => Ok(()),
+                    }
+                }
+                // A singular message: walked below, with its other occurrences. Any other wire type for a
+                // known field is prost's to refuse.
+                _ => Ok(()),
             }
-            Ok(())
+        })
+    })?;
+    for f in shape.fields {
+        if let Kind::Message(sub) = &f.kind {
+            let mut deeper = [0u64; MAX_DEPTH];
+            // The static shapes nest at most MAX_DEPTH deep (a unit test checks).
+            let Some(slot) = deeper.get_mut(path.len()) else { return Err(Refusal::Malformed) };
+            *slot = f.number;
+            deeper[..path.len()].copy_from_slice(path);
+            walk_at(root, &deeper[..=path.len()], sub, budget)?;
         }
-        Kind::Varints => {
-            // Packed: every byte without the continuation bit ends one element.
-            let n = payload.iter().filter(|&&x| x < 0x80).count();
-            count(counts, i, n, usize::MAX, f.name)?;
-            budget.add(n.saturating_mul(size_of::<u64>()))
-        }
-        Kind::Message(sub) => walk(payload, sub, budget),
     }
+    Ok(())
 }
 
 fn count(
@@ -505,9 +574,63 @@ mod tests {
         }
     }
 
-    fn decode<U: Message + Default + Send + 'static>(bytes: &[u8]) -> Result<U, Status> {
-        let dec = BoundedCodec::<pb::PutResponse, U>::default().decoder();
-        decode_as(dec.request, bytes)
+    /// How deep singular message fields nest in `shape`.
+    fn depth(shape: &Shape) -> usize {
+        let sub = shape.fields.iter().map(|f| match &f.kind {
+            Kind::Message(s) => 1 + depth(s),
+            Kind::Messages { elem: Some(e), .. } => depth(e),
+            _ => 0,
+        });
+        sub.max().unwrap_or(0)
+    }
+
+    #[test]
+    fn shapes_nest_within_the_path_array() {
+        for r in REQUESTS {
+            assert!(depth(r.shape) < MAX_DEPTH, "{}", r.name);
+        }
+        assert_eq!(REQUESTS.iter().map(|r| depth(r.shape)).max(), Some(4));
+    }
+
+    #[test]
+    fn the_codec_decodes_as_decode_does() {
+        let put = pb::PutRequest { group: 3, key: "k".into(), value: "v".into(), session: None };
+        let mut dec = BoundedCodec::<pb::PutResponse, pb::PutRequest>::default().decoder();
+        let via_codec: pb::PutRequest =
+            decode_as(dec.request.take(), put.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(via_codec, decode::<pb::PutRequest>(&put.encode_to_vec()).unwrap());
+    }
+
+    fn length_delimited(field: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![(field << 3 | 2) as u8];
+        let mut len = payload.len();
+        while len >= 0x80 {
+            out.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// Regression: the limits were counted per occurrence of a singular message field, but prost merges
+    /// the occurrences (concatenating their repeated fields): two `target`s of 1,024 members each decoded
+    /// as one target of 2,048 members.
+    #[test]
+    fn limits_hold_across_merged_occurrences_of_a_message() {
+        let half = length_delimited(1, &empty_elements(3, MAX_MEMBERS / 2 + 1));
+        let e = decode::<pb::ImportSnapshotChunk>(&[half.clone(), half.clone()].concat()).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("members"), "{e:?}");
+        // One occurrence within the limit, and two whose sum is, pass; prost merges them.
+        let quarter = length_delimited(1, &empty_elements(3, MAX_MEMBERS / 4));
+        let ok = decode::<pb::ImportSnapshotChunk>(&[quarter.clone(), quarter].concat()).unwrap();
+        assert_eq!(ok.target.unwrap().members.len(), MAX_MEMBERS / 2);
+        decode::<pb::ImportSnapshotChunk>(&half).unwrap();
+        // Interleaved with other fields too.
+        let data = length_delimited(2, b"chunk");
+        let e = decode::<pb::ImportSnapshotChunk>(&[half.clone(), data, half].concat()).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     }
 
     fn empty_elements(field: u32, n: usize) -> Vec<u8> {

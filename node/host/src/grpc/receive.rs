@@ -116,7 +116,7 @@ impl RaftService {
         loop {
             let chunk = tokio::select! {
                 _ = self.stop.cancelled() => return Err(Status::unavailable("node is shutting down")),
-                c = stream.message() => c?,
+                c = self.next(stream) => c?,
             };
             match chunk {
                 None => break,
@@ -134,11 +134,30 @@ impl RaftService {
         Ok((written != size).then(|| format!("snapshot stream ended after {written} of {size} bytes")))
     }
 
+    /// The next message of a snapshot stream; DEADLINE_EXCEEDED when none comes within the node's default
+    /// request deadline (a sender that stopped sending would otherwise hold the stream, and its landing
+    /// file, forever).
+    async fn next(
+        &self,
+        stream: &mut Streaming<pb::RaftSnapshotChunk>,
+    ) -> Result<Option<pb::RaftSnapshotChunk>, Status> {
+        let idle = self.state.config().default_timeout;
+        match tokio::time::timeout(idle, stream.message()).await {
+            Ok(next) => next,
+            Err(_) => Err(Status::deadline_exceeded(format!("no snapshot data for {idle:?}"))),
+        }
+    }
+
     fn verify_from(
         &self,
         certs: &Option<Arc<Vec<rustls::pki_types::CertificateDer<'static>>>>,
         from: &str,
     ) -> Result<(), Status> {
+        // Not an address a member could have (checked first: the messages below quote it, and a status
+        // message is an HTTP/2 header: a 2 MiB one broke the client's whole connection).
+        drakkar_client::address::validate(from).map_err(|e| {
+            Status::permission_denied(format!("the sender's address is no member address: {e}"))
+        })?;
         match (self.state.tls(), certs) {
             (Some(tls), Some(c)) => tls.verify_peer(c, from).map_err(Status::permission_denied),
             _ => Ok(()),
@@ -193,7 +212,7 @@ impl pb::raft_server::Raft for RaftService {
         use pb::raft_snapshot_chunk::Part;
         let certs = self.peer_certs(&req)?;
         let mut stream = req.into_inner();
-        let header = match stream.message().await? {
+        let header = match self.next(&mut stream).await? {
             Some(pb::RaftSnapshotChunk { part: Some(Part::Header(h)) }) => h,
             _ => return Err(Status::invalid_argument("a snapshot stream starts with its header")),
         };

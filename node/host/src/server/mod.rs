@@ -364,6 +364,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let max = state.cfg.max_request_bytes;
+    let (default_timeout, max_timeout) = (state.cfg.default_timeout, state.cfg.max_timeout);
     let raft = RaftService::new(state.clone(), stop.clone());
     let incoming = incoming::incoming(listener, state.tls.clone(), stop.clone());
     // Keepalive: a connection silent for 500 ms gets a PING, and is closed when the answer takes over
@@ -380,8 +381,9 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(crate::grpc::PEER_KEEPALIVE.timeout))
         .http2_max_pending_accept_reset_streams(Some(MAX_RESET_STREAMS))
         .http2_max_local_error_reset_streams(Some(MAX_RESET_STREAMS))
-        .add_service(health_svc)
-        .add_service(reflection)
+        // The node's deadlines for a health check too; a watch and a reflection stream stay open.
+        .add_service(ops::guarded(health_svc, default_timeout, max_timeout))
+        .add_service(ops::guarded_codes(reflection))
         // Per service, the largest request it carries: a KV value (32 MiB) or a raw command; Admin: a
         // snapshot chunk (1 MiB as ExportSnapshot streams them) with its target. `ops::guarded`: tonic's
         // deadline, truncated and missing messages answered with the documented codes.
@@ -389,23 +391,32 @@ pub async fn serve(
             pb::kv_server::KvServer::new(kv::KvService(state.clone()))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
+            default_timeout,
+            max_timeout,
         ))
         .add_service(ops::guarded(
             pb::state_machine_server::StateMachineServer::new(sm::SmService(state.clone()))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
+            default_timeout,
+            max_timeout,
         ))
         .add_service(ops::guarded(
             pb::session_server::SessionServer::new(sm::SessionService(state.clone()))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
+            default_timeout,
+            max_timeout,
         ))
         .add_service(ops::guarded(
             pb::admin_server::AdminServer::new(admin::AdminService(state.clone()))
                 .max_decoding_message_size(2 << 20)
                 .max_encoding_message_size(max),
+            default_timeout,
+            max_timeout,
         ))
-        .add_service(raft.into_server())
+        // Codes only: the Raft streams live as long as their connection.
+        .add_service(ops::guarded_codes(raft.into_server()))
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await?;
     Ok(())
