@@ -56,7 +56,39 @@ pub fn crd_value() -> Result<Value, CrdError> {
         }
         strip_nested_descriptions(node);
     }
+    let schema = v
+        .pointer_mut("/spec/versions/0/schema/openAPIV3Schema")
+        .ok_or(CrdError::Layout("no openAPIV3Schema"))?;
+    kubernetes_integer_formats(schema);
     Ok(v)
+}
+
+/// Rewrites schemars' `uint32` / `uint64` integer formats, which Kubernetes does not know (current API
+/// servers warn `unrecognized format "uint32"` on every apply), as `int64` with the bounds the unsigned
+/// type implies: `minimum` at least 0 and, for `uint32`, `maximum` at most 2^32 - 1. A `uint64` above
+/// 2^63 - 1 could not be stored by the API server anyway (it keeps integers as int64).
+fn kubernetes_integer_formats(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            let limit = match map.get("format").and_then(Value::as_str) {
+                Some("uint32") => Some(Some(f64::from(u32::MAX))),
+                Some("uint64") => Some(None),
+                _ => None,
+            };
+            if let Some(max) = limit {
+                map.insert("format".into(), "int64".into());
+                let min = map.get("minimum").and_then(Value::as_f64).unwrap_or(0.0).max(0.0);
+                map.insert("minimum".into(), min.into());
+                if let Some(max) = max {
+                    let max = map.get("maximum").and_then(Value::as_f64).unwrap_or(max).min(max);
+                    map.insert("maximum".into(), max.into());
+                }
+            }
+            map.values_mut().for_each(kubernetes_integer_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(kubernetes_integer_formats),
+        _ => {}
+    }
 }
 
 /// Removes `description` from every schema below `schema` (its own description stays).

@@ -82,3 +82,63 @@ fn embedded_kubernetes_types_keep_structure_without_descriptions() {
     let text = crd_yaml().unwrap();
     assert!(text.len() < 200_000, "the CRD must fit kubectl's last-applied annotation: {} bytes", text.len());
 }
+
+/// Every `format` in the schema is one the Kubernetes API server recognizes: an unknown one (schemars'
+/// `uint32`, `uint64`) makes current API servers print `Warning: unrecognized format` on every apply of
+/// the CRD. Unsigned fields keep their bounds as `minimum` / `maximum`.
+#[test]
+fn every_format_is_one_kubernetes_knows() {
+    const KNOWN: &[&str] = &[
+        "int32",
+        "int64",
+        "float",
+        "double",
+        "byte",
+        "binary",
+        "date",
+        "date-time",
+        "password",
+        "byte",
+        "uuid",
+        "email",
+        "hostname",
+        "ipv4",
+        "ipv6",
+        "uri",
+        "duration",
+        "cidr",
+        "mac",
+    ];
+    fn walk(v: &Value, path: &str, found: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                if let Some(f) = map.get("format").and_then(Value::as_str) {
+                    if !KNOWN.contains(&f) {
+                        found.push(format!("{path}: {f}"));
+                    }
+                    if f == "int64"
+                        && map.get("type") == Some(&json!("integer"))
+                        && path.contains("replicaId")
+                    {
+                        assert!(map["minimum"].as_f64() == Some(0.0), "{path}: unsigned without minimum 0");
+                    }
+                }
+                for (k, child) in map {
+                    walk(child, &format!("{path}/{k}"), found);
+                }
+            }
+            Value::Array(items) => {
+                items.iter().enumerate().for_each(|(i, c)| walk(c, &format!("{path}/{i}"), found))
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk(&crd_value().unwrap(), "", &mut found);
+    assert!(found.is_empty(), "formats Kubernetes does not know: {found:#?}");
+    let groups = &spec_props()["properties"]["groups"];
+    assert_eq!(
+        (groups["format"].as_str(), groups["minimum"].as_f64(), groups["maximum"].as_f64()),
+        (Some("int64"), Some(1.0), Some(1024.0))
+    );
+}
