@@ -18,10 +18,10 @@ use std::any::TypeId;
 use std::marker::PhantomData;
 use std::mem::size_of;
 
-use bytes::Buf;
+use bytes::{Buf, BufMut, Bytes};
 use prost::Message;
 use tonic::Status;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataValue;
 use tonic_prost::ProstEncoder;
 
@@ -507,6 +507,45 @@ fn count(
     let Some(c) = counts.get_mut(i) else { return Ok(()) };
     *c = c.saturating_add(n);
     if *c > max { Err(Refusal::TooMany { field, max }) } else { Ok(()) }
+}
+
+/// A codec sending and receiving message bodies as they are (bytes in, bytes out): for tools and tests
+/// that speak gRPC with bodies they build or mutate themselves, such as the hostile-input suites.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
+use drakkar_client::codec::RawCodec;
 use drakkar_client::{Client, ClientConfig};
 use drakkar_node::server::{KvKind, ServerConfig, ServerState};
 use drakkar_node::transport::InProcessNetwork;
@@ -16,7 +17,6 @@ use drakkar_node::{GroupConfig, NodeHost, NodeHostConfig, StartMode};
 use drakkar_raft::{GroupId, ReplicaId};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{Service, http};
 use tonic::transport::Channel;
 
@@ -109,44 +109,6 @@ impl Nodes {
             assert!(Instant::now() < deadline, "no agreed leader within 10 s: {seen:?}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-}
-
-/// A codec sending and receiving message bodies as they are.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
 
