@@ -46,7 +46,7 @@ else
   BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/drakkar"
   if [ "$BUILD" = 1 ]; then
     log "building drakkar (release)"
-    (cd "$ROOT" && cargo build --release -q -p drakkar-node --bin drakkar)
+    (cd "$ROOT" && cargo build --release -q -p drakkar-cli --bin drakkar)
   fi
 fi
 [ -x "$BIN" ] || { log "no drakkar binary at $BIN"; exit 1; }

@@ -5,7 +5,7 @@
 //! tails are printed when a test panics.
 //!
 //! The `drakkar` binary is the one cargo built next to this test binary (`cargo test --workspace` builds
-//! it because `drakkar-node` has integration tests).
+//! it because `drakkar-cli`, the binary's package, has integration tests).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -81,7 +81,7 @@ pub struct Proc {
 
 impl Proc {
     /// Spawns `drakkar <args>`, stdout and stderr into `log`, logging at `DRAKKAR_E2E_LOG` (a
-    /// `DRAKKAR_LOG` filter; `info,drakkar_node=debug` by default).
+    /// `DRAKKAR_LOG` filter; `info,drakkar=debug` for the engine and server crates by default).
     pub fn spawn(name: &str, args: &[String], log: PathBuf) -> Proc {
         let f = std::fs::File::create(&log).expect("log file");
         let f2 = f.try_clone().expect("log file");
@@ -89,7 +89,9 @@ impl Proc {
             .args(args)
             .env(
                 "DRAKKAR_LOG",
-                std::env::var("DRAKKAR_E2E_LOG").unwrap_or_else(|_| "info,drakkar_node=debug".into()),
+                std::env::var("DRAKKAR_E2E_LOG").unwrap_or_else(|_| {
+                    "info,drakkar=debug,drakkar_raft=info,drakkar_logdb=info,drakkar_client=info".into()
+                }),
             )
             .stdout(Stdio::from(f))
             .stderr(Stdio::from(f2))

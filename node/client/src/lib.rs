@@ -8,8 +8,7 @@
 //!   names in its answer; writes go through client sessions, so a write retried after a timeout or a
 //!   lost connection is applied once.
 //! - [`ShardedKv`]: one keyspace over many KV groups, keys mapped to groups by a stable hash.
-//! - [`codec`]: the services' codec, which bounds what decoding a request may cost; [`address`]: the
-//!   form of a member address.
+//! - [`codec`]: the services' codec, which bounds what decoding a request may cost.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), drakkar_client::ClientError> {
@@ -27,7 +26,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod address;
 mod client;
 pub mod codec;
 pub mod connect;
@@ -42,25 +40,6 @@ pub mod tls;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod pb {
     tonic::include_proto!("drakkar.v1");
-}
-
-/// The etcd v3 protocol (client side only), compiled from `proto/etcd-v3` (copied from the `etcd-client`
-/// crate, see its README): lets `drakkar bench` drive etcd with the same load generator.
-#[cfg(feature = "etcd")]
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
-pub mod etcd {
-    /// `etcdserverpb`: the KV, Watch, Lease, Cluster, Maintenance and Auth services.
-    pub mod etcdserverpb {
-        tonic::include_proto!("etcdserverpb");
-    }
-    /// `mvccpb`: key-value pairs and events.
-    pub mod mvccpb {
-        tonic::include_proto!("mvccpb");
-    }
-    /// `authpb`: users and roles.
-    pub mod authpb {
-        tonic::include_proto!("authpb");
-    }
 }
 
 /// The encoded `FileDescriptorSet` of every `drakkar.v1` file (for gRPC server reflection).

@@ -1,6 +1,6 @@
 //! TLS for the client side (rustls with the ring provider): trust a cluster CA, optionally present a
 //! client certificate. [`ClientTls`] lets a caller swap the configuration while connections are made
-//! (the node reloads its certificate files; see drakkar-node's `grpc::tls`).
+//! (the node reloads its certificate files; see `drakkar_server::tls`).
 
 use std::sync::Arc;
 

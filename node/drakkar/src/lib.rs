@@ -1,0 +1,38 @@
+//! # drakkar
+//!
+//! The Drakkar engine: one process hosting many Raft groups, their state machines, client sessions and
+//! snapshots (Dragonboat's NodeHost, in Rust). It has no network server and no CLI: `drakkar-server`
+//! puts it on the network, `drakkar-kv` holds the built-in KV state machines.
+//!
+//! - [`NodeHost`] is the API: start replicas, propose, read (linearizable or stale), sessions, membership,
+//!   leader transfer, snapshots.
+//! - Step workers (`engine`) drive a partition of the groups each: one log store write and one fsync per
+//!   round covers every group of the worker.
+//! - Apply workers (`apply`) own the state machines and apply committed entries in batches.
+//! - [`statemachine`] defines the three kinds of state machine.
+//! - [`transport`] defines how NodeHosts talk; [`transport::InProcessNetwork`] connects NodeHosts in one
+//!   process (tests, benchmarks); `drakkar_server::peer::GrpcTransport` connects them over the network.
+//! - [`address`] is the form of a member's address.
+
+pub mod address;
+mod apply;
+pub mod codec;
+pub mod config;
+mod engine;
+pub mod error;
+pub mod events;
+mod identity;
+pub mod metrics;
+mod nodehost;
+mod rsm;
+pub mod session;
+pub mod snapshot;
+pub mod statemachine;
+pub mod transport;
+
+pub use apply::{GroupMembership, ReplicaState};
+pub use config::{GroupConfig, NodeHostConfig, SmKind};
+pub use error::{NodeError, Result};
+pub use events::Event;
+pub use nodehost::{NodeHost, Pending, Session, StartMode};
+pub use rsm::StateMachineBox;

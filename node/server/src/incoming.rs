@@ -1,0 +1,288 @@
+//! Accepting connections: TCP, then (unless `--insecure`) the TLS handshake on its own task, so a slow or
+//! hostile client never holds up the accept loop.
+//!
+//! Handshakes are bounded in time ([`HANDSHAKE_TIMEOUT`]) and in number, per source address
+//! ([`MAX_HANDSHAKES_PER_SOURCE`]; an IPv6 source is its /64) and overall ([`MAX_HANDSHAKES`]). A new
+//! connection past a bound is not turned away: the OLDEST handshake in progress (of the same source, or
+//! overall) is aborted and its connection closed at once. A real handshake takes milliseconds, so only
+//! connections that stall lose their place: half-open connections, however many, neither lock other
+//! sources out (each source holds at most its share) nor the source's own next client (it takes the
+//! place of the stalled ones).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Connected;
+
+use crate::tls::NodeTls;
+
+/// Longest TLS handshake (a real one takes a few round trips).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// TLS handshakes in progress at once, overall.
+pub const MAX_HANDSHAKES: usize = 256;
+/// TLS handshakes in progress at once from one source address (IPv4 address, IPv6 /64).
+pub const MAX_HANDSHAKES_PER_SOURCE: usize = 32;
+
+/// The source a connection counts against: its IP address, an IPv6 one reduced to its /64 (one host
+/// commonly owns a whole /64).
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// The TLS handshakes in progress. Invariant: `by_age` and `by_source` hold the same ids.
+#[derive(Default)]
+struct Handshakes {
+    next: u64,
+    /// Id (in start order: the first is the oldest) -> source and abort signal.
+    by_age: BTreeMap<u64, (IpAddr, CancellationToken)>,
+    by_source: HashMap<IpAddr, BTreeSet<u64>>,
+}
+
+impl Handshakes {
+    /// Registers a handshake from `ip`, first aborting the oldest of its source if that source is at
+    /// `per_source`, then the oldest overall if `max` are in progress. Returns its id and abort signal.
+    fn start(&mut self, ip: IpAddr, per_source: usize, max: usize) -> (u64, CancellationToken) {
+        let src = source(ip);
+        let oldest_of_source = self
+            .by_source
+            .get(&src)
+            .filter(|s| s.len() >= per_source.max(1))
+            .and_then(|s| s.first().copied());
+        if let Some(id) = oldest_of_source {
+            self.abort(id);
+        }
+        if self.by_age.len() >= max.max(1)
+            && let Some(id) = self.by_age.keys().next().copied()
+        {
+            self.abort(id);
+        }
+        let id = self.next;
+        self.next += 1;
+        let token = CancellationToken::new();
+        self.by_age.insert(id, (src, token.clone()));
+        self.by_source.entry(src).or_default().insert(id);
+        (id, token)
+    }
+
+    fn abort(&mut self, id: u64) {
+        if let Some((_, token)) = self.remove(id) {
+            token.cancel();
+        }
+    }
+
+    /// Forgets handshake `id` (ended, or aborted).
+    fn remove(&mut self, id: u64) -> Option<(IpAddr, CancellationToken)> {
+        let (src, token) = self.by_age.remove(&id)?;
+        if let Some(ids) = self.by_source.get_mut(&src) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_source.remove(&src);
+            }
+        }
+        Some((src, token))
+    }
+}
+
+/// A handshake's place in [`Handshakes`], given up when dropped (however the handshake task ends).
+struct Slot {
+    table: Arc<Mutex<Handshakes>>,
+    id: u64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.table).remove(self.id);
+    }
+}
+
+fn lock(m: &Mutex<Handshakes>) -> std::sync::MutexGuard<'_, Handshakes> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What a request knows about its connection (in the request extensions).
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// The peer's socket address.
+    pub remote: Option<SocketAddr>,
+    /// The client certificate chain the peer presented (verified against the CA), if any.
+    pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// An accepted connection.
+pub enum ServerIo {
+    /// Plaintext (`--insecure`).
+    Plain(TcpStream),
+    /// TLS.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Connected for ServerIo {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        match self {
+            ServerIo::Plain(s) => ConnInfo { remote: s.peer_addr().ok(), certs: None, tls: false },
+            ServerIo::Tls(s) => {
+                let (tcp, session) = s.get_ref();
+                let certs = session.peer_certificates().map(|c| Arc::new(c.to_vec()));
+                ConnInfo { remote: tcp.peer_addr().ok(), certs, tls: true }
+            }
+        }
+    }
+}
+
+impl AsyncRead for ServerIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ServerIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ServerIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ServerIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ServerIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ServerIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The stream of accepted (and, with `tls`, handshaken) connections; it ends when `stop` fires.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<Arc<NodeTls>>,
+    stop: CancellationToken,
+) -> ReceiverStream<io::Result<ServerIo>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let handshakes = Arc::new(Mutex::new(Handshakes::default()));
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => return,
+                a = listener.accept() => a,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let Some(tls) = tls.clone() else {
+                if tx.send(Ok(ServerIo::Plain(tcp))).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let (id, abort) = lock(&handshakes).start(peer.ip(), MAX_HANDSHAKES_PER_SOURCE, MAX_HANDSHAKES);
+            let slot = Slot { table: handshakes.clone(), id };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+                let done = tokio::select! {
+                    _ = abort.cancelled() => {
+                        // Dropping the handshake closes the connection now.
+                        tracing::debug!(%peer, "TLS handshake aborted: newer connections need its place");
+                        return;
+                    }
+                    r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => r,
+                };
+                drop(slot);
+                match done {
+                    Ok(Ok(s)) => {
+                        let _ = tx.send(Ok(ServerIo::Tls(Box::new(s)))).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("an IP address")
+    }
+
+    #[test]
+    fn a_source_at_its_limit_loses_its_oldest_handshake_not_others() {
+        let mut h = Handshakes::default();
+        let a: Vec<_> = (0..3).map(|_| h.start(ip("10.0.0.1"), 3, 8)).collect();
+        let b = h.start(ip("10.0.0.2"), 3, 8);
+        let a4 = h.start(ip("10.0.0.1"), 3, 8);
+        assert!(a[0].1.is_cancelled(), "the oldest of the full source is aborted");
+        assert!(!a[1].1.is_cancelled() && !a[2].1.is_cancelled() && !a4.1.is_cancelled());
+        assert!(!b.1.is_cancelled(), "another source keeps its handshake");
+        assert_eq!(h.by_age.len(), 4);
+        assert_eq!(h.by_source[&ip("10.0.0.1")].len(), 3);
+    }
+
+    #[test]
+    fn past_the_overall_limit_the_oldest_handshake_goes() {
+        let mut h = Handshakes::default();
+        let first = h.start(ip("10.0.0.1"), 2, 3);
+        let second = h.start(ip("10.0.0.2"), 2, 3);
+        let _third = h.start(ip("10.0.0.3"), 2, 3);
+        let _fourth = h.start(ip("10.0.0.4"), 2, 3);
+        assert!(first.1.is_cancelled());
+        assert!(!second.1.is_cancelled());
+        assert_eq!(h.by_age.len(), 3);
+        assert!(!h.by_source.contains_key(&ip("10.0.0.1")), "an empty source is forgotten");
+        // A handshake that ended gives its place back.
+        assert!(h.remove(second.0).is_some());
+        assert_eq!(h.by_age.len(), 2);
+        assert!(h.remove(second.0).is_none());
+    }
+
+    #[test]
+    fn an_ipv6_source_is_its_slash_64() {
+        assert_eq!(source(ip("2001:db8:1:2:aaaa::1")), source(ip("2001:db8:1:2:bbbb::2")));
+        assert_ne!(source(ip("2001:db8:1:2::1")), source(ip("2001:db8:1:3::1")));
+        assert_eq!(source(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+    }
+}
