@@ -104,3 +104,91 @@ fn the_operator_talks_to_nodes_only_through_the_client() {
         assert_free_of("drakkar-operator", banned);
     }
 }
+
+/// The workspace's own crates and their direct dependencies on each other: (normal, dev) edges.
+fn workspace_edges() -> (BTreeSet<(String, String)>, BTreeSet<(String, String)>) {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--offline", "--no-deps", "--format-version", "1"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running cargo metadata");
+    assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata's JSON");
+    let packages = meta["packages"].as_array().expect("packages");
+    let ours: BTreeSet<&str> = packages.iter().filter_map(|p| p["name"].as_str()).collect();
+    let (mut normal, mut dev) = (BTreeSet::new(), BTreeSet::new());
+    for p in packages {
+        let from = p["name"].as_str().expect("a package name");
+        for d in p["dependencies"].as_array().expect("dependencies") {
+            let to = d["name"].as_str().expect("a dependency name");
+            if !ours.contains(to) || to == from {
+                continue;
+            }
+            match d["kind"].as_str() {
+                None => normal.insert((from.to_string(), to.to_string())),
+                Some("dev") => dev.insert((from.to_string(), to.to_string())),
+                Some(_) => false,
+            };
+        }
+    }
+    (normal, dev)
+}
+
+/// Every crate reachable from each crate along `edges`.
+fn closure(edges: &BTreeSet<(String, String)>) -> BTreeSet<(String, String)> {
+    let mut c = edges.clone();
+    loop {
+        let more: Vec<(String, String)> = c
+            .iter()
+            .flat_map(|(a, b)| c.iter().filter(move |(x, _)| x == b).map(move |(_, y)| (a.clone(), y.clone())))
+            .filter(|e| !c.contains(e))
+            .collect();
+        if more.is_empty() {
+            return c;
+        }
+        c.extend(more);
+    }
+}
+
+#[test]
+fn the_picture_in_the_docs_is_the_real_graph() {
+    let mmd = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/crate-graph.mmd"))
+        .expect("docs/crate-graph.mmd");
+    // Node ids to crate names (`id[name<br/>...]`), then edges `a --> b` (normal) and `a -.-> b` (tests).
+    let mut names = std::collections::BTreeMap::new();
+    for token in mmd.split_whitespace() {
+        if let Some((id, rest)) = token.split_once('[') {
+            let name = rest.split(['<', ']']).next().unwrap_or_default();
+            names.insert(id.to_string(), name.to_string());
+        }
+    }
+    let (mut drawn, mut drawn_dev) = (BTreeSet::new(), BTreeSet::new());
+    for line in mmd.lines().map(str::trim).filter(|l| !l.starts_with("%%")) {
+        let id = |s: &str| s.split('[').next().unwrap_or_default().trim().to_string();
+        let name = |s: &str| names.get(&id(s)).cloned().unwrap_or_else(|| panic!("node {s:?} has no name"));
+        if let Some((a, b)) = line.split_once(" -.-> ") {
+            drawn_dev.insert((name(a), name(b)));
+        } else if let Some((a, b)) = line.split_once(" --> ") {
+            drawn.insert((name(a), name(b)));
+        }
+    }
+    // docs/architecture.md shows the same picture.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/architecture.md"))
+        .expect("docs/architecture.md");
+    let graph: Vec<&str> = mmd.lines().filter(|l| !l.starts_with("%%")).collect();
+    assert!(
+        doc.contains(&format!("```mermaid\n{}\n```", graph.join("\n"))),
+        "docs/architecture.md's mermaid block differs from docs/crate-graph.mmd"
+    );
+    let (normal, dev) = workspace_edges();
+    for e in &drawn {
+        assert!(normal.contains(e), "the picture shows {} depending on {}, which it does not", e.0, e.1);
+    }
+    for e in &drawn_dev {
+        assert!(dev.contains(e), "the picture shows {}'s tests using {}, which they do not", e.0, e.1);
+    }
+    // Arrows implied by others may be left out, but what depends on what must be the same.
+    let (real, shown) = (closure(&normal), closure(&drawn));
+    let missing: Vec<_> = real.difference(&shown).collect();
+    assert!(missing.is_empty(), "dependencies the picture does not show: {missing:?}");
+}
