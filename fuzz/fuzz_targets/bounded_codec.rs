@@ -1,5 +1,6 @@
 //! `drakkar_client::codec` (the bounded decoder of every gRPC request) on arbitrary bytes, decoded as
-//! every request type. Invariants:
+//! every request type of the client API and of the node-to-node protocol (`drakkar_server::peer`, whose
+//! codec holds Raft messages to the same walk with its own bounds). Invariants:
 //! - it never panics;
 //! - what it accepts respects the count limits, and its repeated fields' elements cost at most the
 //!   decoding budget of the message's size (the memory model of the wire check, recomputed here from the
@@ -15,6 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use drakkar_client::codec::{self, MAX_MEMBERS, MAX_TXN_COMPARES, MAX_TXN_OPS};
 use drakkar_client::pb;
+use drakkar_server::peer::{codec::bounds_of, pb as peer};
+use tonic::Status;
 use prost::Message;
 
 /// The system allocator, counting live bytes and their peak.
@@ -111,33 +114,42 @@ impl Cost for pb::ImportSnapshotChunk {
     }
 }
 
-fn raft_message(m: &pb::RaftMessage) -> usize {
+fn raft_message(m: &peer::RaftMessage) -> usize {
     let membership = m.snapshot.as_ref().and_then(|s| s.membership.as_ref()).map_or(0, |ms| {
         8 * (ms.voters.len() + ms.non_voters.len() + ms.witnesses.len() + ms.removed.len())
     });
     elements(&m.entries) + membership
 }
 
-impl Cost for pb::RaftBatch {
+impl Cost for peer::RaftBatch {
     fn cost(&self) -> usize {
         let inner: usize = self.messages.iter().filter_map(|g| g.message.as_ref()).map(raft_message).sum();
         elements(&self.messages) + inner + elements(&self.reused)
     }
 }
 
-impl Cost for pb::RaftSnapshotChunk {
+impl Cost for peer::RaftSnapshotChunk {
     fn cost(&self) -> usize {
         match &self.part {
-            Some(pb::raft_snapshot_chunk::Part::Header(h)) => h.message.as_ref().map_or(0, raft_message),
+            Some(peer::raft_snapshot_chunk::Part::Header(h)) => h.message.as_ref().map_or(0, raft_message),
             _ => 0,
         }
     }
 }
 
-fn check<T: Message + Default + PartialEq + std::fmt::Debug + Cost + 'static>(data: &[u8]) {
+/// Decodes a message of the node-to-node protocol as its codec does.
+fn peer_decode<T: Message + Default + 'static>(bytes: &[u8]) -> Result<T, Status> {
+    codec::decode_with(bounds_of(std::any::TypeId::of::<T>()), bytes)
+}
+
+/// Checks the invariants on `data` decoded as `T` by `decode` (the decoder of `T`'s protocol).
+fn check_with<T: Message + Default + PartialEq + std::fmt::Debug + Cost + 'static>(
+    data: &[u8],
+    decode: fn(&[u8]) -> Result<T, Status>,
+) {
     let before = LIVE.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
-    let decoded = codec::decode::<T>(data);
+    let decoded = decode(data);
     let allocated = PEAK.load(Ordering::Relaxed) - before;
     let budget = codec::decoding_budget(data.len());
     let Ok(m) = decoded else { return };
@@ -153,8 +165,13 @@ fn check<T: Message + Default + PartialEq + std::fmt::Debug + Cost + 'static>(da
     let again = m.encode_to_vec();
     assert_eq!(T::decode(again.as_slice()).as_ref(), Ok(&m), "{name}: the re-encoding decodes differently");
     let fits = cost <= codec::decoding_budget(again.len());
-    let accepted = codec::decode::<T>(&again);
+    let accepted = decode(&again);
     assert_eq!(accepted.is_ok(), fits, "{name}: canonical encoding of cost {cost}: {accepted:?}");
+}
+
+/// A request type of the client API.
+fn check<T: Message + Default + PartialEq + std::fmt::Debug + Cost + 'static>(data: &[u8]) {
+    check_with::<T>(data, codec::decode::<T>);
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
@@ -181,6 +198,6 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     check::<pb::StartGroupRequest>(data);
     check::<pb::StopGroupRequest>(data);
     check::<pb::NodeInfoRequest>(data);
-    check::<pb::RaftBatch>(data);
-    check::<pb::RaftSnapshotChunk>(data);
+    check_with::<peer::RaftBatch>(data, peer_decode::<peer::RaftBatch>);
+    check_with::<peer::RaftSnapshotChunk>(data, peer_decode::<peer::RaftSnapshotChunk>);
 });

@@ -8,7 +8,6 @@ const PROTOS: &[&str] = &[
     "proto/drakkar/v1/statemachine.proto",
     "proto/drakkar/v1/session.proto",
     "proto/drakkar/v1/admin.proto",
-    "proto/drakkar/v1/raft.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -105,8 +105,11 @@ fn the_operator_talks_to_nodes_only_through_the_client() {
     }
 }
 
+/// Dependencies as (dependent, dependency) pairs of package names.
+type Edges = BTreeSet<(String, String)>;
+
 /// The workspace's own crates and their direct dependencies on each other: (normal, dev) edges.
-fn workspace_edges() -> (BTreeSet<(String, String)>, BTreeSet<(String, String)>) {
+fn workspace_edges() -> (Edges, Edges) {
     let out = Command::new(env!("CARGO"))
         .args(["metadata", "--offline", "--no-deps", "--format-version", "1"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -135,12 +138,14 @@ fn workspace_edges() -> (BTreeSet<(String, String)>, BTreeSet<(String, String)>)
 }
 
 /// Every crate reachable from each crate along `edges`.
-fn closure(edges: &BTreeSet<(String, String)>) -> BTreeSet<(String, String)> {
+fn closure(edges: &Edges) -> Edges {
     let mut c = edges.clone();
     loop {
         let more: Vec<(String, String)> = c
             .iter()
-            .flat_map(|(a, b)| c.iter().filter(move |(x, _)| x == b).map(move |(_, y)| (a.clone(), y.clone())))
+            .flat_map(|(a, b)| {
+                c.iter().filter(move |(x, _)| x == b).map(move |(_, y)| (a.clone(), y.clone()))
+            })
             .filter(|e| !c.contains(e))
             .collect();
         if more.is_empty() {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use drakkar_client::pb::{self, Consistency};
 use drakkar_client::{Client, ClientConfig, tls};
 use drakkar_e2e::{Cluster, drakkar};
+use drakkar_server::peer::pb as peer;
 use tonic::Code;
 
 fn code<T: std::fmt::Debug>(r: Result<T, drakkar_client::ClientError>) -> Option<Code> {
@@ -63,8 +64,8 @@ async fn plaintext_wrong_ca_and_certless_clients_are_refused() {
 
         // A client certificate cannot speak Raft.
         let ch = with_cert.channel(&c.addr(1)).unwrap();
-        let batch = pb::RaftBatch { from: c.addr(1), ..Default::default() };
-        let r = pb::raft_client::RaftClient::new(ch).send_messages(tokio_stream::iter(vec![batch])).await;
+        let batch = peer::RaftBatch { from: c.addr(1), ..Default::default() };
+        let r = peer::raft_client::RaftClient::new(ch).send_messages(tokio_stream::iter(vec![batch])).await;
         let code = r.expect_err("a client certificate spoke Raft").code();
         assert!(matches!(code, Code::PermissionDenied | Code::Unauthenticated), "{code:?}");
 

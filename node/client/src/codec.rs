@@ -13,6 +13,9 @@
 //! The limits are per message type, selected by the type's [`TypeId`]: only request types have any, so a
 //! client decoding a response (a scan's 10,000 items) is never refused, and a response that does not
 //! decode stays INTERNAL (the server's fault, not the caller's).
+//!
+//! Other protocols reuse the walk with their own [`RequestBounds`] (the node-to-node Raft protocol in
+//! `drakkar-server` does): a codec of theirs hands them to [`BoundedDecoder::new`].
 
 use std::any::TypeId;
 use std::marker::PhantomData;
@@ -70,7 +73,7 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        BoundedDecoder { request: request_of(TypeId::of::<U>()), _pd: PhantomData }
+        BoundedDecoder::new(request_of(TypeId::of::<U>()))
     }
 }
 
@@ -78,8 +81,16 @@ where
 #[derive(Debug)]
 pub struct BoundedDecoder<U> {
     /// None: `U` is not a request type (a response, decoded by a client).
-    request: Option<&'static Request>,
+    request: Option<&'static RequestBounds>,
     _pd: PhantomData<U>,
+}
+
+impl<U> BoundedDecoder<U> {
+    /// A decoder of `U` held to `bounds`, which must be `U`'s (None: `U` is a response, decoded as prost
+    /// does).
+    pub fn new(bounds: Option<&'static RequestBounds>) -> Self {
+        BoundedDecoder { request: bounds, _pd: PhantomData }
+    }
 }
 
 impl<U: Message + Default> Decoder for BoundedDecoder<U> {
@@ -96,7 +107,7 @@ impl<U: Message + Default> Decoder for BoundedDecoder<U> {
 }
 
 /// Decodes a `U` from `buf`, which holds exactly one message; `request`: `U`'s bounds, if a request type.
-fn decode_as<U: Message + Default>(request: Option<&Request>, mut buf: impl Buf) -> Result<U, Status> {
+fn decode_as<U: Message + Default>(request: Option<&RequestBounds>, mut buf: impl Buf) -> Result<U, Status> {
     let Some(req) = request else {
         // As tonic-prost does: a response that does not decode is the server's fault.
         return U::decode(buf).map_err(|e| Status::internal(e.to_string()));
@@ -122,6 +133,12 @@ pub fn decode<U: Message + Default + 'static>(bytes: &[u8]) -> Result<U, Status>
     decode_as(request_of(TypeId::of::<U>()), bytes)
 }
 
+/// Decodes `bytes` as the message `U` held to `bounds` (`U`'s; None: a response), as a
+/// [`BoundedDecoder::new`] with them does. For fuzzing and tests of other protocols' bounds.
+pub fn decode_with<U: Message + Default>(bounds: Option<&RequestBounds>, bytes: &[u8]) -> Result<U, Status> {
+    decode_as(bounds, bytes)
+}
+
 /// The most memory, in bytes, the elements of a request's repeated fields may cost when the message is
 /// `len` bytes long: [`MAX_INFLATION`] per byte plus [`INFLATION_SLACK`].
 pub fn decoding_budget(len: usize) -> usize {
@@ -135,140 +152,126 @@ fn invalid(message: String) -> Status {
     s
 }
 
-/// The bounded fields of a message type. Invariant: at most [`MAX_FIELDS`] fields (a unit test checks).
+/// The bounded fields of a message type. Invariants, checked by [`Shape::new`] when the program is
+/// compiled (a shape is a constant): at most [`MAX_FIELDS`] fields, and singular message fields nested
+/// less than [`MAX_DEPTH`] deep.
 #[derive(Debug)]
-struct Shape {
+pub struct Shape {
     fields: &'static [Field],
 }
 
-const MAX_FIELDS: usize = 4;
+impl Shape {
+    /// A shape of these fields (fields of the message not listed are not bounded). Panics, at compile
+    /// time in a constant, past [`MAX_FIELDS`] fields or [`MAX_DEPTH`] levels of nesting.
+    pub const fn new(fields: &'static [Field]) -> Shape {
+        assert!(fields.len() <= MAX_FIELDS, "a shape holds at most MAX_FIELDS fields");
+        let shape = Shape { fields };
+        assert!(shape.depth() < MAX_DEPTH, "singular message fields nest deeper than MAX_DEPTH");
+        shape
+    }
 
-#[derive(Debug)]
-struct Field {
-    number: u64,
-    name: &'static str,
-    kind: Kind,
+    /// How deep singular message fields nest in this shape.
+    const fn depth(&self) -> usize {
+        let (mut i, mut max) = (0, 0);
+        while i < self.fields.len() {
+            let d = match &self.fields[i].kind {
+                Kind::Message(s) => 1 + s.depth(),
+                Kind::Messages { elem: Some(e), .. } => e.depth(),
+                _ => 0,
+            };
+            if d > max {
+                max = d;
+            }
+            i += 1;
+        }
+        max
+    }
 }
 
+/// Most bounded fields in one [`Shape`].
+pub const MAX_FIELDS: usize = 4;
+
+/// A bounded field of a message.
 #[derive(Debug)]
-enum Kind {
+pub struct Field {
+    /// The protobuf field number.
+    pub number: u64,
+    /// Its name (for messages).
+    pub name: &'static str,
+    /// What it holds, and its limits.
+    pub kind: Kind,
+}
+
+/// What a bounded field holds.
+#[derive(Debug)]
+pub enum Kind {
     /// A repeated message field: at most `max` elements on one occurrence of the enclosing message, each
     /// `size` bytes in memory, each itself walked against `elem`.
-    Messages { max: usize, size: usize, elem: Option<&'static Shape> },
+    Messages {
+        /// Most elements.
+        max: usize,
+        /// Bytes of memory one element costs (`size_of` the generated type).
+        size: usize,
+        /// The bounds of each element, if any.
+        elem: Option<&'static Shape>,
+    },
     /// A repeated varint field (packed or not), 8 bytes in memory per element.
     Varints,
     /// A singular message field, walked against its shape (its memory is part of its parent's).
     Message(&'static Shape),
 }
 
-/// A request type.
+/// The bounds of a request type.
 #[derive(Debug)]
-struct Request {
-    id: fn() -> TypeId,
-    /// The protobuf name (for messages, and for the test that every request type is listed).
-    name: &'static str,
-    shape: &'static Shape,
+pub struct RequestBounds {
+    /// The type's id (`TypeId::of::<T>`).
+    pub id: fn() -> TypeId,
+    /// The protobuf name (for messages, and for the tests that every request type is listed).
+    pub name: &'static str,
+    /// Its bounded fields.
+    pub shape: &'static Shape,
 }
 
-const NONE: Shape = Shape { fields: &[] };
+const NONE: Shape = Shape::new(&[]);
 
-static TXN: Shape = Shape {
-    fields: &[
-        Field {
-            number: 2,
-            name: "compares",
-            kind: Kind::Messages { max: MAX_TXN_COMPARES, size: size_of::<pb::Compare>(), elem: None },
-        },
-        Field {
-            number: 3,
-            name: "success",
-            kind: Kind::Messages { max: MAX_TXN_OPS, size: size_of::<pb::TxnOp>(), elem: None },
-        },
-        Field {
-            number: 4,
-            name: "failure",
-            kind: Kind::Messages { max: MAX_TXN_OPS, size: size_of::<pb::TxnOp>(), elem: None },
-        },
-    ],
-};
-
-static START_GROUP: Shape = Shape {
-    fields: &[Field {
+static TXN: Shape = Shape::new(&[
+    Field {
+        number: 2,
+        name: "compares",
+        kind: Kind::Messages { max: MAX_TXN_COMPARES, size: size_of::<pb::Compare>(), elem: None },
+    },
+    Field {
         number: 3,
-        name: "initial_members",
-        kind: Kind::Messages { max: MAX_MEMBERS, size: size_of::<pb::Member>(), elem: None },
-    }],
-};
+        name: "success",
+        kind: Kind::Messages { max: MAX_TXN_OPS, size: size_of::<pb::TxnOp>(), elem: None },
+    },
+    Field {
+        number: 4,
+        name: "failure",
+        kind: Kind::Messages { max: MAX_TXN_OPS, size: size_of::<pb::TxnOp>(), elem: None },
+    },
+]);
 
-static IMPORT_TARGET: Shape = Shape {
-    fields: &[Field {
-        number: 3,
-        name: "members",
-        kind: Kind::Messages { max: MAX_MEMBERS, size: size_of::<pb::Member>(), elem: None },
-    }],
-};
+static START_GROUP: Shape = Shape::new(&[Field {
+    number: 3,
+    name: "initial_members",
+    kind: Kind::Messages { max: MAX_MEMBERS, size: size_of::<pb::Member>(), elem: None },
+}]);
+
+static IMPORT_TARGET: Shape = Shape::new(&[Field {
+    number: 3,
+    name: "members",
+    kind: Kind::Messages { max: MAX_MEMBERS, size: size_of::<pb::Member>(), elem: None },
+}]);
 
 static IMPORT_CHUNK: Shape =
-    Shape { fields: &[Field { number: 1, name: "target", kind: Kind::Message(&IMPORT_TARGET) }] };
-
-// The Raft service (peers only): no count limits (a batch carries as many messages as the sender
-// merged), only the memory budget.
-static RAFT_MEMBERSHIP: Shape = Shape {
-    fields: &[
-        Field { number: 1, name: "voters", kind: Kind::Varints },
-        Field { number: 2, name: "non_voters", kind: Kind::Varints },
-        Field { number: 3, name: "witnesses", kind: Kind::Varints },
-        Field { number: 4, name: "removed", kind: Kind::Varints },
-    ],
-};
-
-static RAFT_SNAPSHOT: Shape =
-    Shape { fields: &[Field { number: 3, name: "membership", kind: Kind::Message(&RAFT_MEMBERSHIP) }] };
-
-static RAFT_MESSAGE: Shape = Shape {
-    fields: &[
-        Field {
-            number: 7,
-            name: "entries",
-            kind: Kind::Messages { max: usize::MAX, size: size_of::<pb::RaftEntry>(), elem: None },
-        },
-        Field { number: 9, name: "snapshot", kind: Kind::Message(&RAFT_SNAPSHOT) },
-    ],
-};
-
-static GROUP_MESSAGE: Shape =
-    Shape { fields: &[Field { number: 2, name: "message", kind: Kind::Message(&RAFT_MESSAGE) }] };
-
-static RAFT_BATCH: Shape = Shape {
-    fields: &[
-        Field {
-            number: 4,
-            name: "messages",
-            kind: Kind::Messages {
-                max: usize::MAX,
-                size: size_of::<pb::GroupMessage>(),
-                elem: Some(&GROUP_MESSAGE),
-            },
-        },
-        Field {
-            number: 5,
-            name: "reused",
-            kind: Kind::Messages { max: usize::MAX, size: size_of::<pb::GroupReplica>(), elem: None },
-        },
-    ],
-};
-
-static RAFT_SNAPSHOT_HEADER: Shape =
-    Shape { fields: &[Field { number: 5, name: "message", kind: Kind::Message(&RAFT_MESSAGE) }] };
-
-static RAFT_SNAPSHOT_CHUNK: Shape =
-    Shape { fields: &[Field { number: 1, name: "header", kind: Kind::Message(&RAFT_SNAPSHOT_HEADER) }] };
+    Shape::new(&[Field { number: 1, name: "target", kind: Kind::Message(&IMPORT_TARGET) }]);
 
 macro_rules! requests {
     ($($ty:ident => $shape:expr),* $(,)?) => {
         /// Every request type of the `drakkar.v1` services, with its bounds.
-        static REQUESTS: &[Request] = &[
-            $(Request { id: TypeId::of::<pb::$ty>, name: stringify!($ty), shape: $shape }),*
+        static REQUESTS: &[RequestBounds] = &[
+            $(RequestBounds { id: TypeId::of::<pb::$ty>, name: stringify!($ty), shape: $shape }),*
         ];
     };
 }
@@ -297,11 +300,9 @@ requests! {
     StartGroupRequest => &START_GROUP,
     StopGroupRequest => &NONE,
     NodeInfoRequest => &NONE,
-    RaftBatch => &RAFT_BATCH,
-    RaftSnapshotChunk => &RAFT_SNAPSHOT_CHUNK,
 }
 
-fn request_of(id: TypeId) -> Option<&'static Request> {
+fn request_of(id: TypeId) -> Option<&'static RequestBounds> {
     REQUESTS.iter().find(|r| (r.id)() == id)
 }
 
@@ -330,7 +331,7 @@ impl Budget {
 }
 
 /// Walks the wire format of a `req` message in `b` (see the module doc).
-fn check(b: &[u8], req: &Request) -> Result<(), Status> {
+fn check(b: &[u8], req: &RequestBounds) -> Result<(), Status> {
     let mut budget = Budget { cost: 0, limit: decoding_budget(b.len()) };
     walk(b, req.shape, &mut budget).map_err(|r| {
         invalid(match r {
@@ -368,9 +369,9 @@ fn skip(b: &[u8], pos: &mut usize, n: u64) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Deepest nesting of singular message fields in the static shapes (a unit test checks; 4 today: a Raft
+/// Deepest nesting of singular message fields a [`Shape`] may have, plus one (4 in the Raft protocol: a
 /// snapshot chunk's header.message.snapshot.membership).
-const MAX_DEPTH: usize = 8;
+pub const MAX_DEPTH: usize = 8;
 
 /// One field's value on the wire, as [`fields`] hands it over.
 enum Value<'a> {
@@ -553,28 +554,6 @@ mod tests {
     use super::*;
     use tonic::Code;
 
-    fn shapes() -> Vec<&'static Shape> {
-        let mut out: Vec<&'static Shape> = REQUESTS.iter().map(|r| r.shape).collect();
-        let mut i = 0;
-        while i < out.len() {
-            for f in out[i].fields {
-                match &f.kind {
-                    Kind::Messages { elem: Some(e), .. } | Kind::Message(e) => out.push(e),
-                    _ => {}
-                }
-            }
-            i += 1;
-        }
-        out
-    }
-
-    #[test]
-    fn shapes_fit_the_count_array() {
-        for s in shapes() {
-            assert!(s.fields.len() <= MAX_FIELDS, "{s:?}");
-        }
-    }
-
     /// The `rpc` lines of the .proto files: (service, method, input type, client streaming, output type).
     fn rpcs() -> Vec<(String, String, String, bool, String)> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/drakkar/v1");
@@ -603,6 +582,9 @@ mod tests {
     fn every_request_type_and_no_response_type_is_listed() {
         let rpcs = rpcs();
         assert!(rpcs.len() > 20, "{rpcs:?}");
+        // The client API only: the node-to-node protocol lives with the server (drakkar_server::peer).
+        let services: std::collections::BTreeSet<&str> = rpcs.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(services, ["Admin", "Kv", "Session", "StateMachine"].into(), "{services:?}");
         let listed: Vec<&str> = REQUESTS.iter().map(|r| r.name).collect();
         for (svc, method, input, _, output) in &rpcs {
             assert!(listed.contains(&input.as_str()), "{svc}.{method}: {input} is not in REQUESTS");
@@ -611,24 +593,6 @@ mod tests {
         for name in listed {
             assert!(rpcs.iter().any(|r| r.2 == name), "{name} is no request type");
         }
-    }
-
-    /// How deep singular message fields nest in `shape`.
-    fn depth(shape: &Shape) -> usize {
-        let sub = shape.fields.iter().map(|f| match &f.kind {
-            Kind::Message(s) => 1 + depth(s),
-            Kind::Messages { elem: Some(e), .. } => depth(e),
-            _ => 0,
-        });
-        sub.max().unwrap_or(0)
-    }
-
-    #[test]
-    fn shapes_nest_within_the_path_array() {
-        for r in REQUESTS {
-            assert!(depth(r.shape) < MAX_DEPTH, "{}", r.name);
-        }
-        assert_eq!(REQUESTS.iter().map(|r| depth(r.shape)).max(), Some(4));
     }
 
     #[test]
@@ -729,28 +693,6 @@ mod tests {
         decode::<pb::TxnRequest>(&[0x78, 1, 0x7b, 0x08, 1, 0x7c]).unwrap();
     }
 
-    #[test]
-    fn raft_batches_are_held_to_the_memory_budget() {
-        // A realistic batch of heartbeats passes.
-        let hb = pb::GroupMessage {
-            group: 1,
-            message: Some(pb::RaftMessage {
-                kind: 7,
-                from: 1,
-                to: 2,
-                term: 1,
-                commit: 5,
-                ..Default::default()
-            }),
-        };
-        let batch = pb::RaftBatch { messages: vec![hb; 100_000], ..Default::default() };
-        let r = decode::<pb::RaftBatch>(&batch.encode_to_vec()).unwrap();
-        assert_eq!(r.messages.len(), 100_000);
-        // Empty messages, 2 bytes each, do not.
-        let e = decode::<pb::RaftBatch>(&empty_elements(4, 1_000_000)).unwrap_err();
-        assert!(e.message().contains("memory"), "{e:?}");
-    }
-
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
 
@@ -782,7 +724,6 @@ mod tests {
                 }
                 let _ = decode::<pb::StartGroupRequest>(body);
                 let _ = decode::<pb::ImportSnapshotChunk>(body);
-                let _ = decode::<pb::RaftBatch>(body);
                 let _ = decode::<pb::PutRequest>(body);
             }
         }

@@ -91,7 +91,7 @@ fn grpc_messages(c: &mut Criterion) {
     group.bench_function("raft_batch_48x16x16B_encode", |b| b.iter(|| batch_to_pb(&batch).encode_to_vec()));
     let wire = Bytes::from(batch_to_pb(&batch).encode_to_vec());
     group.bench_function("raft_batch_48x16x16B_decode", |b| {
-        b.iter(|| batch_from_pb(pb::RaftBatch::decode(wire.clone()).expect("decode")))
+        b.iter(|| batch_from_pb(drakkar_server::peer::pb::RaftBatch::decode(wire.clone()).expect("decode")))
     });
     group.finish();
 }

@@ -370,6 +370,7 @@ pub async fn serve(
     health::spawn_probe(state.clone(), reporter, stop.clone());
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(drakkar_client::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(peer::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let max = state.cfg.max_request_bytes;

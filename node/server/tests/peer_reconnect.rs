@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use drakkar::transport::{MessageBatch, Transport};
 use drakkar::{NodeHost, NodeHostConfig};
-use drakkar_client::pb::{self, raft_server::Raft, raft_server::RaftServer};
 use drakkar_raft::{GroupId, Message, MessageKind, ReplicaId, Term};
+use drakkar_server::peer::pb::{self, raft_server::Raft, raft_server::RaftServer};
 use drakkar_server::peer::{GrpcTransport, TransportConfig};
 use drakkar_server::{self, ServerConfig, ServerState};
 use tokio::runtime::Runtime;

@@ -19,7 +19,6 @@ use bytes::Bytes;
 use drakkar::transport::MessageBatch;
 use drakkar::{GroupConfig, NodeHost, NodeHostConfig, StartMode};
 use drakkar_client::connect::{self, Connector};
-use drakkar_client::pb::{self, raft_client::RaftClient};
 use drakkar_client::tls::{ClientTls, client_config};
 use drakkar_kv::Command;
 use drakkar_raft::{
@@ -27,6 +26,7 @@ use drakkar_raft::{
     SnapshotMeta, Term,
 };
 use drakkar_server::peer::convert::{batch_to_pb, message_to_pb};
+use drakkar_server::peer::pb::{self, raft_client::RaftClient};
 use drakkar_server::peer::{GrpcTransport, TransportConfig};
 use drakkar_server::tls::{ClientAuth, NodeTls, TlsFiles};
 use drakkar_server::{self, KvKind, ServerConfig, ServerState};

@@ -1,4 +1,4 @@
-//! Every RPC a node serves (the `rpc` lines of node/client/proto/drakkar/v1, plus `grpc.health.v1` and
+//! Every RPC a node serves (the `rpc` lines of node/client/proto/drakkar/v1 and node/server/proto, plus `grpc.health.v1` and
 //! server reflection), each with valid seed requests to mutate and what the suite must never send it.
 //!
 //! Group 1 is the playground of hostile writes; group 2 holds the acknowledged writes the suite verifies.
@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 use drakkar_client::pb;
+use drakkar_server::peer::pb as peer;
 use prost::Message;
 
 /// The group of hostile writes.
@@ -82,36 +83,36 @@ fn member(replica: u64, address: &str) -> pb::Member {
     pb::Member { replica, address: address.into(), role: pb::Role::Voter as i32 }
 }
 
-fn raft_message(group: u64) -> pb::GroupMessage {
-    pb::GroupMessage {
+fn raft_message(group: u64) -> peer::GroupMessage {
+    peer::GroupMessage {
         group,
-        message: Some(pb::RaftMessage {
-            kind: pb::MessageKind::Append as i32,
+        message: Some(peer::RaftMessage {
+            kind: peer::MessageKind::Append as i32,
             from: 1,
             to: 2,
             term: 1_000_000,
             log_term: 7,
             index: 3,
-            entries: vec![pb::RaftEntry { term: 1_000_000, index: 4, kind: 0, data: Bytes::from("x") }; 3],
+            entries: vec![peer::RaftEntry { term: 1_000_000, index: 4, kind: 0, data: Bytes::from("x") }; 3],
             commit: 4,
             ..Default::default()
         }),
     }
 }
 
-fn snapshot_header(group: u64, size: u64) -> pb::RaftSnapshotChunk {
-    let membership = pb::RaftMembership { voters: vec![1, 2, 3], ..Default::default() };
-    let snap = pb::RaftSnapshot { index: 100, term: 9, membership: Some(membership), data: Bytes::new() };
-    let msg = pb::RaftMessage {
-        kind: pb::MessageKind::Snapshot as i32,
+fn snapshot_header(group: u64, size: u64) -> peer::RaftSnapshotChunk {
+    let membership = peer::RaftMembership { voters: vec![1, 2, 3], ..Default::default() };
+    let snap = peer::RaftSnapshot { index: 100, term: 9, membership: Some(membership), data: Bytes::new() };
+    let msg = peer::RaftMessage {
+        kind: peer::MessageKind::Snapshot as i32,
         from: 1,
         to: 2,
         term: 9,
         snapshot: Some(snap),
         ..Default::default()
     };
-    pb::RaftSnapshotChunk {
-        part: Some(pb::raft_snapshot_chunk::Part::Header(pb::RaftSnapshotHeader {
+    peer::RaftSnapshotChunk {
+        part: Some(peer::raft_snapshot_chunk::Part::Header(peer::RaftSnapshotHeader {
             from: STRANGER.into(),
             group,
             message: Some(msg),
@@ -377,7 +378,7 @@ pub fn all() -> Vec<Method> {
         unary("/drakkar.v1.Admin/NodeInfo", vec![enc(pb::NodeInfoRequest {})], &[], any),
         Method {
             shape: Shape::ClientStream,
-            follow: vec![enc(pb::RaftBatch {
+            follow: vec![enc(peer::RaftBatch {
                 from: STRANGER.into(),
                 messages: vec![raft_message(PROTECTED)],
                 ..Default::default()
@@ -387,12 +388,12 @@ pub fn all() -> Vec<Method> {
             raft: true,
             ..unary(
                 "/drakkar.v1.Raft/SendMessages",
-                vec![enc(pb::RaftBatch {
+                vec![enc(peer::RaftBatch {
                     from: STRANGER.into(),
                     incarnation_hi: 1,
                     incarnation_lo: 2,
                     messages: vec![raft_message(PLAYGROUND), raft_message(PROTECTED), raft_message(u64::MAX)],
-                    reused: vec![pb::GroupReplica { group: PROTECTED, replica: 1 }],
+                    reused: vec![peer::GroupReplica { group: PROTECTED, replica: 1 }],
                 })],
                 &[1],
                 any,
@@ -400,8 +401,8 @@ pub fn all() -> Vec<Method> {
         },
         Method {
             shape: Shape::ClientStream,
-            follow: vec![enc(pb::RaftSnapshotChunk {
-                part: Some(pb::raft_snapshot_chunk::Part::Data(Bytes::from(vec![7u8; 1000]))),
+            follow: vec![enc(peer::RaftSnapshotChunk {
+                part: Some(peer::raft_snapshot_chunk::Part::Data(Bytes::from(vec![7u8; 1000]))),
             })],
             raft: true,
             ..unary(

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use drakkar_client::pb;
+use crate::peer::pb;
 use drakkar_raft::{
     Entry, EntryKind, GroupId, LogIndex, Membership, Message, MessageKind, ReplicaId, Snapshot, SnapshotMeta,
     Term,

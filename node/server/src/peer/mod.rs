@@ -19,9 +19,19 @@
 //! - Snapshot files go on their own connection, as a stream of 1 MiB chunks ([`send::send_snapshot`]).
 //! - The receiving side is [`receive::RaftService`], served with the client API.
 
+pub mod codec;
 pub mod convert;
 pub mod receive;
 mod send;
+
+/// The generated node-to-node protocol (`proto/drakkar/v1/raft.proto`): the `drakkar.v1.Raft` service.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("drakkar.v1");
+}
+
+/// The encoded `FileDescriptorSet` of `raft.proto` (for gRPC server reflection).
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("drakkar_raft_descriptor");
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
-use drakkar_client::pb::{self, raft_server::RaftServer};
+use crate::peer::pb::{self, raft_server::RaftServer};
 use drakkar_raft::GroupId;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};

@@ -3,8 +3,8 @@
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use crate::peer::pb::{self, raft_client::RaftClient};
 use drakkar_client::connect::{self, Connector, KeepAlive};
-use drakkar_client::pb::{self, raft_client::RaftClient};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
