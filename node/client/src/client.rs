@@ -30,7 +30,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Make writes exactly-once: each group's writes go through a client session, so a write retried after
     /// a timeout or a lost connection is applied once. Without it, writes are retried only when the node
-    /// proves they never entered the log.
+    /// proves they never entered the log. A write whose session is gone (`session-unknown`) after an
+    /// attempt that may have been applied fails with [`ClientError::OutcomeUnknown`] (see [`Client::write`]).
     pub exactly_once: bool,
 }
 
@@ -146,12 +147,22 @@ impl Client {
     /// Calls `f` with a channel and the attempt deadline, retrying on other endpoints (or the leader a
     /// node named) while the error is retryable (see [`ClientError::retryable`]) and
     /// [`ClientConfig::retry_for`] lasts.
-    pub async fn call<T, F, Fut>(
+    pub async fn call<T, F, Fut>(&self, group: Option<u64>, idempotent: bool, f: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_tracked(group, idempotent, f).await.map_err(|failed| failed.error)
+    }
+
+    /// [`Client::call`], also telling, when it fails, whether an attempt before the last one may have been
+    /// applied.
+    async fn call_tracked<T, F, Fut>(
         &self,
         group: Option<u64>,
         idempotent: bool,
         mut f: F,
-    ) -> Result<T, ClientError>
+    ) -> Result<T, Failed>
     where
         F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -161,26 +172,36 @@ impl Client {
         let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
         let mut attempt = 0usize;
         let mut backoff = Duration::from_millis(25);
+        // The first failed attempt that does not prove the request was left unapplied.
+        let mut maybe_applied: Option<ClientError> = None;
         loop {
             let endpoint = self.pick(group, start, attempt);
             let result = match self.channel(&endpoint) {
                 Ok(ch) => f(ch, cfg.request_timeout).await,
-                Err(e) => return Err(e),
+                Err(error) => return Err(Failed { error, maybe_applied }),
             };
-            let err = match result {
+            let (err, not_applied) = match result {
                 Ok(r) => {
                     self.prefer(group, Some(&endpoint));
                     return Ok(r.into_inner());
                 }
-                Err(status) => ClientError::from_status(&status, &endpoint),
+                Err(status) => {
+                    let err = ClientError::from_status(&status, &endpoint);
+                    let not_applied = never_sent(&status) || err.never_entered();
+                    (err, not_applied)
+                }
             };
             let now = tokio::time::Instant::now();
             if !err.retryable(idempotent) || now >= deadline {
-                return Err(err);
+                return Err(Failed { error: err, maybe_applied });
             }
             tracing::debug!(%endpoint, error = %err, "retrying");
-            match err.leader_hint() {
-                Some(leader) if leader != endpoint => self.prefer(group, Some(leader)),
+            let hint = err.leader_hint().map(str::to_string);
+            if !not_applied && maybe_applied.is_none() {
+                maybe_applied = Some(err);
+            }
+            match hint {
+                Some(leader) if leader != endpoint => self.prefer(group, Some(&leader)),
                 _ => {
                     self.prefer(group, None);
                     attempt += 1;
@@ -258,6 +279,10 @@ impl Client {
     /// Runs a write on `group`: in a session when [`ClientConfig::exactly_once`] (every retry reuses the
     /// same series id, so it applies once), otherwise plain. `f` gets the session position to put in the
     /// request.
+    ///
+    /// When the session is gone (`session-unknown`) the write runs again in a new session only if no
+    /// earlier attempt of it may have been applied (each one was refused before it could enter the log, or
+    /// never left the client); otherwise it fails with [`ClientError::OutcomeUnknown`].
     pub async fn write<T, F, Fut>(&self, group: u64, mut f: F) -> Result<T, ClientError>
     where
         F: FnMut(Channel, Duration, Option<pb::SessionRef>) -> Fut,
@@ -271,22 +296,58 @@ impl Client {
             let state = self.session(group).await?;
             let sref = lock(&state).begin();
             let series = sref.series;
-            let r = self.call(Some(group), true, |ch, t| f(ch, t, Some(sref))).await;
+            let r = self.call_tracked(Some(group), true, |ch, t| f(ch, t, Some(sref))).await;
             // Answered or abandoned: either way this series is never retried again.
             lock(&state).complete(series);
-            match r {
-                Err(e) if e.reason() == Some(reason::SESSION_UNKNOWN) && !reopened => {
-                    // The session is gone (closed or evicted): the write was not applied; open a new one.
-                    let mut sessions = self.inner.sessions.lock().await;
-                    if sessions.get(&group).is_some_and(|s| Arc::ptr_eq(s, &state)) {
-                        sessions.remove(&group);
-                    }
-                    reopened = true;
-                }
-                r => return r,
+            let Failed { error, maybe_applied } = match r {
+                Ok(v) => return Ok(v),
+                Err(failed) => failed,
+            };
+            if error.reason() != Some(reason::SESSION_UNKNOWN) {
+                return Err(error);
             }
+            // The last attempt was not applied, but an earlier one may have been before the session went
+            // away: running the write again, in a new session, could apply it twice.
+            if let Some(earlier) = maybe_applied {
+                return Err(ClientError::OutcomeUnknown {
+                    earlier: Box::new(earlier),
+                    last: Box::new(error),
+                });
+            }
+            if reopened {
+                return Err(error);
+            }
+            // No attempt of this write was applied: open a new session and run it there.
+            let mut sessions = self.inner.sessions.lock().await;
+            if sessions.get(&group).is_some_and(|s| Arc::ptr_eq(s, &state)) {
+                sessions.remove(&group);
+            }
+            reopened = true;
         }
     }
+}
+
+/// A failed [`Client::call_tracked`].
+struct Failed {
+    /// The error that ended the call (the last attempt's, or one that made no attempt).
+    error: ClientError,
+    /// The first earlier attempt's error, when that attempt may have been applied: it failed in a way that
+    /// does not prove the request never entered the log (a timeout, a lost connection, a node stopping).
+    maybe_applied: Option<ClientError>,
+}
+
+/// Whether `status` is the client's own report of a connection that could not be made (refused,
+/// unreachable, TLS handshake failed): the request was never sent. A status received from a node has no
+/// source, so a node cannot claim this.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// A random non-zero session id (std's randomly keyed hasher over the time and a process-wide counter).

@@ -97,6 +97,17 @@ pub enum ClientError {
     /// Local I/O failed (e.g. writing an exported snapshot).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// A session write's outcome is unknown: it may or may not have been applied. An attempt of it failed
+    /// after it may have reached the group (`earlier`: a timeout, a lost connection), then a later attempt
+    /// found its session gone (`last`, `session-unknown`), so it can be neither retried in that session nor
+    /// run again in a new one without risking a second apply. Read the state to learn what happened.
+    #[error("outcome unknown (the write may have been applied): {earlier}; then {last}")]
+    OutcomeUnknown {
+        /// The first failed attempt that may have been applied.
+        earlier: Box<ClientError>,
+        /// The answer that ended the retries.
+        last: Box<ClientError>,
+    },
 }
 
 impl ClientError {
@@ -140,9 +151,19 @@ impl ClientError {
     /// twice (a read, or a write in a session); otherwise only answers that prove the request never
     /// entered the log are retryable.
     pub fn retryable(&self, idempotent: bool) -> bool {
-        let ClientError::Status { code, reason, .. } = self else { return false };
-        let never_entered = matches!(
-            reason.as_deref(),
+        let ClientError::Status { code, .. } = self else { return false };
+        match code {
+            Code::Unavailable | Code::ResourceExhausted => idempotent || self.never_entered(),
+            Code::DeadlineExceeded | Code::Unknown | Code::Cancelled | Code::Aborted => idempotent,
+            _ => false,
+        }
+    }
+
+    /// Whether the node's answer proves the request never entered the group's log (so it was not, and
+    /// will not be, applied): a refusal given before proposing.
+    pub(crate) fn never_entered(&self) -> bool {
+        matches!(
+            self.reason(),
             Some(
                 reason::NO_LEADER
                     | reason::BUSY
@@ -151,11 +172,6 @@ impl ClientError {
                     | reason::CONF_CHANGE_PENDING
                     | reason::NOT_LEADER
             )
-        );
-        match code {
-            Code::Unavailable | Code::ResourceExhausted => idempotent || never_entered,
-            Code::DeadlineExceeded | Code::Unknown | Code::Cancelled | Code::Aborted => idempotent,
-            _ => false,
-        }
+        )
     }
 }

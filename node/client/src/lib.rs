@@ -6,7 +6,8 @@
 //!   (documented in `docs/api.md`).
 //! - [`Client`]: several endpoints; a failed call is retried on another node, or on the leader a node
 //!   names in its answer; writes go through client sessions, so a write retried after a timeout or a
-//!   lost connection is applied once.
+//!   lost connection is applied once. A write whose session is gone after an attempt that may have been
+//!   applied is not run again in a new session: it fails with [`ClientError::OutcomeUnknown`].
 //! - [`ShardedKv`]: one keyspace over many KV groups, keys mapped to groups by a stable hash.
 //! - [`codec`]: the services' codec, which bounds what decoding a request may cost.
 //!
