@@ -571,14 +571,6 @@ pub(crate) fn recover_from(
     if shared.sm.is_on_disk() && disk_applied >= header.index {
         return Ok((header, sessions));
     }
-    if header.flags & snapshot::FLAG_METADATA_ONLY != 0 {
-        return Err(NodeError::Storage(format!(
-            "{}: the state machine is at index {disk_applied}, behind this snapshot at {}, which carries no \
-             data to recover from",
-            path.display(),
-            header.index
-        )));
-    }
     shared.sm.recover(&mut body).map_err(|e| NodeError::StateMachine(e.to_string()))?;
     Ok((header, sessions))
 }

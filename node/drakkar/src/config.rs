@@ -27,11 +27,11 @@ pub struct NodeHostConfig {
     /// lose unsynced bytes). `None`: the real one.
     pub log_fs: Option<std::sync::Arc<dyn drakkar_logdb::fs::FileSystem>>,
     /// Deterministic mode, with its seed. The NodeHost then spawns no thread at all (no step, apply, ticker
-    /// or snapshot threads): the caller drives it with [`crate::NodeHost::tick`] and
-    /// [`crate::NodeHost::run_until_idle`], which run exactly the workers' code, and every random choice
+    /// or snapshot threads): the caller drives it through a [`crate::Driver`] (`tick`, `run_until_idle`),
+    /// which runs exactly the workers' code, and every random choice
     /// (incarnation id, proposal keys, Raft election timers, session client ids) derives from the seed.
     /// With the same inputs in the same order, a deterministic NodeHost does the same thing: the simulator
-    /// (`drakkar::sim`) relies on it. Give each NodeHost (and each restart) its own seed. `None`: the
+    /// (`drakkar-sim`) relies on it. Give each NodeHost (and each restart) its own seed. `None`: the
     /// threaded engine.
     pub deterministic: Option<u64>,
     /// How long a request waits for a group without a known leader to elect one before it fails with
@@ -60,18 +60,6 @@ impl NodeHostConfig {
     }
 }
 
-/// The kind of state machine a group runs (see [`crate::statemachine`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SmKind {
-    /// In-memory, serial updates and lookups.
-    Regular,
-    /// In-memory, lookups concurrent with updates.
-    Concurrent,
-    /// Owns its persistence.
-    OnDisk,
-}
-
 /// Configuration of one replica of one group.
 #[derive(Clone, Debug)]
 pub struct GroupConfig {
@@ -79,8 +67,11 @@ pub struct GroupConfig {
     pub election_ticks: u32,
     /// Ticks between heartbeats.
     pub heartbeat_ticks: u32,
-    /// PreVote and CheckQuorum.
+    /// CheckQuorum: a leader that has not heard from a quorum within an election timeout steps down.
     pub check_quorum: bool,
+    /// PreVote: a candidate first asks whether it could win, so a partitioned replica rejoining does not
+    /// disrupt the leader with a higher term.
+    pub pre_vote: bool,
     /// Take a snapshot every this many applied entries (0: only on request).
     pub snapshot_entries: u64,
     /// Entries kept in the log behind a snapshot, so slightly lagging followers need no snapshot.
@@ -100,6 +91,7 @@ impl Default for GroupConfig {
             election_ticks: 10,
             heartbeat_ticks: 1,
             check_quorum: true,
+            pre_vote: true,
             snapshot_entries: 10_000,
             compaction_overhead: 1_000,
             max_in_mem_log_size: 256 << 20,

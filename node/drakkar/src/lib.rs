@@ -31,8 +31,8 @@ pub mod statemachine;
 pub mod transport;
 
 pub use apply::{GroupMembership, ReplicaState};
-pub use config::{GroupConfig, NodeHostConfig, SmKind};
+pub use config::{GroupConfig, NodeHostConfig};
 pub use error::{NodeError, Result};
 pub use events::Event;
-pub use nodehost::{NodeHost, Pending, Session, StartMode};
+pub use nodehost::{Driver, MembershipChange, NodeHost, Pending, Session, StartMode};
 pub use rsm::StateMachineBox;

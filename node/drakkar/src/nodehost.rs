@@ -62,7 +62,7 @@ struct Driven {
     applies: Vec<(Receiver<ApplyTask>, ApplyWorker, bool)>,
 }
 
-/// Rounds [`NodeHost::run_until_idle`] runs before it reports a livelock.
+/// Rounds [`Driver::run_until_idle`] runs before it reports a livelock.
 const MAX_IDLE_ROUNDS: usize = 100_000;
 
 /// One process's host of many Raft groups.
@@ -77,17 +77,41 @@ pub struct NodeHost {
 /// A client session for exactly-once proposals (see [`NodeHost::open_session`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {
-    /// The group.
-    pub group: GroupId,
-    /// The client id.
-    pub client: u64,
+    group: GroupId,
+    client: u64,
     /// The series id the next proposal uses.
-    pub series: u64,
+    series: u64,
     /// Every series id up to this one has been answered.
-    pub responded_to: u64,
+    responded_to: u64,
 }
 
 impl Session {
+    /// A session registered elsewhere, at the position its client keeps: the gRPC server's way, whose
+    /// remote clients send their session id, series and acknowledged series with every write.
+    pub fn resume(group: GroupId, client_id: u64, series: u64, responded_to: u64) -> Session {
+        Session { group, client: client_id, series, responded_to }
+    }
+
+    /// The group the session is registered in.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// The session's (client) id.
+    pub fn client_id(&self) -> u64 {
+        self.client
+    }
+
+    /// The series id of the next proposal (and of the retries of the current one).
+    pub fn series(&self) -> u64 {
+        self.series
+    }
+
+    /// Every series id up to this one has been answered.
+    pub fn responded_to(&self) -> u64 {
+        self.responded_to
+    }
+
     /// Call after a proposal in this session completed (got any answer): the next proposal is a new one.
     /// Do NOT call after a timeout: retrying the same series id is what makes the retry exactly-once.
     pub fn proposal_completed(&mut self) {
@@ -158,6 +182,61 @@ impl<T> Drop for Pending<T> {
             self.shared.take_waiter(self.key);
         }
     }
+}
+
+/// The driver of a deterministic NodeHost ([`NodeHostConfig::deterministic`](crate::NodeHostConfig)):
+/// no thread steps, applies or ticks it; the caller does, on its own thread, so one seed replays a whole
+/// run (the simulator's way, as etcd's RawNode is driven by its caller). A separate handle, so the
+/// NodeHost's API holds only what every user needs.
+#[derive(Clone)]
+pub struct Driver {
+    host: NodeHost,
+}
+
+impl Driver {
+    /// The driver of `host`; `InvalidArgument` when `host` runs its own threads.
+    pub fn new(host: &NodeHost) -> Result<Driver> {
+        if host.inner.driven.is_none() {
+            return Err(NodeError::InvalidArgument("only a deterministic NodeHost has a driver".into()));
+        }
+        Ok(Driver { host: host.clone() })
+    }
+
+    /// One tick of every group, as the ticker thread of a threaded NodeHost does every `tick_interval`
+    /// (run [`Driver::run_until_idle`] after it).
+    pub fn tick(&self) {
+        self.host.inner.tick_all();
+    }
+
+    /// Runs the workers' rounds until nothing is left to do, on the calling thread. Each step worker round
+    /// is exactly the threaded worker's (step every ready group, ONE log store batch and fsync, messages
+    /// to the transport, committed entries to the apply side); apply tasks are then handled as the apply
+    /// threads would, snapshots included. Returns the number of rounds and tasks run.
+    ///
+    /// Fails with `Storage` if the workers still have work after a bound of rounds (a livelock: a bug).
+    pub fn run_until_idle(&self) -> Result<usize> {
+        self.host.run_until_idle()
+    }
+}
+
+/// A change to a group's membership ([`NodeHost::change_membership`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MembershipChange {
+    /// Adds a replica, reachable at `address` (`host:port`, see [`crate::address`]).
+    Add {
+        /// The new replica's id (never one the group used before).
+        replica: ReplicaId,
+        /// Where its node listens.
+        address: String,
+        /// Voter, non-voter or witness. A new replica is best added as a non-voter, then promoted once it
+        /// caught up.
+        role: MemberRole,
+    },
+    /// Promotes a non-voter to voter.
+    Promote(ReplicaId),
+    /// Removes a replica; its id can never be used again in this group.
+    Remove(ReplicaId),
 }
 
 /// How a replica starts.
@@ -324,20 +403,8 @@ impl NodeHost {
         Ok(NodeHost { inner })
     }
 
-    /// Deterministic mode: one tick of every group, as the ticker thread does every `tick_interval` (run
-    /// [`NodeHost::run_until_idle`] after it). On a threaded NodeHost it adds an extra tick.
-    pub fn tick(&self) {
-        self.inner.tick_all();
-    }
-
-    /// Deterministic mode: runs the workers' rounds until nothing is left to do, on the calling thread. Each
-    /// step worker round is exactly the threaded worker's (step every ready group, ONE log store batch and
-    /// fsync, messages to the transport, committed entries to the apply side); apply tasks are then handled
-    /// as the apply threads would, snapshots included. Returns the number of rounds and tasks run.
-    ///
-    /// Fails with `InvalidArgument` on a threaded NodeHost, and with `Storage` if the workers still have
-    /// work after a bound of rounds (a livelock: a bug).
-    pub fn run_until_idle(&self) -> Result<usize> {
+    /// Runs a deterministic NodeHost's workers until idle (see [`Driver::run_until_idle`]).
+    fn run_until_idle(&self) -> Result<usize> {
         let Some(driven) = &self.inner.driven else {
             return Err(NodeError::InvalidArgument("run_until_idle needs a deterministic NodeHost".into()));
         };
@@ -528,7 +595,7 @@ impl NodeHost {
         rcfg.election_tick = gcfg.election_ticks;
         rcfg.heartbeat_tick = gcfg.heartbeat_ticks;
         rcfg.check_quorum = gcfg.check_quorum;
-        rcfg.pre_vote = gcfg.check_quorum;
+        rcfg.pre_vote = gcfg.pre_vote;
         rcfg.max_in_mem_log_size = gcfg.max_in_mem_log_size;
         rcfg.quiesce_ticks = gcfg.quiesce_ticks;
         // Lease-based reads are not offered: a deposed leader could answer from its lease after a newer
@@ -819,87 +886,40 @@ impl NodeHost {
         shared.sm.lookup(query).map_err(NodeError::from_lookup)
     }
 
-    /// Proposes a membership change without waiting (see [`NodeHost::change_membership`]); the result's
-    /// value is the change's log index. A refused optimistic lock answers [`NodeError::StaleConfChange`], a
-    /// change the log refuses [`NodeError::ConfChangeRefused`].
-    pub fn submit_membership_change(
+    /// Proposes a membership change; the answer's value is the change's log index, given once it is
+    /// applied here (then [`NodeHost::membership`] shows it). `expected_conf_index` (0: any) refuses the
+    /// change with [`NodeError::StaleConfChange`] if another one was applied since the caller read the
+    /// membership; a change the log refuses answers [`NodeError::ConfChangeRefused`]. Changes are proposed
+    /// on the leader only: on any other replica this fails with [`NodeError::NoLeader`] and the caller
+    /// retries at the leader (see [`NodeHost::leader`]; over gRPC the node passes it to the leader). A
+    /// replica added needs an `address` of the form [`crate::address`] describes, else
+    /// [`NodeError::InvalidArgument`] (nothing is proposed).
+    pub fn change_membership(
         &self,
         group: GroupId,
-        kind: ConfChangeKind,
-        replica: ReplicaId,
-        address: &str,
+        change: MembershipChange,
         expected_conf_index: u64,
     ) -> Result<Pending<SmResult>> {
+        let (kind, replica, address) = match change {
+            MembershipChange::Add { replica, address, role } => {
+                let kind = match role {
+                    MemberRole::Voter => ConfChangeKind::AddVoter,
+                    MemberRole::NonVoter => ConfChangeKind::AddNonVoter,
+                    MemberRole::Witness => ConfChangeKind::AddWitness,
+                    _ => return Err(NodeError::InvalidArgument("unknown member role".into())),
+                };
+                (kind, replica, address)
+            }
+            MembershipChange::Promote(replica) => (ConfChangeKind::Promote, replica, String::new()),
+            MembershipChange::Remove(replica) => (ConfChangeKind::Remove, replica, String::new()),
+        };
+        Self::check_added_address(kind, &address)?;
         let shared = self.shared(group)?;
         let key = self.key();
-        let cc = ConfChange { kind, replica, context: encode_cc_context(key, expected_conf_index, address) };
+        let cc = ConfChange { kind, replica, context: encode_cc_context(key, expected_conf_index, &address) };
         self.start(&shared, key, Waiter::Propose, || {
             self.submit(group, Input::ProposeConf { group, key, cc })
         })
-    }
-
-    /// Proposes a membership change and waits until it is applied here. `expected_conf_index` (0: any)
-    /// refuses the change if another one was applied since the caller read the membership. Changes are
-    /// proposed on the leader only: on any other replica this fails with [`NodeError::NoLeader`] and the
-    /// caller retries at the leader (see [`NodeHost::leader`]; over gRPC the node passes it to the
-    /// leader). A replica added needs an `address` of the form [`crate::address`] describes,
-    /// else [`NodeError::InvalidArgument`] (nothing is proposed).
-    pub async fn change_membership(
-        &self,
-        group: GroupId,
-        kind: ConfChangeKind,
-        replica: ReplicaId,
-        address: &str,
-        expected_conf_index: u64,
-        timeout: Duration,
-    ) -> Result<GroupMembership> {
-        Self::check_added_address(kind, address)?;
-        let pending = self.submit_membership_change(group, kind, replica, address, expected_conf_index)?;
-        pending.wait(timeout).await?;
-        self.membership(group)
-    }
-
-    /// Adds a replica (`role`: voter, non-voter or witness) reachable at `address` (`host:port`, see
-    /// [`crate::address`]; otherwise [`NodeError::InvalidArgument`]).
-    pub async fn add_replica(
-        &self,
-        group: GroupId,
-        replica: ReplicaId,
-        address: &str,
-        role: MemberRole,
-        expected_conf_index: u64,
-        timeout: Duration,
-    ) -> Result<GroupMembership> {
-        let kind = match role {
-            MemberRole::Voter => ConfChangeKind::AddVoter,
-            MemberRole::NonVoter => ConfChangeKind::AddNonVoter,
-            MemberRole::Witness => ConfChangeKind::AddWitness,
-            _ => return Err(NodeError::InvalidArgument("unknown member role".into())),
-        };
-        self.change_membership(group, kind, replica, address, expected_conf_index, timeout).await
-    }
-
-    /// Promotes a non-voter to voter.
-    pub async fn promote_replica(
-        &self,
-        group: GroupId,
-        replica: ReplicaId,
-        expected_conf_index: u64,
-        timeout: Duration,
-    ) -> Result<GroupMembership> {
-        self.change_membership(group, ConfChangeKind::Promote, replica, "", expected_conf_index, timeout)
-            .await
-    }
-
-    /// Removes a replica. Its id can never be used again in this group.
-    pub async fn remove_replica(
-        &self,
-        group: GroupId,
-        replica: ReplicaId,
-        expected_conf_index: u64,
-        timeout: Duration,
-    ) -> Result<GroupMembership> {
-        self.change_membership(group, ConfChangeKind::Remove, replica, "", expected_conf_index, timeout).await
     }
 
     /// Asks the leader to hand leadership to `to`. Returns once the request is accepted; watch
@@ -1131,8 +1151,7 @@ impl NodeHost {
             name = format!("snapshot-{:020}.import-{nonce}.snap", old.index.0);
         }
         let path = dir.join(&name);
-        let metadata_only = old.flags & snapshot::FLAG_METADATA_ONLY != 0;
-        if let Err(e) = Self::stage_import(&path, &header, &mut *body, metadata_only, verify) {
+        if let Err(e) = Self::stage_import(&path, &header, &mut *body, verify) {
             undo(None);
             return Err(e);
         }
@@ -1175,13 +1194,12 @@ impl NodeHost {
 
     /// Writes the imported snapshot at `path` (durably, see [`snapshot::write_snapshot`]) from the
     /// decompressed `body` of the exported one, decoding the body as it passes: the session table, then
-    /// `verify` on the state machine's part (unless `metadata_only`), then the rest to its end. A body that
+    /// `verify` on the state machine's part, then the rest to its end. A body that
     /// does not decode is `InvalidArgument`, a failed write `Storage`; either way no file is left at `path`.
     fn stage_import(
         path: &Path,
         header: &snapshot::SnapshotHeader,
         body: &mut dyn std::io::Read,
-        metadata_only: bool,
         verify: impl FnOnce(&mut dyn std::io::Read) -> std::result::Result<(), crate::statemachine::SmError>,
     ) -> Result<()> {
         use std::io::{ErrorKind, Read};
@@ -1218,7 +1236,7 @@ impl NodeHost {
             let mut tee = Tee { src: body, dst: w, read_failed: false, write_failed: None };
             let checked = (|| {
                 crate::session::Sessions::load(&mut tee).map_err(|e| bad("session table", &e))?;
-                if !metadata_only && let Err(e) = verify(&mut tee) {
+                if let Err(e) = verify(&mut tee) {
                     let scratch_failed = !tee.read_failed
                         && matches!(&e, crate::statemachine::SmError::Io(io)
                             if !matches!(io.kind(), ErrorKind::InvalidData | ErrorKind::UnexpectedEof));

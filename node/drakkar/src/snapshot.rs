@@ -20,8 +20,6 @@ use std::path::{Path, PathBuf};
 use drakkar_raft::{GroupId, LogIndex, Membership, ReplicaId, Term};
 
 const MAGIC: &[u8; 8] = b"DKSNAP01";
-/// Flag: the body holds no state machine data (on-disk state machines' compaction snapshots, witnesses).
-pub const FLAG_METADATA_ONLY: u32 = 1;
 /// Headers are read from the first `HEAD_CAP` bytes of the file.
 const HEAD_CAP: usize = 1 << 20;
 const MAX_HEADER: u32 = (HEAD_CAP - 12) as u32;
@@ -63,7 +61,7 @@ pub struct SnapshotHeader {
     pub addresses: BTreeMap<ReplicaId, String>,
     /// Log index of the last applied membership change.
     pub conf_index: u64,
-    /// `FLAG_*` bits.
+    /// Reserved for later formats: 0 (a header with any bit set is refused as corrupt).
     pub flags: u32,
 }
 
@@ -137,6 +135,9 @@ impl SnapshotHeader {
         }
         let conf_index = c.u64()?;
         let flags = c.u32()?;
+        if flags != 0 {
+            return None;
+        }
         Some(SnapshotHeader { group, index, term, membership, addresses, conf_index, flags })
     }
 }
@@ -290,5 +291,19 @@ mod tests {
         assert!(matches!(open_snapshot(&path), Err(SnapshotError::Corrupt { .. })));
         fs::write(&path, &bytes[..10]).unwrap();
         assert!(open_snapshot(&path).is_err());
+    }
+
+    /// A header with reserved flag bits set (a later format, or a crafted file) is refused, whole and
+    /// with a valid checksum: nothing in this format tells a reader to skip the state machine's data.
+    #[test]
+    fn reserved_flags_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("42.snap");
+        let flagged = SnapshotHeader { flags: 1, ..header() };
+        assert_eq!(SnapshotHeader::decode(&header().encode()), Some(header()));
+        assert_eq!(SnapshotHeader::decode(&flagged.encode()), None);
+        write_snapshot(&path, &flagged, |w| w.write_all(b"data")).unwrap();
+        assert!(open_snapshot(&path).is_err());
+        assert!(verify_snapshot(&path).is_err());
     }
 }

@@ -209,7 +209,7 @@ async fn chaos_no_acknowledged_write_lost_and_sessions_exactly_once() {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 };
-                let cmd = Bytes::from(format!("s{}={}", session.series, session.series));
+                let cmd = Bytes::from(format!("s{}={}", session.series(), session.series()));
                 match h.propose_in_session(&session, cmd, Duration::from_millis(500)).await {
                     Ok(_) => {
                         session.proposal_completed();
@@ -232,7 +232,7 @@ async fn chaos_no_acknowledged_write_lost_and_sessions_exactly_once() {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 };
-                let cmd = Bytes::from(format!("s{}={}", session.series, session.series));
+                let cmd = Bytes::from(format!("s{}={}", session.series(), session.series()));
                 if h.propose_in_session(&session, cmd, Duration::from_secs(1)).await.is_ok() {
                     series_done.fetch_add(1, Ordering::Relaxed);
                     break;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Cluster, T, fast_group};
-use drakkar::{NodeError, StartMode};
+use drakkar::{GroupMembership, MembershipChange, NodeError, NodeHost, StartMode};
 use drakkar_raft::{GroupId, MemberRole, ReplicaId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,21 +98,20 @@ async fn add_a_replica_that_catches_up_by_snapshot() {
     // Compact the leader's log so the new replica needs a snapshot.
     c.hosts[&l].request_snapshot(GroupId(1), None, T).await.unwrap();
     let h4 = c.start_host(4);
-    let m = c.hosts[&l]
-        .add_replica(GroupId(1), ReplicaId(4), &common::addr(4), MemberRole::NonVoter, 0, T)
-        .await
-        .unwrap();
+    let add =
+        MembershipChange::Add { replica: ReplicaId(4), address: common::addr(4), role: MemberRole::NonVoter };
+    let m = change(&c.hosts[&l], add, 0).await.unwrap();
     assert!(m.membership.non_voters.contains(&ReplicaId(4)));
     h4.start_replica(GroupId(1), ReplicaId(4), drakkar::StartMode::Joining, common::sm(), fast_group())
         .unwrap();
     // Stale conf-change index: refused.
-    let stale = c.hosts[&l].promote_replica(GroupId(1), ReplicaId(4), 1, T).await;
+    let stale = change(&c.hosts[&l], MembershipChange::Promote(ReplicaId(4)), 1).await;
     assert!(matches!(stale, Err(NodeError::StaleConfChange { .. })), "{stale:?}");
-    let m = c.hosts[&l].promote_replica(GroupId(1), ReplicaId(4), m.conf_index, T).await.unwrap();
+    let m = change(&c.hosts[&l], MembershipChange::Promote(ReplicaId(4)), m.conf_index).await.unwrap();
     assert!(m.membership.voters.contains(&ReplicaId(4)));
     let v = h4.read(GroupId(1), Bytes::from_static(b"k49"), T).await.unwrap();
     assert_eq!(v, Bytes::from_static(b"v49"));
-    let removed = c.hosts[&l].remove_replica(GroupId(1), ReplicaId(4), 0, T).await.unwrap();
+    let removed = change(&c.hosts[&l], MembershipChange::Remove(ReplicaId(4)), 0).await.unwrap();
     assert!(removed.membership.removed.contains(&ReplicaId(4)));
 }
 
@@ -206,10 +205,12 @@ async fn events_report_leaders_membership_and_snapshots() {
     }
     c.hosts[&1].read(GroupId(1), Bytes::from_static(b"k9"), T).await.unwrap();
     let idx = c.hosts[&1].request_snapshot(GroupId(1), None, T).await.unwrap();
-    c.hosts[&l]
-        .add_replica(GroupId(1), ReplicaId(9), "node-9:7000", MemberRole::NonVoter, 0, T)
-        .await
-        .unwrap();
+    let add = MembershipChange::Add {
+        replica: ReplicaId(9),
+        address: "node-9:7000".into(),
+        role: MemberRole::NonVoter,
+    };
+    change(&c.hosts[&l], add, 0).await.unwrap();
     let (mut leader, mut membership, mut snapshot, mut compacted) = (false, false, false, false);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !(leader && membership && snapshot && compacted) {
@@ -388,4 +389,14 @@ async fn a_read_sent_to_a_lost_leader_is_asked_again_at_the_next() {
     assert_eq!(v, Bytes::from_static(b"1"));
     // A new leader is elected within a few election timeouts; the read must not wait for its deadline.
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+}
+
+/// Proposes `change` to group 1 through `host` and waits until it is applied: the membership after it.
+async fn change(
+    host: &NodeHost,
+    change: MembershipChange,
+    expected_conf_index: u64,
+) -> drakkar::Result<GroupMembership> {
+    host.change_membership(GroupId(1), change, expected_conf_index)?.wait(T).await?;
+    host.membership(GroupId(1))
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use common::{Cluster, T, fast_group};
 use drakkar::session::MAX_PENDING_PER_SESSION;
-use drakkar::{GroupConfig, NodeError, StartMode, StateMachineBox};
+use drakkar::{GroupConfig, NodeError, Session, StartMode, StateMachineBox};
 use drakkar_kv::{Command, CommandResult, DiskKv};
 use drakkar_raft::{GroupId, ReplicaId};
 
@@ -39,7 +39,7 @@ async fn a_retry_past_the_per_session_limit_is_refused_never_applied_twice() {
     let mut pending = Vec::new();
     for n in 0..=MAX_PENDING_PER_SESSION as u64 {
         pending.push(h.submit_session_proposal(&s, Bytes::from(format!("k{n}=v"))).unwrap());
-        s.series += 1;
+        s = Session::resume(G, s.client_id(), s.series() + 1, s.responded_to());
     }
     for p in pending {
         p.wait(T).await.unwrap();
@@ -53,8 +53,7 @@ async fn a_retry_past_the_per_session_limit_is_refused_never_applied_twice() {
     }
     assert_eq!(updates(&c).await, before, "the retry was applied a second time");
     // Series 2's result is still kept: its retry gets it.
-    let mut second = first.clone();
-    second.series = 2;
+    let second = Session::resume(G, first.client_id(), 2, first.responded_to());
     assert_eq!(h.propose_in_session(&second, Bytes::from_static(b"k1=v"), T).await.unwrap().value, 2);
 }
 
@@ -91,11 +90,11 @@ async fn a_retried_registration_opens_one_session_and_keeps_its_results() {
     let _ = c.leader(1).await;
     let h = &c.hosts[&1];
     let s = h.open_session_with_id(G, Some(0xABCD), T).await.unwrap();
-    assert_eq!(s.client, 0xABCD);
+    assert_eq!(s.client_id(), 0xABCD);
     let first = h.propose_in_session(&s, Bytes::from_static(b"x=1"), T).await.unwrap();
     // The answer to the registration was lost, say: the retry registers nothing new and forgets nothing.
     let again = h.open_session_with_id(G, Some(0xABCD), T).await.unwrap();
-    assert_eq!(again.client, s.client);
+    assert_eq!(again.client_id(), s.client_id());
     assert_eq!(h.propose_in_session(&s, Bytes::from_static(b"x=1"), T).await.unwrap(), first);
     assert_eq!(updates(&c).await, 1);
     assert!(matches!(h.open_session_with_id(G, Some(0), T).await, Err(NodeError::InvalidArgument(_))));

@@ -55,11 +55,6 @@ impl Ready {
     pub fn number(&self) -> u64 {
         self.number
     }
-
-    /// True if the caller must fsync before acting on `persisted_messages`.
-    pub fn must_sync(&self) -> bool {
-        !self.entries.is_empty() || self.snapshot.is_some() || self.hard_state.is_some()
-    }
 }
 
 /// What a handed-out batch asked to persist, to acknowledge when the caller says it is durable.

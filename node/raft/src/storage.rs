@@ -175,11 +175,6 @@ impl MemStorage {
         self.base = (index, term);
         Ok(())
     }
-
-    /// Every stored entry (tests).
-    pub fn all_entries(&self) -> &[Entry] {
-        &self.entries
-    }
 }
 
 impl Storage for MemStorage {

@@ -23,7 +23,7 @@ use super::ops::{Call, Route};
 use super::status::{self, invalid, to_status, with_reason};
 use super::{KvKind, ServerState};
 use drakkar::statemachine::OnDiskStateMachine;
-use drakkar::{GroupMembership, NodeError, NodeHost, ReplicaState, StartMode};
+use drakkar::{GroupMembership, MembershipChange, NodeError, NodeHost, ReplicaState, StartMode};
 use drakkar_kv::DiskKv;
 
 /// The Admin service.
@@ -261,6 +261,18 @@ fn install(
     Ok(index)
 }
 
+/// Proposes `c` on `g` and waits until it is applied here: the membership after it.
+async fn change(
+    host: &NodeHost,
+    g: GroupId,
+    c: MembershipChange,
+    expected_conf_index: u64,
+    timeout: Duration,
+) -> Result<GroupMembership, NodeError> {
+    host.change_membership(g, c, expected_conf_index)?.wait(timeout).await?;
+    host.membership(g)
+}
+
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -272,7 +284,15 @@ impl pb::admin_server::Admin for AdminService {
         member_address(&req.get_ref().address, "the new replica")?;
         let (s, call, r, g) = serve_or_forward!(self, req, false, AdminClient, add_replica);
         let (id, role) = (replica(r.replica)?, role_of(r.role)?);
-        match s.host.add_replica(g, id, &r.address, role, r.expected_conf_index, call.timeout).await {
+        match change(
+            &s.host,
+            g,
+            MembershipChange::Add { replica: id, address: r.address.clone(), role },
+            r.expected_conf_index,
+            call.timeout,
+        )
+        .await
+        {
             Err(e @ NodeError::NoLeader { .. }) => {
                 self.via_leader(g, &call, r, e, |mut c, m| async move { c.add_replica(m).await }).await
             }
@@ -285,7 +305,15 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::PromoteReplicaRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let (s, call, r, g) = serve_or_forward!(self, req, false, AdminClient, promote_replica);
-        match s.host.promote_replica(g, replica(r.replica)?, r.expected_conf_index, call.timeout).await {
+        match change(
+            &s.host,
+            g,
+            MembershipChange::Promote(replica(r.replica)?),
+            r.expected_conf_index,
+            call.timeout,
+        )
+        .await
+        {
             Err(e @ NodeError::NoLeader { .. }) => {
                 self.via_leader(g, &call, r, e, |mut c, m| async move { c.promote_replica(m).await }).await
             }
@@ -298,7 +326,15 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::RemoveReplicaRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let (s, call, r, g) = serve_or_forward!(self, req, false, AdminClient, remove_replica);
-        match s.host.remove_replica(g, replica(r.replica)?, r.expected_conf_index, call.timeout).await {
+        match change(
+            &s.host,
+            g,
+            MembershipChange::Remove(replica(r.replica)?),
+            r.expected_conf_index,
+            call.timeout,
+        )
+        .await
+        {
             Err(e @ NodeError::NoLeader { .. }) => {
                 self.via_leader(g, &call, r, e, |mut c, m| async move { c.remove_replica(m).await }).await
             }

@@ -83,8 +83,7 @@ impl ServerState {
     ) -> Result<SmResult, Status> {
         let r = match session {
             Some(s) => {
-                let s =
-                    Session { group, client: s.client_id, series: s.series, responded_to: s.responded_to };
+                let s = Session::resume(group, s.client_id, s.series, s.responded_to);
                 self.host.propose_in_session(&s, cmd, timeout).await
             }
             None => self.host.propose(group, cmd, timeout).await,

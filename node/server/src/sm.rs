@@ -46,7 +46,7 @@ impl pb::session_server::Session for SessionService {
         let id = (r.client_id != 0).then_some(r.client_id);
         let session =
             s.host.open_session_with_id(g, id, call.timeout).await.map_err(|e| to_status(e, &s.host, g))?;
-        Ok(Response::new(pb::OpenSessionResponse { client_id: session.client }))
+        Ok(Response::new(pb::OpenSessionResponse { client_id: session.client_id() }))
     }
 
     async fn close_session(
@@ -54,7 +54,7 @@ impl pb::session_server::Session for SessionService {
         req: Request<pb::CloseSessionRequest>,
     ) -> Result<Response<pb::CloseSessionResponse>, Status> {
         let (s, call, r, g) = serve_or_forward!(self, req, false, SessionClient, close_session);
-        let session = Session { group: g, client: r.client_id, series: 0, responded_to: 0 };
+        let session = Session::resume(g, r.client_id, 0, 0);
         s.host.close_session(session, call.timeout).await.map_err(|e| to_status(e, &s.host, g))?;
         Ok(Response::new(pb::CloseSessionResponse {}))
     }

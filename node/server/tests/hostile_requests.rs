@@ -8,7 +8,7 @@ mod hostile_support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use drakkar::NodeError;
+use drakkar::{MembershipChange, NodeError};
 use drakkar_client::pb::{self, admin_client::AdminClient, kv_client::KvClient};
 use drakkar_client::{REASON_HEADER, reason};
 use drakkar_raft::{MemberRole, ReplicaId};
@@ -181,10 +181,12 @@ async fn invalid_member_addresses_never_enter_the_membership() {
         let e = admin.import_snapshot(tokio_stream::iter(vec![first])).await.expect_err(what);
         assert_eq!(e.code(), Code::InvalidArgument, "{what}: {e:?}");
         // A library caller of the NodeHost.
-        let r = n
-            .host
-            .add_replica(G, ReplicaId(9), &address, MemberRole::NonVoter, 0, Duration::from_secs(5))
-            .await;
+        let add = MembershipChange::Add {
+            replica: ReplicaId(9),
+            address: address.clone(),
+            role: MemberRole::NonVoter,
+        };
+        let r = n.host.change_membership(G, add, 0).map(|_| ());
         assert!(matches!(r, Err(NodeError::InvalidArgument(_))), "{what}: {r:?}");
     }
 

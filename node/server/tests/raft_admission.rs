@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use drakkar::transport::MessageBatch;
-use drakkar::{GroupConfig, NodeHost, NodeHostConfig, StartMode};
+use drakkar::{GroupConfig, MembershipChange, NodeHost, NodeHostConfig, StartMode};
 use drakkar_client::connect::{self, Connector};
 use drakkar_client::tls::{ClientTls, client_config};
 use drakkar_kv::Command;
@@ -330,7 +330,7 @@ async fn members_and_a_joining_replica_still_replicate() {
     let pki = Pki::new();
     let a = Node::alone(&pki).await;
     let b = Node::start(&pki, "node-b").await;
-    a.host.add_replica(G, ReplicaId(2), &b.addr, MemberRole::NonVoter, 0, T).await.unwrap();
+    add_replica(&a.host, ReplicaId(2), &b.addr, MemberRole::NonVoter).await;
     b.state.start_kv_group(G, ReplicaId(2), StartMode::Joining, KvKind::Memory).unwrap();
     for i in 0..3 {
         a.host.propose(G, put(&format!("k{i}"), "v"), T).await.unwrap();
@@ -365,7 +365,7 @@ async fn a_snapshot_stream_cut_by_its_deadline_leaves_no_partial_file() {
     let node = Node::alone(&pki).await;
     // A member that sends snapshots: non-voter 2 at peer.test (never reached; it only sends here).
     let peer = "peer.test:7000";
-    node.host.add_replica(G, ReplicaId(2), peer, MemberRole::NonVoter, 0, T).await.unwrap();
+    add_replica(&node.host, ReplicaId(2), peer, MemberRole::NonVoter).await;
     let id = pki.issue("peer", &["peer.test"]);
     let mut raft = RaftClient::new(pki.channel(&node.addr, Some(&id)));
 
@@ -451,7 +451,7 @@ async fn a_member_that_missed_its_leaders_addition_catches_up() {
     c.hosts[&4]
         .start_replica(G, ReplicaId(4), StartMode::Joining, common::sm(), common::fast_group())
         .unwrap();
-    leader.add_replica(G, ReplicaId(4), &addr(4), MemberRole::Voter, 0, T).await.unwrap();
+    add_replica(&leader, ReplicaId(4), &addr(4), MemberRole::Voter).await;
     let deadline = Instant::now() + T;
     while c.leader(1).await != 4 {
         assert!(Instant::now() < deadline, "replica 4 never took the lead");
@@ -480,4 +480,10 @@ async fn a_member_that_missed_its_leaders_addition_catches_up() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(h3.stale_read(G, b"k").unwrap(), Bytes::from_static(b"after"));
+}
+
+/// Adds `replica` at `address` to group `G` through `host` (its leader) and waits until it is applied.
+async fn add_replica(host: &NodeHost, replica: ReplicaId, address: &str, role: MemberRole) {
+    let add = MembershipChange::Add { replica, address: address.to_string(), role };
+    host.change_membership(G, add, 0).expect("proposed").wait(T).await.expect("applied");
 }

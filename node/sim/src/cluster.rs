@@ -10,12 +10,12 @@ use drakkar_logdb::fs::{FileSystem, MemFs};
 use drakkar_raft::{GroupId, ReplicaId, Rng};
 
 use super::net::SimNetwork;
-use drakkar::{GroupConfig, NodeHost, NodeHostConfig, StartMode, StateMachineBox};
+use drakkar::{Driver, GroupConfig, NodeHost, NodeHostConfig, StartMode, StateMachineBox};
 use drakkar_kv::MemKv;
 
 /// The address of host `i`.
 pub(crate) fn addr(i: u64) -> String {
-    format!("h{i}")
+    format!("h{i}:7000")
 }
 
 /// One simulated machine: its disks survive crashes, its NodeHost does not.
@@ -210,8 +210,8 @@ impl Cluster {
     /// One tick of every running NodeHost.
     pub(crate) fn tick(&self) {
         for m in self.machines.values() {
-            if let Some(n) = &m.node {
-                n.tick();
+            if let Some(d) = m.node.as_ref().and_then(|n| Driver::new(n).ok()) {
+                d.tick();
             }
         }
     }
@@ -220,7 +220,7 @@ impl Cluster {
     pub(crate) fn run(&self) -> Result<(), String> {
         for (i, m) in &self.machines {
             if let Some(n) = &m.node {
-                n.run_until_idle().map_err(|e| format!("host {i}: {e}"))?;
+                Driver::new(n).and_then(|d| d.run_until_idle()).map_err(|e| format!("host {i}: {e}"))?;
             }
         }
         Ok(())
@@ -272,7 +272,7 @@ fn drive<F: std::future::Future>(node: &NodeHost, fut: F) -> Option<F::Output> {
         if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
             return Some(v);
         }
-        node.run_until_idle().ok()?;
+        Driver::new(node).and_then(|d| d.run_until_idle()).ok()?;
     }
     None
 }

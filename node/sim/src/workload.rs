@@ -4,13 +4,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use drakkar_raft::{ConfChangeKind, GroupId, LogIndex, ReplicaId, Rng};
+use drakkar_raft::{GroupId, LogIndex, MemberRole, ReplicaId, Rng};
 
 use super::cluster::{Cluster, addr};
 use super::net::NetFaults;
 use super::{FinalKey, HistKind, HistOp, HistOutcome, SimConfig, SimFailure, SimReport, SimStats};
 use drakkar::statemachine::SmResult;
-use drakkar::{NodeError, Pending, Session};
+use drakkar::{MembershipChange, NodeError, Pending, Session};
 use drakkar_kv::{CasExpect, CasNew, Command, CommandResult, KeyRange, Query, QueryResult};
 
 /// Virtual milliseconds per Raft tick.
@@ -408,16 +408,16 @@ impl Sim {
                 self.next_spare_id += 1;
                 let r = ReplicaId(self.next_spare_id);
                 self.c.start_joining(spare, g, r).map_err(|e| self.failure(e))?;
-                let state =
-                    match node.submit_membership_change(g, ConfChangeKind::AddVoter, r, &addr(spare), 0) {
-                        Ok(p) => Spare::Adding(r, p, deadline),
-                        Err(_) => Spare::Present(r),
-                    };
+                let add = MembershipChange::Add { replica: r, address: addr(spare), role: MemberRole::Voter };
+                let state = match node.change_membership(g, add, 0) {
+                    Ok(p) => Spare::Adding(r, p, deadline),
+                    Err(_) => Spare::Present(r),
+                };
                 self.spares.insert(g, state);
             }
             Some(Spare::Present(r)) => {
                 let r = *r;
-                if let Ok(p) = node.submit_membership_change(g, ConfChangeKind::Remove, r, "", 0) {
+                if let Ok(p) = node.change_membership(g, MembershipChange::Remove(r), 0) {
                     self.spares.insert(g, Spare::Removing(r, p, deadline));
                 }
             }
@@ -601,7 +601,7 @@ impl Sim {
                 inflight
             }
             None if workload => {
-                let v = Bytes::from(format!("c{id}-s{}", sess.session.series));
+                let v = Bytes::from(format!("c{id}-s{}", sess.session.series()));
                 let key = sess.key.clone();
                 let cmd = encode(&Command::put(key.clone(), v.clone()));
                 let hist = self.record(id, g, &key, HistKind::Write(v.to_vec()));
@@ -695,14 +695,14 @@ impl Sim {
             }
             (What::Open(g, session, _), Ok(Answer::Sm(r))) => {
                 if r.value == drakkar::session::codes::OK {
-                    let key = Bytes::from(format!("s{:016x}", session.client));
+                    let key = Bytes::from(format!("s{:016x}", session.client_id()));
                     self.session_counts.insert(key.clone(), (g, 0));
                     self.clients[ci].sessions.insert(g, Sess { session, key, inflight: None });
                 }
             }
             (What::Series(g, _), Ok(Answer::Sm(r))) => {
                 let Some((series, key)) =
-                    self.clients[ci].sessions.get(&g).map(|s| (s.session.series, s.key.clone()))
+                    self.clients[ci].sessions.get(&g).map(|s| (s.session.series(), s.key.clone()))
                 else {
                     return Err(self.failure("an answer for a session the client does not have"));
                 };

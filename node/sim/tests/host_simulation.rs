@@ -81,7 +81,7 @@ fn same_seed_same_run() {
 fn a_deterministic_nodehost_does_nothing_until_driven() {
     use std::sync::Arc;
 
-    use drakkar::{GroupConfig, NodeError, NodeHost, NodeHostConfig, StartMode, StateMachineBox};
+    use drakkar::{Driver, GroupConfig, NodeError, NodeHost, NodeHostConfig, StartMode, StateMachineBox};
     use drakkar_kv::{Command, MemKv, Query, QueryResult, Status};
     use drakkar_logdb::fs::MemFs;
     use drakkar_raft::{GroupId, ReplicaId};
@@ -93,6 +93,7 @@ fn a_deterministic_nodehost_does_nothing_until_driven() {
     cfg.deterministic = Some(7);
     cfg.log_fs = Some(Arc::new(MemFs::new()));
     let h = NodeHost::new(cfg, net.transport()).unwrap();
+    let driver = Driver::new(&h).unwrap();
     net.register("h1", h.sink());
     let g = GroupId(1);
     let members = [(ReplicaId(1), "h1".to_string())].into();
@@ -102,18 +103,18 @@ fn a_deterministic_nodehost_does_nothing_until_driven() {
     assert_eq!(h.leader(g).unwrap(), None, "no thread may elect a leader behind the driver's back");
     let mut ticks = 0;
     while h.leader(g).unwrap().is_none() {
-        h.tick();
-        h.run_until_idle().unwrap();
+        driver.tick();
+        driver.run_until_idle().unwrap();
         ticks += 1;
         assert!(ticks < 100, "no leader after {ticks} ticks");
     }
     let mut put = h.submit_proposal(g, Command::put("k", "v").encode().unwrap()).unwrap();
     assert!(put.try_result().is_none(), "answered before the driver ran");
-    h.run_until_idle().unwrap();
+    driver.run_until_idle().unwrap();
     assert_eq!(put.try_result().unwrap().unwrap().value, Status::Ok.code());
     assert!(put.try_result().is_none(), "an answer is taken once");
     let mut read = h.submit_read(g, Query::get("k").encode().unwrap()).unwrap();
-    h.run_until_idle().unwrap();
+    driver.run_until_idle().unwrap();
     let got = QueryResult::decode(&read.try_result().unwrap().unwrap()).unwrap();
     assert!(matches!(got, QueryResult::Get(Some(kv)) if &kv.value[..] == b"v"));
     h.close();
@@ -124,6 +125,6 @@ fn a_deterministic_nodehost_does_nothing_until_driven() {
         drakkar::transport::InProcessNetwork::default().transport(),
     )
     .unwrap();
-    assert!(matches!(threaded.run_until_idle(), Err(NodeError::InvalidArgument(_))));
+    assert!(matches!(Driver::new(&threaded), Err(NodeError::InvalidArgument(_))));
     threaded.close();
 }
