@@ -19,6 +19,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // For server reflection.
     std::fs::write(out.join("drakkar_descriptor.bin"), fds.encode_to_vec())?;
     // Every service (client and server side) decodes with the bounded codec (src/codec.rs).
-    tonic_prost_build::configure().bytes(".").codec_path("crate::codec::BoundedCodec").compile_fds(fds)?;
+    tonic_prost_build::configure().bytes(".").codec_path("crate::codec::ApiCodec").compile_fds(fds)?;
     Ok(())
 }

@@ -46,22 +46,43 @@ pub const MAX_INFLATION: usize = 32;
 /// request within the count limits above (a transaction at its limits costs 165 KiB).
 pub const INFLATION_SLACK: usize = 1 << 20;
 
-/// A codec for `application/grpc+proto` (prost) whose decoder bounds requests (see the module doc).
-#[derive(Debug, Clone)]
-pub struct BoundedCodec<T, U> {
-    _pd: PhantomData<(T, U)>,
+/// The request types of a protocol, with their bounds.
+pub trait Bounds: Send + 'static {
+    /// The bounds of the request type `id`; None for any other type (a response).
+    fn of(id: TypeId) -> Option<&'static RequestBounds>;
 }
 
-impl<T, U> Default for BoundedCodec<T, U> {
+/// The `drakkar.v1` client API's request types.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientApi;
+
+impl Bounds for ClientApi {
+    fn of(id: TypeId) -> Option<&'static RequestBounds> {
+        request_of(id)
+    }
+}
+
+/// The codec of the `drakkar.v1` services (the generated code names it).
+pub type ApiCodec<T, U> = BoundedCodec<T, U, ClientApi>;
+
+/// A codec for `application/grpc+proto` (prost) whose decoder bounds the requests of protocol `B` (see
+/// the module doc).
+#[derive(Debug, Clone)]
+pub struct BoundedCodec<T, U, B = ClientApi> {
+    _pd: PhantomData<(T, U, B)>,
+}
+
+impl<T, U, B> Default for BoundedCodec<T, U, B> {
     fn default() -> Self {
         BoundedCodec { _pd: PhantomData }
     }
 }
 
-impl<T, U> Codec for BoundedCodec<T, U>
+impl<T, U, B> Codec for BoundedCodec<T, U, B>
 where
     T: Message + Send + 'static,
     U: Message + Default + Send + 'static,
+    B: Bounds,
 {
     type Encode = T;
     type Decode = U;
@@ -73,7 +94,7 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        BoundedDecoder::new(request_of(TypeId::of::<U>()))
+        BoundedDecoder::new(B::of(TypeId::of::<U>()))
     }
 }
 

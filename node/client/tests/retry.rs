@@ -1,12 +1,14 @@
 //! The client against fake nodes: it follows a leader hint, and retries a write with the same session
 //! position (so a node can apply it once).
 
+mod fake;
+
+use fake::serve;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use drakkar_client::pb::{self, Consistency};
 use drakkar_client::{Client, ClientConfig, LEADER_HEADER, REASON_HEADER, reason};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 /// A fake node: `get` answers with `hint` (as UNAVAILABLE + leader hint) or a value; `put` fails the
@@ -44,27 +46,7 @@ impl pb::kv_server::Kv for Fake {
         let kv = pb::KeyValue { key: "k".into(), value: "from-leader".into(), meta: None };
         Ok(Response::new(pb::GetResponse { kv: Some(kv) }))
     }
-    async fn delete(&self, _: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn delete_range(
-        &self,
-        _: Request<pb::DeleteRangeRequest>,
-    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn scan(&self, _: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn compare_and_swap(
-        &self,
-        _: Request<pb::CompareAndSwapRequest>,
-    ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn txn(&self, _: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
+    unimplemented_rpcs!(delete, delete_range, scan, compare_and_swap, txn);
 }
 
 #[tonic::async_trait]
@@ -81,28 +63,7 @@ impl pb::session_server::Session for Fake {
     ) -> Result<Response<pb::CloseSessionResponse>, Status> {
         Ok(Response::new(pb::CloseSessionResponse {}))
     }
-    async fn propose_in_session(
-        &self,
-        _: Request<pb::ProposeInSessionRequest>,
-    ) -> Result<Response<pb::ProposeResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-}
-
-/// Serves `fake` on 127.0.0.1:0 until the returned sender is dropped; returns its address.
-async fn serve(fake: Fake) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(pb::kv_server::KvServer::new(fake.clone()))
-            .add_service(pb::session_server::SessionServer::new(fake))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(l), async {
-                let _ = rx.await;
-            }),
-    );
-    (addr, tx)
+    unimplemented_rpcs!(propose_in_session);
 }
 
 fn config(endpoints: Vec<String>) -> ClientConfig {

@@ -2,13 +2,15 @@
 //! of it may have been applied; otherwise the client reports that its outcome is unknown, instead of
 //! applying it a second time.
 
+mod fake;
+
+use fake::serve;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use drakkar_client::pb;
 use drakkar_client::{Client, ClientConfig, ClientError, LEADER_HEADER, REASON_HEADER, reason};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status};
 
 /// What the fake node does with one Put attempt.
@@ -101,30 +103,7 @@ impl pb::kv_server::Kv for Fake {
             }
         }
     }
-    async fn get(&self, _: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn delete(&self, _: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn delete_range(
-        &self,
-        _: Request<pb::DeleteRangeRequest>,
-    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn scan(&self, _: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn compare_and_swap(
-        &self,
-        _: Request<pb::CompareAndSwapRequest>,
-    ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn txn(&self, _: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
+    unimplemented_rpcs!(get, delete, delete_range, scan, compare_and_swap, txn);
 }
 
 #[tonic::async_trait]
@@ -143,28 +122,7 @@ impl pb::session_server::Session for Fake {
     ) -> Result<Response<pb::CloseSessionResponse>, Status> {
         Ok(Response::new(pb::CloseSessionResponse {}))
     }
-    async fn propose_in_session(
-        &self,
-        _: Request<pb::ProposeInSessionRequest>,
-    ) -> Result<Response<pb::ProposeResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-}
-
-/// Serves `fake` on 127.0.0.1:0 until the returned sender is dropped; returns its address.
-async fn serve(fake: Fake) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(pb::kv_server::KvServer::new(fake.clone()))
-            .add_service(pb::session_server::SessionServer::new(fake))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(l), async {
-                let _ = rx.await;
-            }),
-    );
-    (addr, tx)
+    unimplemented_rpcs!(propose_in_session);
 }
 
 fn client(endpoint: &str) -> Client {

@@ -4,44 +4,22 @@
 //! element (2 bytes on the wire, up to 272 in memory) would otherwise blow up.
 
 use std::any::TypeId;
-use std::marker::PhantomData;
 use std::mem::size_of;
 
-use drakkar_client::codec::{BoundedDecoder, Field, Kind, RequestBounds, Shape};
-use prost::Message;
-use tonic::codec::{BufferSettings, Codec};
-use tonic_prost::ProstEncoder;
+use drakkar_client::codec::{BoundedCodec, Bounds, Field, Kind, RequestBounds, Shape};
 
 use super::pb;
 
 /// The generated Raft service's codec (see the module doc).
-#[derive(Debug, Clone)]
-pub struct PeerCodec<T, U> {
-    _pd: PhantomData<(T, U)>,
-}
+pub type PeerCodec<T, U> = BoundedCodec<T, U, RaftProtocol>;
 
-impl<T, U> Default for PeerCodec<T, U> {
-    fn default() -> Self {
-        PeerCodec { _pd: PhantomData }
-    }
-}
+/// The Raft service's request types.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RaftProtocol;
 
-impl<T, U> Codec for PeerCodec<T, U>
-where
-    T: Message + Send + 'static,
-    U: Message + Default + Send + 'static,
-{
-    type Encode = T;
-    type Decode = U;
-    type Encoder = ProstEncoder<T>;
-    type Decoder = BoundedDecoder<U>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder::new(BufferSettings::default())
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        BoundedDecoder::new(bounds_of(TypeId::of::<U>()))
+impl Bounds for RaftProtocol {
+    fn of(id: TypeId) -> Option<&'static RequestBounds> {
+        bounds_of(id)
     }
 }
 
