@@ -120,7 +120,7 @@ impl Session {
     }
 }
 
-/// A request in flight, from one of the `submit_*` methods of [`NodeHost`]: poll it with
+/// A request in flight, from [`NodeHost::change_membership`] or a [`Driver`]'s requests: poll it with
 /// [`Pending::try_result`] (never blocks: what a single-threaded driver uses) or await it with
 /// [`Pending::wait`]. Dropping it stops waiting; the request itself may still take effect.
 #[must_use = "a dropped handle never learns the outcome"]
@@ -216,6 +216,37 @@ impl Driver {
     /// Fails with `Storage` if the workers still have work after a bound of rounds (a livelock: a bug).
     pub fn run_until_idle(&self) -> Result<usize> {
         self.host.run_until_idle()
+    }
+
+    // The requests below return at once; their handles are polled with `Pending::try_result` between
+    // runs of the workers. Unlike the NodeHost's (async) methods they do not wait out a missing leader:
+    // `NoLeader` is the caller's to retry.
+
+    /// Proposes `cmd` on `group` (see [`NodeHost::propose`]).
+    pub fn propose(&self, group: GroupId, cmd: Bytes) -> Result<Pending<SmResult>> {
+        self.host.submit_proposal(group, cmd)
+    }
+
+    /// Registers a new session on `group`, usable once the handle answers with value
+    /// [`crate::session::codes::OK`] (see [`NodeHost::open_session`]).
+    pub fn open_session(&self, group: GroupId) -> Result<(Session, Pending<SmResult>)> {
+        self.host.submit_open_session(group)
+    }
+
+    /// Proposes `cmd` in session `s` (see [`NodeHost::propose_in_session`]).
+    pub fn propose_in_session(&self, s: &Session, cmd: Bytes) -> Result<Pending<SmResult>> {
+        self.host.submit_session_proposal(s, cmd)
+    }
+
+    /// A linearizable read of `query` on `group` (see [`NodeHost::read`]).
+    pub fn read(&self, group: GroupId, query: Bytes) -> Result<Pending<Bytes>> {
+        self.host.submit_read(group, query)
+    }
+
+    /// Takes a snapshot of `group` now: the handle yields its index and file (see
+    /// [`NodeHost::request_snapshot`]).
+    pub fn request_snapshot(&self, group: GroupId) -> Result<Pending<(LogIndex, PathBuf)>> {
+        self.host.submit_snapshot(group)
     }
 }
 
@@ -756,7 +787,7 @@ impl NodeHost {
     /// Proposes a command without waiting: the handle yields the state machine's result once the entry is
     /// applied here. A `NoLeader` answer means it never entered the log (retry it); without an answer it
     /// may or may not be applied later.
-    pub fn submit_proposal(&self, group: GroupId, cmd: Bytes) -> Result<Pending<SmResult>> {
+    pub(crate) fn submit_proposal(&self, group: GroupId, cmd: Bytes) -> Result<Pending<SmResult>> {
         let shared = self.data_shared(group)?;
         let key = self.key();
         let id = self.proposal_id(&shared);
@@ -784,21 +815,17 @@ impl NodeHost {
 
     /// Registers a session without waiting: the session is usable once the handle answers with value
     /// [`crate::session::codes::OK`].
-    pub fn submit_open_session(&self, group: GroupId) -> Result<(Session, Pending<SmResult>)> {
+    pub(crate) fn submit_open_session(&self, group: GroupId) -> Result<(Session, Pending<SmResult>)> {
         let shared = self.data_shared(group)?;
         let (session, key, payload) = self.new_session(&shared, None);
         Ok((session, self.start_payload(&shared, key, payload.encode())?))
     }
 
-    /// Opens a client session (registered through the log) for exactly-once proposals.
-    pub async fn open_session(&self, group: GroupId, timeout: Duration) -> Result<Session> {
-        self.open_session_with_id(group, None, timeout).await
-    }
-
-    /// Opens a client session under `client` (a random non-zero id the caller chose; None: chosen here).
-    /// Registering an id that is already registered succeeds and changes nothing, so a caller that lost
-    /// the answer retries with the same id and opens one session, not two.
-    pub async fn open_session_with_id(
+    /// Opens a client session (registered through the log) for exactly-once proposals, under `client`: a
+    /// random non-zero id the caller chose, or None for one chosen here. Registering an id that is already
+    /// registered succeeds and changes nothing, so a caller that lost the answer retries with the same id
+    /// and opens one session, not two.
+    pub async fn open_session(
         &self,
         group: GroupId,
         client: Option<u64>,
@@ -826,7 +853,7 @@ impl NodeHost {
     }
 
     /// Proposes in a session without waiting (see [`NodeHost::propose_in_session`]).
-    pub fn submit_session_proposal(&self, s: &Session, cmd: Bytes) -> Result<Pending<SmResult>> {
+    pub(crate) fn submit_session_proposal(&self, s: &Session, cmd: Bytes) -> Result<Pending<SmResult>> {
         let shared = self.data_shared(s.group)?;
         let (key, payload) = self.session_payload(s, cmd);
         self.start_payload(&shared, key, payload.encode())
@@ -864,7 +891,7 @@ impl NodeHost {
     }
 
     /// A linearizable read without waiting (see [`NodeHost::read`]). `NoLeader`: retry it.
-    pub fn submit_read(&self, group: GroupId, query: Bytes) -> Result<Pending<Bytes>> {
+    pub(crate) fn submit_read(&self, group: GroupId, query: Bytes) -> Result<Pending<Bytes>> {
         let shared = self.data_shared(group)?;
         self.start_read(&shared, query)
     }
@@ -997,7 +1024,7 @@ impl NodeHost {
     }
 
     /// Asks for a snapshot now without waiting: the handle yields its index and file.
-    pub fn submit_snapshot(&self, group: GroupId) -> Result<Pending<(LogIndex, PathBuf)>> {
+    pub(crate) fn submit_snapshot(&self, group: GroupId) -> Result<Pending<(LogIndex, PathBuf)>> {
         let shared = self.shared(group)?;
         let key = self.key();
         let ai = (group.0 % self.inner.appliers.len() as u64) as usize;
@@ -1031,26 +1058,11 @@ impl NodeHost {
     /// never come back; their data must be destroyed before they could talk to the group again.
     ///
     /// The file is verified whole before anything of the replica's is touched: checksum, header, and a
-    /// full decode of the body (the session table, then the state machine's part read to its end). This
-    /// function does not know the group's state machine, so it cannot check that part's own format:
-    /// [`NodeHost::import_snapshot_verified`] can. See it for the order of the steps and the errors.
-    pub fn import_snapshot(
-        &self,
-        group: GroupId,
-        replica: ReplicaId,
-        exported: &Path,
-        members: BTreeMap<ReplicaId, String>,
-    ) -> Result<LogIndex> {
-        self.import_snapshot_verified(group, replica, exported, members, |body| {
-            std::io::copy(body, &mut std::io::sink()).map(drop).map_err(crate::statemachine::SmError::Io)
-        })
-    }
-
-    /// [`NodeHost::import_snapshot`], with `verify` checking the state machine's part of the body. It is
-    /// handed a reader of that part (what follows the session table) and must fail unless it is a valid
-    /// state of the group's state machine: recover it into a scratch instance of the group's kind, then
-    /// drop that instance. What it leaves unread is still decoded. It is not called for a snapshot without
-    /// state machine data ([`snapshot::FLAG_METADATA_ONLY`]).
+    /// full decode of the body (the session table, then the state machine's part). `verify` checks that
+    /// part: it is handed a reader of it (what follows the session table) and must fail unless it is a
+    /// valid state of the group's state machine: recover it into a scratch instance of the group's kind,
+    /// then drop that instance ([`crate::snapshot::read_through`] only reads it, for a caller that cannot
+    /// check its format). What it leaves unread is still decoded.
     ///
     /// Steps: the snapshot is rewritten with the new membership into a new file of the group's snapshot
     /// directory, decoded and verified as it is written, and fsynced with its directory; only then does
@@ -1063,7 +1075,7 @@ impl NodeHost {
     /// group in progress; `Storage` when writing fails, or when `verify` fails with an I/O error other than
     /// `InvalidData`/`UnexpectedEof` (its scratch instance's storage failed). On every error the replica's
     /// files and log are as they were and no new file is left behind.
-    pub fn import_snapshot_verified(
+    pub fn import_snapshot(
         &self,
         group: GroupId,
         replica: ReplicaId,

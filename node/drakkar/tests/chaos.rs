@@ -198,7 +198,7 @@ async fn chaos_no_acknowledged_write_lost_and_sessions_exactly_once() {
             let mut r = Rng::new(seed ^ 99);
             let mut session = loop {
                 if let Some(h) = env.host(r.range(1, 4))
-                    && let Ok(s) = h.open_session(GroupId(SESSION_GROUP), Duration::from_secs(1)).await
+                    && let Ok(s) = h.open_session(GroupId(SESSION_GROUP), None, Duration::from_secs(1)).await
                 {
                     break s;
                 }

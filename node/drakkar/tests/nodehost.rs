@@ -51,7 +51,7 @@ async fn sessions_apply_a_retried_proposal_once() {
     c.start_group(1, &[1, 2, 3], fast_group());
     let l = c.leader(1).await;
     let h = &c.hosts[&l];
-    let mut s = h.open_session(GroupId(1), T).await.unwrap();
+    let mut s = h.open_session(GroupId(1), None, T).await.unwrap();
     let first = h.propose_in_session(&s, Bytes::from_static(b"x=1"), T).await.unwrap();
     // A retry (same series id) returns the first result and does not apply again.
     let again = h.propose_in_session(&s, Bytes::from_static(b"x=1"), T).await.unwrap();
@@ -256,7 +256,15 @@ async fn import_snapshot_repairs_a_group_that_lost_quorum() {
         c.start_host(i);
     }
     for i in [1, 4, 5] {
-        c.hosts[&i].import_snapshot(GroupId(1), ReplicaId(i), &export, members.clone()).unwrap();
+        c.hosts[&i]
+            .import_snapshot(
+                GroupId(1),
+                ReplicaId(i),
+                &export,
+                members.clone(),
+                drakkar::snapshot::read_through,
+            )
+            .unwrap();
         c.hosts[&i]
             .start_replica(GroupId(1), ReplicaId(i), drakkar::StartMode::Joining, common::sm(), fast_group())
             .unwrap();
@@ -278,7 +286,13 @@ async fn import_snapshot_repairs_a_group_that_lost_quorum() {
         assert!(m.membership.removed.contains(&ReplicaId(2)) && m.membership.removed.contains(&ReplicaId(3)));
     }
     // An imported snapshot of another group, or a corrupt one, is refused.
-    let wrong = c.hosts[&1].import_snapshot(GroupId(2), ReplicaId(1), &export, members.clone());
+    let wrong = c.hosts[&1].import_snapshot(
+        GroupId(2),
+        ReplicaId(1),
+        &export,
+        members.clone(),
+        drakkar::snapshot::read_through,
+    );
     assert!(wrong.is_err());
 }
 

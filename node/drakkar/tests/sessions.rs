@@ -32,17 +32,22 @@ async fn a_retry_past_the_per_session_limit_is_refused_never_applied_twice() {
     let c = single(fast_group());
     let _ = c.leader(1).await;
     let h = &c.hosts[&1];
-    let mut s = h.open_session(G, T).await.unwrap();
+    let mut s = h.open_session(G, None, T).await.unwrap();
     let first = s.clone();
     // Series 1 is answered but, as for a request whose answer was lost, never acknowledged; 4,096 more
     // writes of the session follow, every one unacknowledged (responded_to stays 0).
+    // Series 1 first, then the others all at once (in any order: only the smallest result is evicted).
+    h.propose_in_session(&s, Bytes::from_static(b"k0=v"), T).await.unwrap();
     let mut pending = Vec::new();
-    for n in 0..=MAX_PENDING_PER_SESSION as u64 {
-        pending.push(h.submit_session_proposal(&s, Bytes::from(format!("k{n}=v"))).unwrap());
+    for n in 1..=MAX_PENDING_PER_SESSION as u64 {
         s = Session::resume(G, s.client_id(), s.series() + 1, s.responded_to());
+        let (h, s) = (h.clone(), s.clone());
+        pending.push(tokio::spawn(async move {
+            h.propose_in_session(&s, Bytes::from(format!("k{n}=v")), T).await
+        }));
     }
     for p in pending {
-        p.wait(T).await.unwrap();
+        p.await.unwrap().unwrap();
     }
     let before = updates(&c).await;
     assert_eq!(before, MAX_PENDING_PER_SESSION as u64 + 1);
@@ -62,8 +67,8 @@ async fn an_unused_session_expires_in_log_time() {
     let c = single(GroupConfig { session_ttl_entries: 20, ..fast_group() });
     let _ = c.leader(1).await;
     let h = &c.hosts[&1];
-    let idle = h.open_session(G, T).await.unwrap();
-    let mut busy = h.open_session(G, T).await.unwrap();
+    let idle = h.open_session(G, None, T).await.unwrap();
+    let mut busy = h.open_session(G, None, T).await.unwrap();
     for n in 0..30 {
         h.propose_in_session(&busy, Bytes::from(format!("b{n}=1")), T).await.unwrap();
         busy.proposal_completed();
@@ -89,15 +94,15 @@ async fn a_retried_registration_opens_one_session_and_keeps_its_results() {
     let c = single(fast_group());
     let _ = c.leader(1).await;
     let h = &c.hosts[&1];
-    let s = h.open_session_with_id(G, Some(0xABCD), T).await.unwrap();
+    let s = h.open_session(G, Some(0xABCD), T).await.unwrap();
     assert_eq!(s.client_id(), 0xABCD);
     let first = h.propose_in_session(&s, Bytes::from_static(b"x=1"), T).await.unwrap();
     // The answer to the registration was lost, say: the retry registers nothing new and forgets nothing.
-    let again = h.open_session_with_id(G, Some(0xABCD), T).await.unwrap();
+    let again = h.open_session(G, Some(0xABCD), T).await.unwrap();
     assert_eq!(again.client_id(), s.client_id());
     assert_eq!(h.propose_in_session(&s, Bytes::from_static(b"x=1"), T).await.unwrap(), first);
     assert_eq!(updates(&c).await, 1);
-    assert!(matches!(h.open_session_with_id(G, Some(0), T).await, Err(NodeError::InvalidArgument(_))));
+    assert!(matches!(h.open_session(G, Some(0), T).await, Err(NodeError::InvalidArgument(_))));
 }
 
 fn put(k: &str, v: &str) -> Bytes {
@@ -113,7 +118,7 @@ async fn a_retry_after_a_restart_of_the_on_disk_kv_gets_the_first_result() {
     let _ = c.leader(1).await;
     let h = c.hosts[&1].clone();
     h.propose(G, put("k", "v1"), T).await.unwrap();
-    let s = h.open_session(G, T).await.unwrap();
+    let s = h.open_session(G, None, T).await.unwrap();
     let first = h.propose_in_session(&s, put("k", "v2"), T).await.unwrap();
     let CommandResult::Put { prev: Some(prev), .. } = CommandResult::decode(&first.data).unwrap() else {
         panic!("a put over a key answers its previous version");

@@ -44,8 +44,7 @@ impl pb::session_server::Session for SessionService {
     ) -> Result<Response<pb::OpenSessionResponse>, Status> {
         let (s, call, r, g) = serve_or_forward!(self, req, false, SessionClient, open_session);
         let id = (r.client_id != 0).then_some(r.client_id);
-        let session =
-            s.host.open_session_with_id(g, id, call.timeout).await.map_err(|e| to_status(e, &s.host, g))?;
+        let session = s.host.open_session(g, id, call.timeout).await.map_err(|e| to_status(e, &s.host, g))?;
         Ok(Response::new(pb::OpenSessionResponse { client_id: session.client_id() }))
     }
 

@@ -134,7 +134,7 @@ async fn a_refused_import_leaves_the_replica_as_it_was() {
     let bad = c.dirs[&1].join("bad.snap");
     for (what, bytes) in cases {
         std::fs::write(&bad, &bytes).unwrap();
-        let e = h.import_snapshot_verified(G, R1, &bad, members.clone(), mem_verifier).unwrap_err();
+        let e = h.import_snapshot(G, R1, &bad, members.clone(), mem_verifier).unwrap_err();
         assert!(matches!(e, NodeError::InvalidArgument(_)), "{what}: {e:?}");
         assert_eq!(tree(&snaps), before, "{what}: the snapshot directory changed");
         // The replica starts and serves its old data, including what followed the snapshot.
@@ -146,13 +146,13 @@ async fn a_refused_import_leaves_the_replica_as_it_was() {
     // Without a verifier, whatever does not decompress or lacks its session table is refused too.
     for (what, bytes) in corrupt_variants(&whole, 1 << 20).into_iter().take(3) {
         std::fs::write(&bad, &bytes).unwrap();
-        let e = h.import_snapshot(G, R1, &bad, members.clone()).unwrap_err();
+        let e = h.import_snapshot(G, R1, &bad, members.clone(), drakkar::snapshot::read_through).unwrap_err();
         assert!(matches!(e, NodeError::InvalidArgument(_)), "{what}: {e:?}");
         assert_eq!(tree(&snaps), before, "{what}: the snapshot directory changed");
     }
 
     // A valid import still works: it replaces the state, and only its file stays.
-    let index = h.import_snapshot_verified(G, R1, &export, members.clone(), mem_verifier).unwrap();
+    let index = h.import_snapshot(G, R1, &export, members.clone(), mem_verifier).unwrap();
     let after = tree(&snaps);
     assert_eq!(after.len(), 2, "{after:?}");
     assert_eq!(after[0].0, "1/");

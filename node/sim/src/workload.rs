@@ -10,7 +10,7 @@ use super::cluster::{Cluster, addr};
 use super::net::NetFaults;
 use super::{FinalKey, HistKind, HistOp, HistOutcome, SimConfig, SimFailure, SimReport, SimStats};
 use drakkar::statemachine::SmResult;
-use drakkar::{MembershipChange, NodeError, Pending, Session};
+use drakkar::{Driver, MembershipChange, NodeError, NodeHost, Pending, Session};
 use drakkar_kv::{CasExpect, CasNew, Command, CommandResult, KeyRange, Query, QueryResult};
 
 /// Virtual milliseconds per Raft tick.
@@ -339,7 +339,7 @@ impl Sim {
                 let Some(&i) = live.get(self.rng.range(0, live.len() as u64) as usize) else { return Ok(()) };
                 let g = GroupId(self.rng.range(1, self.cfg.groups + 1));
                 if let Some(n) = self.c.node(i)
-                    && let Ok(p) = n.submit_snapshot(g)
+                    && let Ok(p) = driver(n).request_snapshot(g)
                 {
                     self.snapshots.push((p, self.now + OP_TIMEOUT_MS));
                 }
@@ -530,7 +530,7 @@ impl Sim {
         let (hist, what) = match choice {
             0..30 => {
                 let v = self.value(id);
-                let Ok(p) = node.submit_proposal(g, encode(&Command::put(key.clone(), v.clone()))) else {
+                let Ok(p) = driver(&node).propose(g, encode(&Command::put(key.clone(), v.clone()))) else {
                     return Ok(());
                 };
                 (Some(self.record(id, g, &key, HistKind::Write(v.to_vec()))), What::Put(p, v))
@@ -546,11 +546,11 @@ impl Sim {
                         .map_or(CasExpect::Absent, |e| CasExpect::Value(Bytes::from(e))),
                     new: CasNew::Put(v.clone()),
                 };
-                let Ok(p) = node.submit_proposal(g, encode(&cmd)) else { return Ok(()) };
+                let Ok(p) = driver(&node).propose(g, encode(&cmd)) else { return Ok(()) };
                 (Some(self.record(id, g, &key, HistKind::Cas(expected, v.to_vec()))), What::Cas(p, v))
             }
             45..70 => {
-                let Ok(p) = node.submit_read(g, encode_query(&Query::get(key.clone()))) else {
+                let Ok(p) = driver(&node).read(g, encode_query(&Query::get(key.clone()))) else {
                     return Ok(());
                 };
                 (Some(self.record(id, g, &key, HistKind::Read)), What::Read(p))
@@ -558,7 +558,7 @@ impl Sim {
             70..80 => {
                 let v = self.value(id);
                 let ukey = Bytes::from(format!("u{}", self.next_value));
-                let Ok(p) = node.submit_proposal(g, encode(&Command::put(ukey.clone(), v.clone()))) else {
+                let Ok(p) = driver(&node).propose(g, encode(&Command::put(ukey.clone(), v.clone()))) else {
                     return Ok(());
                 };
                 let hist = self.record(id, g, &ukey, HistKind::Write(v.to_vec()));
@@ -589,7 +589,7 @@ impl Sim {
         let Some(node) = self.c.node(host).cloned() else { return Ok(()) };
         let deadline = self.now + OP_TIMEOUT_MS;
         let Some(sess) = self.clients[ci].sessions.get(&g) else {
-            if workload && let Ok((s, p)) = node.submit_open_session(g) {
+            if workload && let Ok((s, p)) = driver(&node).open_session(g) {
                 self.clients[ci].op =
                     Some(InFlight { host, deadline, hist: None, what: What::Open(g, s, p) });
             }
@@ -613,7 +613,7 @@ impl Sim {
             None => return Ok(()),
         };
         let Some(sess) = self.clients[ci].sessions.get(&g) else { return Ok(()) };
-        if let Ok(p) = node.submit_session_proposal(&sess.session, cmd) {
+        if let Ok(p) = driver(&node).propose_in_session(&sess.session, cmd) {
             self.clients[ci].op =
                 Some(InFlight { host, deadline, hist: Some(hist), what: What::Series(g, p) });
         }
@@ -832,7 +832,7 @@ impl Sim {
         let mut last = String::from("none");
         while self.now < deadline {
             let node = self.c.node(host).cloned().ok_or_else(|| self.failure("host down while checking"))?;
-            let mut p = node.submit_read(g, encode_query(&q)).map_err(|e| self.failure(e.to_string()))?;
+            let mut p = driver(&node).read(g, encode_query(&q)).map_err(|e| self.failure(e.to_string()))?;
             let until = self.now + OP_TIMEOUT_MS;
             while self.now < until {
                 self.step(false)?;
@@ -877,4 +877,9 @@ fn encode(c: &Command) -> Bytes {
 
 fn encode_query(q: &Query) -> Bytes {
     q.encode().unwrap_or_default()
+}
+
+/// The driver of a simulated host (every one is deterministic).
+fn driver(node: &NodeHost) -> Driver {
+    Driver::new(node).expect("the simulator's NodeHosts are deterministic")
 }

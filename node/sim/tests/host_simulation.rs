@@ -108,17 +108,17 @@ fn a_deterministic_nodehost_does_nothing_until_driven() {
         ticks += 1;
         assert!(ticks < 100, "no leader after {ticks} ticks");
     }
-    let mut put = h.submit_proposal(g, Command::put("k", "v").encode().unwrap()).unwrap();
+    let mut put = driver.propose(g, Command::put("k", "v").encode().unwrap()).unwrap();
     assert!(put.try_result().is_none(), "answered before the driver ran");
     driver.run_until_idle().unwrap();
     assert_eq!(put.try_result().unwrap().unwrap().value, Status::Ok.code());
     assert!(put.try_result().is_none(), "an answer is taken once");
-    let mut read = h.submit_read(g, Query::get("k").encode().unwrap()).unwrap();
+    let mut read = driver.read(g, Query::get("k").encode().unwrap()).unwrap();
     driver.run_until_idle().unwrap();
     let got = QueryResult::decode(&read.try_result().unwrap().unwrap()).unwrap();
     assert!(matches!(got, QueryResult::Get(Some(kv)) if &kv.value[..] == b"v"));
     h.close();
-    assert!(h.submit_proposal(g, Command::put("k", "w").encode().unwrap()).is_err());
+    assert!(driver.propose(g, Command::put("k", "w").encode().unwrap()).is_err());
 
     let threaded = NodeHost::new(
         NodeHostConfig::new(dir.path().join("t"), "t1"),
