@@ -34,5 +34,7 @@ pub use apply::{GroupMembership, ReplicaState};
 pub use config::{GroupConfig, NodeHostConfig};
 pub use error::{NodeError, Result};
 pub use events::Event;
-pub use nodehost::{Driver, MembershipChange, NodeHost, Pending, Session, StartMode};
+pub use nodehost::{
+    Driver, MembershipChange, NodeHost, NodeHostInfo, Pending, ReplicaInfo, Session, StartMode,
+};
 pub use rsm::StateMachineBox;

@@ -250,6 +250,42 @@ impl Driver {
     }
 }
 
+/// What a NodeHost is ([`NodeHost::info`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeHostInfo {
+    /// The address its peers reach it at.
+    pub address: String,
+    /// The incarnation id of its data directory (created at first start; a wiped directory gets a new
+    /// one).
+    pub incarnation: u128,
+    /// Why this NodeHost can no longer work, if it cannot: the log store failed a write or fsync (it then
+    /// refuses every later write: nothing more may be acknowledged) or a worker hit another fatal error.
+    /// Its groups have stopped. The way back is a new process: close it, reopen the data directory, and
+    /// recovery keeps exactly what was durable. `drakkar serve` exits when this turns `Some`.
+    ///
+    /// It is what the first fatal error recorded (no lock taken). A failed log store write always reaches
+    /// a step worker as a fatal error, since the store then refuses every later write.
+    pub failure: Option<String>,
+}
+
+/// What this node's replica of a group is ([`NodeHost::replica_info`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplicaInfo {
+    /// The replica's id in the group.
+    pub replica: ReplicaId,
+    /// A witness: it votes and stores log metadata, but holds no state machine data (reads, writes and
+    /// sessions must go to another replica).
+    pub witness: bool,
+    /// Requests may run on it: it holds the data as far as it knows (a voter or non-voter of its applied
+    /// membership; a founding replica before anything was applied). A node routes the others (witnesses,
+    /// and joining replicas until they applied their own addition) to a replica with data.
+    pub serves_data: bool,
+    /// The index applied to its state machine.
+    pub applied: LogIndex,
+}
+
 /// A change to a group's membership ([`NodeHost::change_membership`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -472,16 +508,6 @@ impl NodeHost {
         Arc::downgrade(&arc)
     }
 
-    /// This data directory's incarnation id (created at first start; a wiped directory gets a new one).
-    pub fn incarnation(&self) -> u128 {
-        self.inner.incarnation
-    }
-
-    /// This NodeHost's address.
-    pub fn address(&self) -> &str {
-        &self.inner.cfg.address
-    }
-
     /// Subscribes to this NodeHost's events (leader and membership changes, snapshots, compactions,
     /// stopped replicas). A subscriber that falls behind by more than 4,096 events misses the oldest.
     pub fn events(&self) -> tokio::sync::broadcast::Receiver<crate::events::Event> {
@@ -513,20 +539,6 @@ impl NodeHost {
             return Err(NodeError::Witness { group: g, replica: s.replica });
         }
         Ok(s)
-    }
-
-    /// Whether this node's replica of `group` is a witness (it votes and stores log metadata, but holds
-    /// no state machine data: reads, writes and sessions must go to another replica).
-    pub fn is_witness(&self, group: GroupId) -> Result<bool> {
-        Ok(self.shared(group)?.is_witness())
-    }
-
-    /// Whether requests on `group` may run on this node's replica: it holds the data as far as it knows
-    /// (a voter or non-voter of its applied membership; a founding replica before anything was
-    /// applied). A node routes the others (witnesses, and joining replicas until they applied their own
-    /// addition) to a replica with data.
-    pub fn serves_data(&self, group: GroupId) -> Result<bool> {
-        Ok(self.shared(group)?.serves_data())
     }
 
     /// The group's shared state even if the replica stopped.
@@ -986,6 +998,16 @@ impl NodeHost {
             .map_err(|_| NodeError::StateMachine("membership lock poisoned".into()))
     }
 
+    /// What this NodeHost is: its address, its data directory's incarnation, and its failure if any
+    /// (cheap: no lock is taken, so health probes may ask often).
+    pub fn info(&self) -> NodeHostInfo {
+        NodeHostInfo {
+            address: self.inner.cfg.address.clone(),
+            incarnation: self.inner.incarnation,
+            failure: self.inner.failure.get().cloned(),
+        }
+    }
+
     /// The groups with a replica on this node, in id order.
     pub fn groups(&self) -> Vec<GroupId> {
         let mut g: Vec<GroupId> =
@@ -994,21 +1016,16 @@ impl NodeHost {
         g
     }
 
-    /// This node's replica id in `group`.
-    pub fn replica_of(&self, group: GroupId) -> Result<ReplicaId> {
-        Ok(self.shared(group)?.replica)
-    }
-
-    /// Why this NodeHost can no longer work, if it cannot: the log store failed a write or fsync (it then
-    /// refuses every later write: nothing more may be acknowledged) or a worker hit another fatal error.
-    /// Its groups have stopped. The way back is a new process: close it, reopen the data directory, and
-    /// recovery keeps exactly what was durable. `drakkar serve` exits when this turns `Some`.
-    ///
-    /// Lock-free (health probes and watchers call it often): it reads what the first fatal error recorded.
-    /// A failed log store write always reaches a step worker as a fatal error, since the store then refuses
-    /// every later write. (Not `LogDb::poisoned`: that takes the writer's lock, held across every fsync.)
-    pub fn failure(&self) -> Option<String> {
-        self.inner.failure.get().cloned()
+    /// What this node's replica of `group` is: its id, its role and what it has applied. Fails for a
+    /// replica that stopped ([`NodeHost::replica_state`] answers for those).
+    pub fn replica_info(&self, group: GroupId) -> Result<ReplicaInfo> {
+        let s = self.shared(group)?;
+        Ok(ReplicaInfo {
+            replica: s.replica,
+            witness: s.is_witness(),
+            serves_data: s.serves_data(),
+            applied: LogIndex(s.applied.load(Ordering::Acquire)),
+        })
     }
 
     /// This node's replica id in `group` and whether it runs; unlike the other queries, answers for a
@@ -1016,11 +1033,6 @@ impl NodeHost {
     pub fn replica_state(&self, group: GroupId) -> Result<(ReplicaId, crate::ReplicaState)> {
         let s = self.any_shared(group)?;
         Ok((s.replica, s.state()))
-    }
-
-    /// The index applied to this replica's state machine.
-    pub fn applied_index(&self, group: GroupId) -> Result<LogIndex> {
-        Ok(LogIndex(self.shared(group)?.applied.load(Ordering::Acquire)))
     }
 
     /// Asks for a snapshot now without waiting: the handle yields its index and file.

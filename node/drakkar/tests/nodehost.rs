@@ -334,11 +334,11 @@ async fn a_failed_log_write_stops_the_host_until_a_restart_recovers_it() {
         h
     };
     let h = start("a=1").await;
-    assert_eq!(h.failure(), None);
+    assert_eq!(h.info().failure, None);
 
     fs.fail_appends_after(0, 7);
     assert!(propose(&h, "b=2").await.is_err(), "acknowledged though it was not written");
-    let why = h.failure().expect("the failure is reported");
+    let why = h.info().failure.expect("the failure is reported");
     assert!(why.contains("log store"), "{why}");
     fs.clear_faults();
     assert!(propose(&h, "c=3").await.is_err(), "acknowledged after the log store failed");
@@ -347,7 +347,7 @@ async fn a_failed_log_write_stops_the_host_until_a_restart_recovers_it() {
     // A restart (power loss included) recovers what was durable.
     fs.crash_clean();
     let h = start("d=4").await;
-    assert_eq!(h.failure(), None);
+    assert_eq!(h.info().failure, None);
     assert_eq!(h.read(GroupId(1), Bytes::from_static(b"a"), T).await.unwrap(), Bytes::from_static(b"1"));
     assert_eq!(h.read(GroupId(1), Bytes::from_static(b"c"), T).await.unwrap(), Bytes::new(), "c was refused");
     h.close();

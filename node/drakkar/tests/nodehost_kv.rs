@@ -52,7 +52,7 @@ async fn disk_kv_reopens_at_its_applied_index() {
         c.hosts[&l].propose(GroupId(1), put(&format!("k{n}"), &format!("v{n}")), T).await.unwrap();
     }
     c.hosts[&1].read(GroupId(1), get("k59"), T).await.unwrap();
-    let applied_before = c.hosts[&1].applied_index(GroupId(1)).unwrap();
+    let applied_before = c.hosts[&1].replica_info(GroupId(1)).map(|i| i.applied).unwrap();
 
     c.hosts[&1].close();
     c.hosts.remove(&1);

@@ -83,9 +83,10 @@ fn membership(host: &NodeHost, g: GroupId, m: GroupMembership) -> pb::Membership
 impl AdminService {
     fn node_info(&self) -> pb::NodeInfoResponse {
         let s = &self.0;
+        let info = s.host.info();
         pb::NodeInfoResponse {
-            address: s.host.address().to_string(),
-            incarnation: format!("{:032x}", s.host.incarnation()),
+            address: info.address,
+            incarnation: format!("{:032x}", info.incarnation),
             version: env!("CARGO_PKG_VERSION").to_string(),
             kv_groups: s.kv_groups().into_iter().map(|g| g.0).collect(),
             ready: s.is_ready(),
@@ -147,13 +148,13 @@ impl AdminService {
 
 /// The leader of `g` and its address, when it is known and is not this node's replica.
 fn leader_elsewhere(host: &NodeHost, g: GroupId) -> Option<(ReplicaId, String)> {
-    let me = host.replica_of(g).ok()?;
+    let me = host.replica_info(g).map(|i| i.replica).ok()?;
     let (leader, _) = host.leader(g).ok()??;
     if leader == me {
         return None;
     }
     let addr = host.membership(g).ok()?.addresses.get(&leader)?.clone();
-    (addr != host.address()).then_some((leader, addr))
+    (addr != host.info().address).then_some((leader, addr))
 }
 
 /// A file under `imports/`, removed when dropped: however an import ends (refused, failed, cancelled
@@ -246,8 +247,7 @@ fn install(
 ) -> Result<drakkar_raft::LogIndex, NodeError> {
     let kv = DiskKv::new(&scratch.0);
     kv.open_db().map_err(|e| NodeError::Storage(format!("{}: {e}", scratch.0.display())))?;
-    let index =
-        s.host.import_snapshot(g, id, &file.0, members, |body| kv.recover_from_snapshot(body))?;
+    let index = s.host.import_snapshot(g, id, &file.0, members, |body| kv.recover_from_snapshot(body))?;
     drop(kv);
     let kv_path = s.kv_path(g);
     match std::fs::remove_file(&kv_path) {
@@ -391,9 +391,11 @@ impl pb::admin_server::Admin for AdminService {
                 });
                 continue;
             }
-            let (Ok(rep), Ok(applied), Ok(m)) =
-                (s.host.replica_of(g), s.host.applied_index(g), s.host.membership(g))
-            else {
+            let (Ok(rep), Ok(applied), Ok(m)) = (
+                s.host.replica_info(g).map(|i| i.replica),
+                s.host.replica_info(g).map(|i| i.applied),
+                s.host.membership(g),
+            ) else {
                 continue;
             };
             let (leader, term) = s.host.leader(g).ok().flatten().map_or((0, 0), |(l, t)| (l.0, t.0));
@@ -518,7 +520,7 @@ impl pb::admin_server::Admin for AdminService {
         if !members.contains_key(&id) {
             return Err(invalid("the new membership must include this replica"));
         }
-        if s.host.replica_of(g).is_ok() {
+        if s.host.replica_info(g).map(|i| i.replica).is_ok() {
             return Err(invalid(format!("stop group {g} on this node before importing a snapshot")));
         }
         // Received into a file first: the import needs the whole, verified file, and memory stays bounded.

@@ -71,8 +71,9 @@ impl Forwarder {
 
     fn candidates(&self, host: &NodeHost, group: GroupId) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
+        let me = host.info().address;
         let mut push = |a: &str| {
-            if a != host.address() && !out.iter().any(|o| o == a) {
+            if a != me && !out.iter().any(|o| o == a) {
                 out.push(a.to_string());
             }
         };

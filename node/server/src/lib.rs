@@ -211,7 +211,7 @@ impl ServerState {
 
     /// The engine answered within `within` and has not failed.
     pub fn is_live(&self, within: Duration) -> bool {
-        if self.host.failure().is_some() {
+        if self.host.info().failure.is_some() {
             return false;
         }
         let now = self.started.elapsed().as_millis() as u64;
@@ -318,7 +318,9 @@ impl ServerState {
         loop {
             let mut leading = 0;
             for g in self.host.groups() {
-                let (Ok(me), Ok(Some((leader, _)))) = (self.host.replica_of(g), self.host.leader(g)) else {
+                let (Ok(me), Ok(Some((leader, _)))) =
+                    (self.host.replica_info(g).map(|i| i.replica), self.host.leader(g))
+                else {
                     continue;
                 };
                 if leader != me {

@@ -56,7 +56,7 @@ impl ServerState {
     /// no data: a node whose replica is one routes like a node without a replica, and so does a node
     /// whose joining replica has not applied its own addition yet (it may turn out a witness).
     pub(super) fn route(&self, group: GroupId, kv: bool, call: &Call) -> Result<Route, Status> {
-        if matches!(self.host.serves_data(group), Ok(true)) {
+        if matches!(self.host.replica_info(group).map(|i| i.serves_data), Ok(true)) {
             if kv && self.kv_kind(group).is_none() {
                 return Err(with_reason(
                     Code::FailedPrecondition,

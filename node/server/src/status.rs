@@ -68,7 +68,7 @@ pub fn add_leader_hint(s: &mut Status, host: &NodeHost, group: GroupId) {
         s.metadata_mut().insert(LEADER_REPLICA_HEADER, v);
     }
     let addr = host.membership(group).ok().and_then(|m| m.addresses.get(&leader).cloned());
-    if let Some(a) = addr.filter(|a| a != host.address())
+    if let Some(a) = addr.filter(|a| *a != host.info().address)
         && let Ok(v) = MetadataValue::try_from(a.as_str())
     {
         s.metadata_mut().insert(LEADER_HEADER, v);

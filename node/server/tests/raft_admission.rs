@@ -258,7 +258,7 @@ fn snapshot_header(from: &str, group: GroupId, replica: ReplicaId, size: u64) ->
 async fn a_certified_non_member_cannot_propose() {
     let pki = Pki::new();
     let node = Node::alone(&pki).await;
-    let before = node.host.applied_index(G).unwrap();
+    let before = node.host.replica_info(G).map(|i| i.applied).unwrap();
     let mut propose = Message::new(MessageKind::Propose, ReplicaId(2), ReplicaId(1), Term(0));
     propose.entries =
         (0..5).map(|_| Entry { data: Bytes::from_static(b"intruder"), ..Default::default() }).collect();
@@ -268,7 +268,11 @@ async fn a_certified_non_member_cannot_propose() {
     node.wait_refused("not_member", 1).await;
     // Had it been taken, the lone leader would have committed and applied it within milliseconds.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(node.host.applied_index(G).unwrap(), before, "the intruder's entries were applied");
+    assert_eq!(
+        node.host.replica_info(G).map(|i| i.applied).unwrap(),
+        before,
+        "the intruder's entries were applied"
+    );
     assert_eq!(node.peers_lines(), 0, "the intruder was recorded as a peer");
 }
 
@@ -335,9 +339,9 @@ async fn members_and_a_joining_replica_still_replicate() {
     for i in 0..3 {
         a.host.propose(G, put(&format!("k{i}"), "v"), T).await.unwrap();
     }
-    let target = a.host.applied_index(G).unwrap();
+    let target = a.host.replica_info(G).map(|i| i.applied).unwrap();
     let deadline = Instant::now() + T;
-    while b.host.applied_index(G).unwrap() < target {
+    while b.host.replica_info(G).map(|i| i.applied).unwrap() < target {
         assert!(Instant::now() < deadline, "the joining replica did not catch up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -465,16 +469,16 @@ async fn a_member_that_missed_its_leaders_addition_catches_up() {
     h3.start_replica(G, ReplicaId(3), StartMode::Joining, common::sm(), common::fast_group()).unwrap();
     let deadline = Instant::now() + T;
     loop {
-        let target = c.hosts[&4].applied_index(G).unwrap();
+        let target = c.hosts[&4].replica_info(G).map(|i| i.applied).unwrap();
         if h3.membership(G).unwrap().membership.role(ReplicaId(4)).is_some()
-            && h3.applied_index(G).unwrap() >= target
+            && h3.replica_info(G).map(|i| i.applied).unwrap() >= target
         {
             break;
         }
         assert!(
             Instant::now() < deadline,
             "replica 3 is stranded: applied {:?} of {target:?}, membership {:?}",
-            h3.applied_index(G),
+            h3.replica_info(G).map(|i| i.applied),
             h3.membership(G).map(|m| m.membership)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -246,7 +246,7 @@ impl Cluster {
     /// target, if the request was accepted.
     pub(crate) fn transfer_leader(&self, g: GroupId, pick: u64) -> Option<ReplicaId> {
         let node = self.node(self.leader_host(g)?)?;
-        let me = node.replica_of(g).ok()?;
+        let me = node.replica_info(g).map(|i| i.replica).ok()?;
         let voters: Vec<ReplicaId> =
             node.membership(g).ok()?.membership.voters.iter().copied().filter(|r| *r != me).collect();
         let to = *voters.get((pick % voters.len().max(1) as u64) as usize)?;

@@ -124,12 +124,12 @@ pub async fn run(
     if let Some(http) = http {
         tracker.spawn(drakkar_server::health::serve_http(http, state.clone(), serving.clone()));
     }
-    tracing::info!(address = %opts.advertise, incarnation = %format!("{:032x}", host.incarnation()), "node started");
+    tracing::info!(address = %opts.advertise, incarnation = %format!("{:032x}", host.info().incarnation), "node started");
     let failed = {
         let host = host.clone();
         async move {
             loop {
-                if let Some(reason) = host.failure() {
+                if let Some(reason) = host.info().failure {
                     return reason;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -49,7 +49,7 @@ impl Node {
 
     /// This node's replica id in group 1.
     pub fn replica(&self) -> ReplicaId {
-        self.host.replica_of(G).expect("replica")
+        self.host.replica_info(G).map(|i| i.replica).expect("replica")
     }
 }
 
