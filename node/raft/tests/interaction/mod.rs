@@ -31,6 +31,8 @@
 //! - `crash ID` (keep only storage), `restart ID` (applied = snapshot index), `snapshot ID` (at the applied
 //!   index), `compact ID INDEX`.
 //! - `status [IDS]`, `raft-log ID`, `membership [IDS]`.
+//! - `log-level none|info`: `none` runs the following commands without printing their output (a file's
+//!   setup steps), `info` prints again. Errors still fail the scenario.
 
 pub mod datadriven;
 
@@ -79,6 +81,8 @@ pub struct Env {
     /// Messages sent and not yet delivered, in send order.
     inflight: Vec<Message>,
     rules: Vec<Rule>,
+    /// `log-level none`: outputs are not printed.
+    quiet: bool,
 }
 
 impl Env {
@@ -87,6 +91,14 @@ impl Env {
         let mut out = String::new();
         let o = &mut out;
         match tc.cmd.as_str() {
+            "log-level" => {
+                self.quiet = match tc.args.first().map(|a| a.key.as_str()) {
+                    Some("none") => true,
+                    Some("info") => false,
+                    _ => fail(tc, "log-level takes none or info"),
+                };
+                return "ok\n".into();
+            }
             "add-nodes" => self.add_nodes(tc, o),
             "crash" => self.crash(tc, o),
             "restart" => self.restart(tc, o),
@@ -116,7 +128,7 @@ impl Env {
             "membership" => self.membership(tc, o),
             _ => fail(tc, "unknown command"),
         }
-        out
+        if self.quiet { String::new() } else { out }
     }
 
     /// The ids a command names, or every node when it names none.
