@@ -487,15 +487,8 @@ async fn export_then_import(kind: pb::StateMachineKind) {
         }
         ca.delete(1, "k007").await.unwrap();
         // 1.5 MB that compression cannot shrink: the file needs several import messages.
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let big: Vec<u8> = (0..1_500_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let mut rng = drakkar_raft::Rng::new(1);
+        let big: Vec<u8> = (0..1_500_000).map(|_| rng.next_u64() as u8).collect();
         ca.put(1, "big", big.clone()).await.unwrap();
         let file = b.dir.path().join("group-1.snap");
         let mut f = tokio::fs::File::create(&file).await.unwrap();

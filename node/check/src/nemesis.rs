@@ -171,17 +171,6 @@ pub struct NemesisOptions {
     pub netns: bool,
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n.max(1) as u64) as usize
-    }
-}
-
 /// Injects faults until `end` (the last one is healed by then); returns what it did, with each node's
 /// recovery once the probes are done (at most [`ProbeOptions::limit`] after the last heal).
 pub async fn run(
@@ -196,7 +185,7 @@ pub async fn run(
     if opts.kinds.is_empty() {
         return faults;
     }
-    let mut rng = Rng(seed | 1);
+    let mut rng = drakkar_raft::Rng::new(seed);
     let mut next_replica = 100u64;
     let mut turn = 0usize;
     // (index in `faults`, its probe)

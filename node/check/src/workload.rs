@@ -262,21 +262,6 @@ pub fn error_label(err: &ClientError) -> String {
 }
 
 /// A small deterministic generator (xorshift64*), seeded per client.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// One client per endpoint, single attempt per call, writes in sessions (`exactly_once`) or plain.
 pub fn node_clients(
     base: &ClientConfig,
@@ -392,7 +377,7 @@ impl Process {
 
     async fn run(self, seed: u64) {
         let p = self.p;
-        let mut rng = Rng(seed ^ (p as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut rng = drakkar_raft::Rng::new(seed ^ (p as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let (clients, first_node) = self.nodes();
         if clients.is_empty() {
             return;

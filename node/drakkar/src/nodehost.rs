@@ -316,13 +316,10 @@ pub enum StartMode {
     Joining,
 }
 
-/// SplitMix64: a deterministic mix of a seed and a salt (deterministic mode's randomness).
+/// A deterministic mix of a seed and a salt (deterministic mode's randomness): the first output of the
+/// generator started at their combination.
 fn mix(seed: u64, salt: u64) -> u64 {
-    let mut z = seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    drakkar_raft::Rng::new(seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)).next_u64()
 }
 
 /// A random number, or in deterministic mode (`seed`) one derived from the seed and `salt`.

@@ -1,4 +1,6 @@
-//! A small deterministic random source (SplitMix64). The core never uses a global RNG: the seed comes from
+//! The project's one deterministic random source (SplitMix64), used by the core, the engine's
+//! deterministic mode, the simulators, the checker and the load generator. The core never uses a global
+//! RNG: the seed comes from
 //! the config, so the same seed and inputs give the same outputs.
 
 /// SplitMix64: fast, tiny state, good enough for election jitter and simulations.
@@ -23,6 +25,11 @@ impl Rng {
     /// A value in `[lo, hi)`; `lo` when the range is empty.
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         if hi <= lo { lo } else { lo + self.next_u64() % (hi - lo) }
+    }
+
+    /// An index in `0..n`; 0 when `n` is 0.
+    pub fn below(&mut self, n: usize) -> usize {
+        self.range(0, n as u64) as usize
     }
 
     /// True with probability `num / den`.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use drakkar_client::codec::RawCodec;
 use methods::{Method, Shape};
-use mutate::Rng;
+use mutate::{Draw, Rng};
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 use tonic::codegen::{Service, http};

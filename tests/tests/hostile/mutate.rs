@@ -2,37 +2,22 @@
 //! (bit flips, truncation, oversized and wrong-type fields, huge repeated counts, deep nesting, broken
 //! gRPC framing). Every mutation is a pure function of the generator's state, so a seed replays a run.
 
-/// SplitMix64: small, fast, deterministic.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub use drakkar_raft::Rng;
 
-impl Rng {
-    /// A generator started at `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
+/// Draws from the project's generator ([`drakkar_raft::Rng`]) what the mutations need.
+pub trait Draw {
     /// `n` random bytes.
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
+    fn bytes(&mut self, n: usize) -> Vec<u8>;
+    /// One of `items` (not empty).
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T;
+}
+
+impl Draw for Rng {
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
     }
 
-    /// One of `items`.
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
     }
 }
@@ -111,7 +96,7 @@ pub fn wrong_type(rng: &mut Rng, seed: &[u8], field: u32) -> Vec<u8> {
     match rng.below(7) {
         0 => {
             key(field, 0, &mut b);
-            varint(rng.next(), &mut b);
+            varint(rng.next_u64(), &mut b);
         }
         1 => {
             key(field, 1, &mut b);

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use drakkar_raft::Rng;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
@@ -183,36 +184,17 @@ pub fn key(i: u64) -> Bytes {
     Bytes::copy_from_slice(&k)
 }
 
-/// A xorshift64* generator: cheap, seeded per slot, good enough to pick keys and request kinds.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        // Multiply-shift: uniform enough for n far below 2^64.
-        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
-    }
-}
-
 /// The next request of a slot. Key and value get buffers of their own, as in a request a server
 /// decoded: sharing one buffer between all requests would make every clone in the engine contend on one
 /// reference count.
 fn op_for(w: &Workload, value: &[u8], rng: &mut Rng) -> Op {
-    let i = rng.below(w.keys);
+    let i = rng.range(0, w.keys);
     let group = i % w.groups + 1;
     let key = key(i);
     let read = match w.mix {
         Mix::Put => false,
         Mix::Get => true,
-        Mix::Mixed { read_percent } => rng.below(100) < u64::from(read_percent),
+        Mix::Mixed { read_percent } => rng.range(0, 100) < u64::from(read_percent),
     };
     if read {
         Op::Get { group, key, consistency: w.consistency }
