@@ -63,7 +63,6 @@ mod message;
 mod progress;
 pub mod quorum;
 mod rng;
-pub mod sim;
 mod storage;
 mod types;
 mod unstable;

@@ -25,6 +25,7 @@
 mod cluster;
 pub mod harness;
 mod net;
+pub mod raft;
 mod workload;
 
 use std::fmt;

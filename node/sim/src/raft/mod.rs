@@ -7,7 +7,7 @@
 //! transfers are attempted. After every step the [`check`] module verifies the safety properties; a
 //! failure names the seed, so `simulate(seed, ...)` replays it exactly.
 //!
-//! Run many schedules with `cargo run --release -p drakkar-raft --example simulate -- --schedules N`.
+//! Run many schedules with `cargo run --release -p drakkar-sim --example raft_simulate -- --schedules N`.
 
 mod check;
 
@@ -16,12 +16,12 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 
-use crate::{
+pub use check::Violation;
+use check::{Checker, OpId};
+use drakkar_raft::{
     ConfChange, ConfChangeKind, Config, Entry, EntryKind, HardState, LogIndex, MemStorage, Membership,
     Message, MessageKind, RawNode, ReplicaId, Rng, Role, Snapshot, Storage,
 };
-pub use check::Violation;
-use check::{Checker, OpId};
 
 /// Knobs of a simulation run.
 #[derive(Clone, Debug)]
@@ -325,10 +325,10 @@ impl Sim {
 
     /// What keeps the group from being caught up (None: one leader, every member at its commit index).
     fn caught_up(&self) -> Option<String> {
-        let statuses: Vec<(ReplicaId, crate::Status)> =
+        let statuses: Vec<(ReplicaId, drakkar_raft::Status)> =
             self.replicas.values().filter_map(|r| r.node.as_ref().map(|n| (r.id, n.status()))).collect();
-        let leaders: Vec<&(ReplicaId, crate::Status)> =
-            statuses.iter().filter(|(_, s)| s.soft_state.role == crate::Role::Leader).collect();
+        let leaders: Vec<&(ReplicaId, drakkar_raft::Status)> =
+            statuses.iter().filter(|(_, s)| s.soft_state.role == drakkar_raft::Role::Leader).collect();
         match leaders.as_slice() {
             [] => Some("no leader after settling".to_string()),
             [(leader, ls)] => {
@@ -709,7 +709,7 @@ impl Sim {
     }
 
     fn conf_change(&mut self, id: ReplicaId) {
-        let members: Vec<(ReplicaId, crate::MemberRole)> = {
+        let members: Vec<(ReplicaId, drakkar_raft::MemberRole)> = {
             let Some(node) = self.node(id) else { return };
             let m = node.status().membership;
             m.members().filter_map(|r| m.role(r).map(|role| (r, role))).collect()
@@ -726,7 +726,8 @@ impl Sim {
                 ConfChange { kind, replica: new, context: Bytes::new() }
             }
             2 => {
-                let Some(&(r, _)) = members.iter().find(|(_, role)| *role == crate::MemberRole::NonVoter)
+                let Some(&(r, _)) =
+                    members.iter().find(|(_, role)| *role == drakkar_raft::MemberRole::NonVoter)
                 else {
                     return;
                 };

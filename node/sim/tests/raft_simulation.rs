@@ -1,9 +1,9 @@
-//! Randomised deterministic simulation of whole groups under faults (see `drakkar_raft::sim`).
+//! Randomised deterministic simulation of whole groups under faults (see `drakkar_sim::raft`).
 //!
 //! `SIM_SCHEDULES=n` changes how many schedules each configuration runs; `SIM_SEED=s` with the `replay`
 //! test reruns one failing schedule.
 
-use drakkar_raft::sim::{SimConfig, SimReport, simulate};
+use drakkar_sim::raft::{SimConfig, SimReport, simulate};
 
 fn schedules(default: u64) -> u64 {
     std::env::var("SIM_SCHEDULES").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
@@ -25,8 +25,8 @@ fn run_many(name: &str, base_seed: u64, n: u64, cfg: &SimConfig) -> SimReport {
             }
             Err(f) => panic!(
                 "[{name}] {f}\nwith this suite's configuration: SIM_SEED={seed} SIM_VOTERS={} SIM_STEPS={} \
-                 SIM_PREVOTE={} SIM_DROP_PCT={} SIM_DUP_PCT={} SIM_SPARE_IDS={} cargo test -p drakkar-raft \
-                 --test simulation replay",
+                 SIM_PREVOTE={} SIM_DROP_PCT={} SIM_DUP_PCT={} SIM_SPARE_IDS={} cargo test -p drakkar-sim \
+                 --test raft_simulation replay",
                 cfg.voters,
                 cfg.steps,
                 u8::from(cfg.pre_vote),
@@ -75,7 +75,7 @@ fn five_replicas_membership_churn() {
     assert!(r.conf_changes > 0 && r.snapshots_installed > 0, "{r:?}");
 }
 
-/// Replays one schedule: `SIM_SEED=<seed> [SIM_VOTERS=5] cargo test -p drakkar-raft --test simulation replay`.
+/// Replays one schedule: `SIM_SEED=<seed> [SIM_VOTERS=5] cargo test -p drakkar-sim --test raft_simulation replay`.
 #[test]
 fn replay() {
     let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) else { return };

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::SimReport;
-use crate::{Entry, LogIndex, MemStorage, RawNode, ReplicaId, Role, Term};
+use drakkar_raft::{Entry, LogIndex, MemStorage, RawNode, ReplicaId, Role, Term};
 
 /// A client operation (write or read) in the simulator's history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -148,7 +148,7 @@ impl Checker {
     }
 
     fn check_committed(&mut self, id: ReplicaId, e: &Entry) -> Result<(), Violation> {
-        if self.witnesses.contains(&id) && e.kind == crate::EntryKind::Metadata {
+        if self.witnesses.contains(&id) && e.kind == drakkar_raft::EntryKind::Metadata {
             // A witness stores the entry without its payload: only the term must match.
             if let Some((t, _)) = self.committed.get(&e.index)
                 && *t != e.term

@@ -1,7 +1,7 @@
 //! Runs the randomised simulator over many schedules (the overnight soak).
 //!
 //! ```text
-//! cargo run --release -p drakkar-raft --example simulate -- --schedules 1000000 [--voters 5] [--steps 1500]
+//! cargo run --release -p drakkar-sim --example raft_simulate -- --schedules 1000000 [--voters 5] [--steps 1500]
 //!     [--seed 42] [--debug]
 //! ```
 //! `--seed` with `--schedules 1` replays one schedule; `--debug` prints the last events and every replica's
@@ -10,7 +10,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use drakkar_raft::sim::{Sim, SimConfig};
+use drakkar_sim::raft::{Sim, SimConfig};
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
