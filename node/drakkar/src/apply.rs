@@ -65,6 +65,8 @@ pub(crate) struct GroupShared {
     pub(crate) plain_seq: AtomicU64,
     /// Set once the replica stopped, with the reason.
     pub(crate) stopped: std::sync::Mutex<Option<StopReason>>,
+    /// Set when the replica (or its NodeHost) is stopping: the state machine's long calls may give up.
+    pub(crate) stop: crate::statemachine::Stop,
     /// Started to join an existing group (`StartMode::Joining`): until it applies a membership that
     /// names it, it does not know its role.
     pub(crate) joining: bool,
@@ -492,7 +494,7 @@ impl ApplyGroup {
                         Ok(s) => self.sessions = s,
                         Err(e) => return self.fail(format!("snapshot {}: {e}", path.display())),
                     }
-                    if let Err(e) = self.shared.sm.recover(&mut body) {
+                    if let Err(e) = self.shared.sm.recover(&mut body, &self.shared.stop) {
                         return self.fail(format!("state machine recovery failed: {e}"));
                     }
                 }
@@ -534,7 +536,7 @@ impl SnapshotJob {
         let sm = &shared.sm;
         let r = snapshot::write_snapshot(&path, &header, |w: &mut dyn Write| {
             sessions.save(w)?;
-            sm.save_prepared(prepared, w).map_err(std::io::Error::other)
+            sm.save_prepared(prepared, w, &shared.stop).map_err(std::io::Error::other)
         });
         let answer = match r {
             Ok(_) => {
@@ -571,7 +573,7 @@ pub(crate) fn recover_from(
     if shared.sm.is_on_disk() && disk_applied >= header.index {
         return Ok((header, sessions));
     }
-    shared.sm.recover(&mut body).map_err(|e| NodeError::StateMachine(e.to_string()))?;
+    shared.sm.recover(&mut body, &shared.stop).map_err(|e| NodeError::StateMachine(e.to_string()))?;
     Ok((header, sessions))
 }
 

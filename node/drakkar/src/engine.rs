@@ -816,6 +816,7 @@ fn stop_group(g: StepGroup, reason: StopReason, bus: &EventBus) {
     if let Ok(mut s) = g.shared.stopped.lock() {
         s.get_or_insert(reason);
     }
+    g.shared.stop.set();
     let _ = g.apply.send(ApplyTask::Stop(g.shared.group));
     let waiters: Vec<Waiter> =
         g.shared.waiters.lock().map(|mut w| w.drain().map(|(_, w)| w).collect()).unwrap_or_default();

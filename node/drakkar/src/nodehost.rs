@@ -46,6 +46,8 @@ struct Inner {
     /// Numbers the landing files of incoming snapshots.
     landing: AtomicU64,
     closed: AtomicBool,
+    /// Set by `close`: every replica's [`crate::statemachine::Stop`] is a child of it.
+    stop: crate::statemachine::Stop,
     threads: Mutex<Vec<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
     bus: EventBus,
@@ -441,6 +443,7 @@ impl NodeHost {
             next_key: AtomicU64::new(first_key),
             landing: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            stop: crate::statemachine::Stop::new(),
             threads: Mutex::new(threads),
             metrics,
             bus,
@@ -590,7 +593,8 @@ impl NodeHost {
             // A restart: the log decides; the given members are ignored.
         }
         let sm = SmHandle::new(sm);
-        let disk_applied = sm.open().map_err(|e| NodeError::StateMachine(e.to_string()))?;
+        let stop = self.inner.stop.child();
+        let disk_applied = sm.open(&stop).map_err(|e| NodeError::StateMachine(e.to_string()))?;
         let shared = Arc::new(GroupShared {
             group,
             replica,
@@ -606,6 +610,7 @@ impl NodeHost {
             plain_origin: random(self.inner.cfg.deterministic, self.key()),
             plain_seq: AtomicU64::new(1),
             stopped: Mutex::new(None),
+            stop,
             joining: matches!(mode, StartMode::Joining),
         });
         // Recover from the latest snapshot.
@@ -1304,6 +1309,8 @@ impl NodeHost {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        // Long state machine calls (snapshots, recoveries) may give up now.
+        self.inner.stop.set();
         for w in &self.inner.workers {
             let _ = w.send(Input::Shutdown);
         }

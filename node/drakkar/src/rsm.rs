@@ -7,24 +7,111 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use drakkar_raft::LogIndex;
 
-use crate::statemachine::{ConcurrentStateMachine, OnDiskStateMachine, SmEntry, SmError, StateMachine};
+use crate::statemachine::{
+    ConcurrentStateMachine, OnDiskStateMachine, SmEntry, SmError, SmResult, StateMachine, Stop,
+};
 
-/// A user's state machine, as handed to [`crate::NodeHost::start_replica`].
-pub enum StateMachineBox {
-    /// In-memory, serial.
-    Regular(Box<dyn StateMachine>),
-    /// In-memory, concurrent lookups.
-    Concurrent(Arc<dyn ConcurrentStateMachine>),
-    /// On-disk.
-    OnDisk(Arc<dyn OnDiskStateMachine>),
+/// A user's state machine, as handed to [`crate::NodeHost::start_replica`]: one of the three kinds.
+pub struct StateMachineBox(SmHandle);
+
+impl StateMachineBox {
+    /// An in-memory state machine with serial updates and lookups.
+    pub fn regular(sm: impl StateMachine) -> Self {
+        StateMachineBox(SmHandle::Regular(Arc::new(RwLock::new(Box::new(sm)))))
+    }
+
+    /// An in-memory state machine with lookups concurrent with updates (shared: the caller may keep a
+    /// handle on it).
+    pub fn concurrent<T: ConcurrentStateMachine>(sm: Arc<T>) -> Self {
+        StateMachineBox(SmHandle::Concurrent(sm))
+    }
+
+    /// A state machine that owns its persistence (shared: the caller may keep a handle on it).
+    pub fn on_disk<T: OnDiskStateMachine>(sm: Arc<T>) -> Self {
+        StateMachineBox(SmHandle::OnDisk(sm))
+    }
+}
+
+/// A [`ConcurrentStateMachine`] whose prepared snapshot's type is erased, so the engine holds any.
+pub(crate) trait DynConcurrent: Send + Sync {
+    fn update(&self, entries: &mut [SmEntry]) -> Result<(), SmError>;
+    fn lookup(&self, query: &[u8]) -> Result<Bytes, SmError>;
+    fn prepare(&self) -> Result<Box<dyn Any + Send>, SmError>;
+    fn save(&self, prepared: Box<dyn Any + Send>, w: &mut dyn Write, stop: &Stop) -> Result<(), SmError>;
+    fn recover(&self, r: &mut dyn Read, stop: &Stop) -> Result<(), SmError>;
+}
+
+impl<T: ConcurrentStateMachine> DynConcurrent for T {
+    fn update(&self, entries: &mut [SmEntry]) -> Result<(), SmError> {
+        ConcurrentStateMachine::update(self, entries)
+    }
+    fn lookup(&self, query: &[u8]) -> Result<Bytes, SmError> {
+        ConcurrentStateMachine::lookup(self, query)
+    }
+    fn prepare(&self) -> Result<Box<dyn Any + Send>, SmError> {
+        Ok(Box::new(self.prepare_snapshot()?))
+    }
+    fn save(&self, prepared: Box<dyn Any + Send>, w: &mut dyn Write, stop: &Stop) -> Result<(), SmError> {
+        self.save_snapshot(*downcast::<T::Snapshot>(prepared)?, w, stop)
+    }
+    fn recover(&self, r: &mut dyn Read, stop: &Stop) -> Result<(), SmError> {
+        self.recover_from_snapshot(r, stop)
+    }
+}
+
+/// An [`OnDiskStateMachine`] whose prepared snapshot's type is erased, so the engine holds any.
+pub(crate) trait DynOnDisk: Send + Sync {
+    fn open(&self, stop: &Stop) -> Result<LogIndex, SmError>;
+    fn update(&self, entries: &mut [SmEntry]) -> Result<(), SmError>;
+    fn lookup(&self, query: &[u8]) -> Result<Bytes, SmError>;
+    fn sync(&self) -> Result<(), SmError>;
+    fn prepare(&self) -> Result<Box<dyn Any + Send>, SmError>;
+    fn save(&self, prepared: Box<dyn Any + Send>, w: &mut dyn Write, stop: &Stop) -> Result<(), SmError>;
+    fn recover(&self, r: &mut dyn Read, stop: &Stop) -> Result<(), SmError>;
+    fn result_of(&self, index: LogIndex) -> Result<Option<SmResult>, SmError>;
+}
+
+impl<T: OnDiskStateMachine> DynOnDisk for T {
+    fn open(&self, stop: &Stop) -> Result<LogIndex, SmError> {
+        OnDiskStateMachine::open(self, stop)
+    }
+    fn update(&self, entries: &mut [SmEntry]) -> Result<(), SmError> {
+        OnDiskStateMachine::update(self, entries)
+    }
+    fn lookup(&self, query: &[u8]) -> Result<Bytes, SmError> {
+        OnDiskStateMachine::lookup(self, query)
+    }
+    fn sync(&self) -> Result<(), SmError> {
+        OnDiskStateMachine::sync(self)
+    }
+    fn prepare(&self) -> Result<Box<dyn Any + Send>, SmError> {
+        Ok(Box::new(self.prepare_snapshot()?))
+    }
+    fn save(&self, prepared: Box<dyn Any + Send>, w: &mut dyn Write, stop: &Stop) -> Result<(), SmError> {
+        self.save_snapshot(*downcast::<T::Snapshot>(prepared)?, w, stop)
+    }
+    fn recover(&self, r: &mut dyn Read, stop: &Stop) -> Result<(), SmError> {
+        self.recover_from_snapshot(r, stop)
+    }
+    fn result_of(&self, index: LogIndex) -> Result<Option<SmResult>, SmError> {
+        OnDiskStateMachine::result_of(self, index)
+    }
+}
+
+/// The prepared view the engine got from the same state machine's `prepare`. Invariant: the engine hands
+/// `save` only what that machine's `prepare` returned, so this never fails.
+fn downcast<S: 'static>(prepared: Box<dyn Any + Send>) -> Result<Box<S>, SmError> {
+    prepared
+        .downcast::<S>()
+        .map_err(|_| SmError::Other("a prepared snapshot of another state machine".into()))
 }
 
 /// A shared handle: the apply worker updates through it, readers look up through it.
 #[derive(Clone)]
 pub(crate) enum SmHandle {
     Regular(Arc<RwLock<Box<dyn StateMachine>>>),
-    Concurrent(Arc<dyn ConcurrentStateMachine>),
-    OnDisk(Arc<dyn OnDiskStateMachine>),
+    Concurrent(Arc<dyn DynConcurrent>),
+    OnDisk(Arc<dyn DynOnDisk>),
 }
 
 fn poisoned() -> SmError {
@@ -33,11 +120,7 @@ fn poisoned() -> SmError {
 
 impl SmHandle {
     pub(crate) fn new(b: StateMachineBox) -> Self {
-        match b {
-            StateMachineBox::Regular(sm) => SmHandle::Regular(Arc::new(RwLock::new(sm))),
-            StateMachineBox::Concurrent(sm) => SmHandle::Concurrent(sm),
-            StateMachineBox::OnDisk(sm) => SmHandle::OnDisk(sm),
-        }
+        b.0
     }
 
     pub(crate) fn is_on_disk(&self) -> bool {
@@ -45,9 +128,9 @@ impl SmHandle {
     }
 
     /// Opens an on-disk state machine; in-memory ones start empty (index 0).
-    pub(crate) fn open(&self) -> Result<LogIndex, SmError> {
+    pub(crate) fn open(&self, stop: &Stop) -> Result<LogIndex, SmError> {
         match self {
-            SmHandle::OnDisk(sm) => sm.open(),
+            SmHandle::OnDisk(sm) => sm.open(stop),
             _ => Ok(LogIndex(0)),
         }
     }
@@ -69,17 +152,11 @@ impl SmHandle {
     }
 
     /// Writes the full state.
-    pub(crate) fn save(&self, w: &mut dyn Write) -> Result<(), SmError> {
+    pub(crate) fn save(&self, w: &mut dyn Write, stop: &Stop) -> Result<(), SmError> {
         match self {
-            SmHandle::Regular(sm) => sm.read().map_err(|_| poisoned())?.save_snapshot(w),
-            SmHandle::Concurrent(sm) => {
-                let p = sm.prepare_snapshot()?;
-                sm.save_snapshot(p, w)
-            }
-            SmHandle::OnDisk(sm) => {
-                let p = sm.prepare_snapshot()?;
-                sm.save_snapshot(p, w)
-            }
+            SmHandle::Regular(sm) => sm.read().map_err(|_| poisoned())?.save_snapshot(w, stop),
+            SmHandle::Concurrent(sm) => sm.save(sm.prepare()?, w, stop),
+            SmHandle::OnDisk(sm) => sm.save(sm.prepare()?, w, stop),
         }
     }
 
@@ -88,8 +165,8 @@ impl SmHandle {
     pub(crate) fn prepare(&self) -> Result<Option<Box<dyn Any + Send>>, SmError> {
         match self {
             SmHandle::Regular(_) => Ok(None),
-            SmHandle::Concurrent(sm) => sm.prepare_snapshot().map(Some),
-            SmHandle::OnDisk(sm) => sm.prepare_snapshot().map(Some),
+            SmHandle::Concurrent(sm) => sm.prepare().map(Some),
+            SmHandle::OnDisk(sm) => sm.prepare().map(Some),
         }
     }
 
@@ -98,28 +175,26 @@ impl SmHandle {
         &self,
         prepared: Option<Box<dyn Any + Send>>,
         w: &mut dyn Write,
+        stop: &Stop,
     ) -> Result<(), SmError> {
         match (self, prepared) {
-            (SmHandle::Concurrent(sm), Some(p)) => sm.save_snapshot(p, w),
-            (SmHandle::OnDisk(sm), Some(p)) => sm.save_snapshot(p, w),
-            _ => self.save(w),
+            (SmHandle::Concurrent(sm), Some(p)) => sm.save(p, w, stop),
+            (SmHandle::OnDisk(sm), Some(p)) => sm.save(p, w, stop),
+            _ => self.save(w, stop),
         }
     }
 
-    pub(crate) fn recover(&self, r: &mut dyn Read) -> Result<(), SmError> {
+    pub(crate) fn recover(&self, r: &mut dyn Read, stop: &Stop) -> Result<(), SmError> {
         match self {
-            SmHandle::Regular(sm) => sm.write().map_err(|_| poisoned())?.recover_from_snapshot(r),
-            SmHandle::Concurrent(sm) => sm.recover_from_snapshot(r),
-            SmHandle::OnDisk(sm) => sm.recover_from_snapshot(r),
+            SmHandle::Regular(sm) => sm.write().map_err(|_| poisoned())?.recover_from_snapshot(r, stop),
+            SmHandle::Concurrent(sm) => sm.recover(r, stop),
+            SmHandle::OnDisk(sm) => sm.recover(r, stop),
         }
     }
 
     /// The result an on-disk state machine kept for the entry at `index` (None: not kept, or another
     /// kind, whose entries are always applied again after a restart).
-    pub(crate) fn result_of(
-        &self,
-        index: LogIndex,
-    ) -> Result<Option<crate::statemachine::SmResult>, SmError> {
+    pub(crate) fn result_of(&self, index: LogIndex) -> Result<Option<SmResult>, SmError> {
         match self {
             SmHandle::OnDisk(sm) => sm.result_of(index),
             _ => Ok(None),

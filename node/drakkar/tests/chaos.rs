@@ -60,7 +60,7 @@ impl Env {
                 GroupId(g),
                 ReplicaId(i),
                 mode,
-                StateMachineBox::Regular(Box::<TestKv>::default()),
+                StateMachineBox::regular(TestKv::default()),
                 gcfg(),
             )
             .expect("start replica");

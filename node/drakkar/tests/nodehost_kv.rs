@@ -30,7 +30,7 @@ fn value(raw: Bytes) -> Option<Bytes> {
 async fn disk_kv_reopens_at_its_applied_index() {
     let mut c = Cluster::new(3);
     let disk =
-        |c: &Cluster, i: u64| StateMachineBox::OnDisk(Arc::new(DiskKv::new(c.dirs[&i].join("kv.redb"))));
+        |c: &Cluster, i: u64| StateMachineBox::on_disk(Arc::new(DiskKv::new(c.dirs[&i].join("kv.redb"))));
     let members = Cluster::members([1, 2, 3]);
     for i in 1..=3 {
         c.hosts[&i]
@@ -81,7 +81,7 @@ async fn mem_kv_as_a_concurrent_state_machine() {
     let c = Cluster::new(3);
     let members = Cluster::members([1, 2, 3]);
     for i in 1..=3 {
-        let sm = StateMachineBox::Concurrent(Arc::new(MemKv::new()));
+        let sm = StateMachineBox::concurrent(Arc::new(MemKv::new()));
         c.hosts[&i]
             .start_replica(GroupId(7), ReplicaId(i), StartMode::Founding(members.clone()), sm, fast_group())
             .unwrap();

@@ -46,8 +46,9 @@ async fn a_retry_past_the_per_session_limit_is_refused_never_applied_twice() {
             h.propose_in_session(&s, Bytes::from(format!("k{n}=v")), T).await
         }));
     }
+    let mut results = Vec::new();
     for p in pending {
-        p.await.unwrap().unwrap();
+        results.push(p.await.unwrap().unwrap());
     }
     let before = updates(&c).await;
     assert_eq!(before, MAX_PENDING_PER_SESSION as u64 + 1);
@@ -57,9 +58,10 @@ async fn a_retry_past_the_per_session_limit_is_refused_never_applied_twice() {
         other => panic!("a retry of an evicted series: {other:?}"),
     }
     assert_eq!(updates(&c).await, before, "the retry was applied a second time");
-    // Series 2's result is still kept: its retry gets it.
+    // Series 2's result is still kept: its retry gets the first application's result.
     let second = Session::resume(G, first.client_id(), 2, first.responded_to());
-    assert_eq!(h.propose_in_session(&second, Bytes::from_static(b"k1=v"), T).await.unwrap().value, 2);
+    assert_eq!(h.propose_in_session(&second, Bytes::from_static(b"k1=v"), T).await.unwrap(), results[0]);
+    assert_eq!(updates(&c).await, before, "the retry of series 2 was applied again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +114,7 @@ fn put(k: &str, v: &str) -> Bytes {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_a_restart_of_the_on_disk_kv_gets_the_first_result() {
     let mut c = Cluster::new(1);
-    let disk = |c: &Cluster| StateMachineBox::OnDisk(Arc::new(DiskKv::new(c.dirs[&1].join("kv.redb"))));
+    let disk = |c: &Cluster| StateMachineBox::on_disk(Arc::new(DiskKv::new(c.dirs[&1].join("kv.redb"))));
     let members = Cluster::members([1]);
     c.hosts[&1].start_replica(G, ReplicaId(1), StartMode::Founding(members), disk(&c), fast_group()).unwrap();
     let _ = c.leader(1).await;

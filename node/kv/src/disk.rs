@@ -11,7 +11,6 @@
 //! Invariant: `applied_index` is written in the same write transaction as the effects of the entries up
 //! to it, so after any crash the database holds exactly the state at `applied_index`.
 
-use std::any::Any;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +27,8 @@ use super::KvError;
 use super::apply::{self, LookupError, ReadStore, Scan, WriteStore};
 use super::command::{Bounds, KeyMeta, KeyValue};
 use super::snapshot::{SnapshotReader, SnapshotWriter};
-use super::snapshot_error;
-use drakkar::statemachine::{OnDiskStateMachine, SmEntry, SmError, SmResult};
+use super::{check_stop, snapshot_error};
+use drakkar::statemachine::{OnDiskStateMachine, SmEntry, SmError, SmResult, Stop};
 
 /// The on-disk layout version stored under `meta["format"]`.
 pub const DISK_FORMAT: u64 = 1;
@@ -91,8 +90,8 @@ impl std::fmt::Debug for DiskKv {
     }
 }
 
-/// What `prepare_snapshot` returns: a read transaction, i.e. a consistent committed version.
-struct DiskSnapshot(ReadTransaction);
+/// What [`DiskKv`]'s `prepare_snapshot` returns: a read transaction, i.e. a consistent committed version.
+pub struct DiskSnapshot(ReadTransaction);
 
 impl DiskKv {
     /// A store at `path` (a file, created by `open` if missing). Nothing is touched before `open`.
@@ -191,7 +190,7 @@ impl DiskKv {
         self.commit(txn, matches!(durability, Durability::Immediate))
     }
 
-    fn recover(&self, r: &mut dyn Read) -> Result<(), SmError> {
+    fn recover(&self, r: &mut dyn Read, stop: &Stop) -> Result<(), SmError> {
         let txn = self.begin_write(Durability::Immediate)?;
         // On any error `txn` is dropped uncommitted (aborted): the previous state stays.
         {
@@ -202,7 +201,10 @@ impl DiskKv {
             let mut kv = txn.open_table(KV).map_err(kv_err)?;
             let mut reader = SnapshotReader::new(r).map_err(snapshot_error)?;
             let mut rec = Vec::new();
+            let mut n = 0u64;
             while let Some(item) = reader.next_record().map_err(snapshot_error)? {
+                n += 1;
+                check_stop(stop, n)?;
                 encode_record(&mut rec, &item.meta, &item.value);
                 kv.insert(&item.key[..], &rec[..]).map_err(kv_err)?;
             }
@@ -213,12 +215,13 @@ impl DiskKv {
         Ok(())
     }
 
-    fn save(&self, txn: &ReadTransaction, w: &mut dyn Write) -> Result<(), SmError> {
+    fn save(&self, txn: &ReadTransaction, w: &mut dyn Write, stop: &Stop) -> Result<(), SmError> {
         let meta = txn.open_table(META).map_err(kv_err)?;
         let applied = read_u64(&meta, META_APPLIED)?.unwrap_or(0);
         let kv = txn.open_table(KV).map_err(kv_err)?;
         let mut out = SnapshotWriter::new(w, applied)?;
-        for item in kv.iter().map_err(kv_err)? {
+        for (n, item) in (1..).zip(kv.iter().map_err(kv_err)?) {
+            check_stop(stop, n)?;
             let (k, v) = item.map_err(kv_err)?;
             let (meta, value) = decode_record(k.value(), v.value())?;
             out.record(k.value(), &meta, value)?;
@@ -350,7 +353,7 @@ impl WriteStore for DiskStore<Table<'_, &'static [u8], &'static [u8]>> {
 }
 
 impl OnDiskStateMachine for DiskKv {
-    fn open(&self) -> Result<LogIndex, SmError> {
+    fn open(&self, _stop: &Stop) -> Result<LogIndex, SmError> {
         Ok(self.open_db()?)
     }
 
@@ -381,20 +384,19 @@ impl OnDiskStateMachine for DiskKv {
         Ok(res?)
     }
 
-    fn prepare_snapshot(&self) -> Result<Box<dyn Any + Send>, SmError> {
+    type Snapshot = DiskSnapshot;
+
+    fn prepare_snapshot(&self) -> Result<DiskSnapshot, SmError> {
         let txn = self.db()?.begin_read().map_err(kv_err)?;
-        Ok(Box::new(DiskSnapshot(txn)))
+        Ok(DiskSnapshot(txn))
     }
 
-    fn save_snapshot(&self, prepared: Box<dyn Any + Send>, w: &mut dyn Write) -> Result<(), SmError> {
-        let snap = prepared.downcast::<DiskSnapshot>().map_err(|_| {
-            SmError::Other("save_snapshot: the prepared view is not a DiskKv snapshot".into())
-        })?;
-        self.save(&snap.0, w)
+    fn save_snapshot(&self, prepared: DiskSnapshot, w: &mut dyn Write, stop: &Stop) -> Result<(), SmError> {
+        self.save(&prepared.0, w, stop)
     }
 
-    fn recover_from_snapshot(&self, r: &mut dyn Read) -> Result<(), SmError> {
-        self.recover(r)
+    fn recover_from_snapshot(&self, r: &mut dyn Read, stop: &Stop) -> Result<(), SmError> {
+        self.recover(r, stop)
     }
 
     fn result_of(&self, index: LogIndex) -> Result<Option<SmResult>, SmError> {

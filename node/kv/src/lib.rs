@@ -111,8 +111,8 @@ pub use command::{
     CasExpect, CasNew, Command, CommandResult, Compare, CompareOp, CompareTarget, KeyMeta, KeyRange,
     KeyValue, Op, OpResult, Query, QueryResult, Status, Txn, limits,
 };
-pub use disk::{DISK_FORMAT, DiskKv, DiskKvOptions};
-pub use memory::MemKv;
+pub use disk::{DISK_FORMAT, DiskKv, DiskKvOptions, DiskSnapshot};
+pub use memory::{MemKv, MemSnapshot};
 pub use snapshot::SnapshotError;
 pub use wire::CodecError;
 
@@ -157,6 +157,14 @@ impl From<KvError> for SmError {
 }
 
 /// Snapshot failures are I/O failures of the stream; corruption keeps its typed cause as the source.
+/// Records between two looks at a [`drakkar::statemachine::Stop`] while a snapshot is saved or recovered.
+pub(crate) const STOP_EVERY: u64 = 1024;
+
+/// `Err(Stopped)` once `stop` is set, looked at every [`STOP_EVERY`] records (`n` counts them).
+pub(crate) fn check_stop(stop: &drakkar::statemachine::Stop, n: u64) -> Result<(), SmError> {
+    if n.is_multiple_of(STOP_EVERY) && stop.is_set() { Err(SmError::Stopped) } else { Ok(()) }
+}
+
 pub(crate) fn snapshot_error(e: SnapshotError) -> SmError {
     match e {
         SnapshotError::Io(io) => SmError::Io(io),

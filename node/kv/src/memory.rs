@@ -1,6 +1,5 @@
 //! [`MemKv`]: the in-memory KV state machine.
 
-use std::any::Any;
 use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::sync::{Mutex, PoisonError, RwLock};
@@ -12,8 +11,8 @@ use imbl::OrdMap;
 use super::apply::{self, LookupError, ReadStore, Scan, WriteStore};
 use super::command::{Bounds, KeyMeta, KeyValue};
 use super::snapshot::{SnapshotReader, SnapshotWriter};
-use super::snapshot_error;
-use drakkar::statemachine::{ConcurrentStateMachine, SmEntry, SmError, StateMachine};
+use super::{check_stop, snapshot_error};
+use drakkar::statemachine::{ConcurrentStateMachine, SmEntry, SmError, StateMachine, Stop};
 
 /// A stored value with its metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,8 +63,8 @@ impl std::fmt::Debug for MemKv {
     }
 }
 
-/// What `prepare_snapshot` returns: a version of the state.
-struct MemSnapshot(State);
+/// What [`MemKv`]'s `prepare_snapshot` returns: a version of the state (a cheap persistent-map clone).
+pub struct MemSnapshot(State);
 
 impl MemKv {
     /// An empty store that has applied nothing.
@@ -168,9 +167,10 @@ impl WriteStore for State {
     }
 }
 
-fn write_snapshot(s: &State, w: &mut dyn Write) -> Result<(), SmError> {
+fn write_snapshot(s: &State, w: &mut dyn Write, stop: &Stop) -> Result<(), SmError> {
     let mut out = SnapshotWriter::new(w, s.applied)?;
-    for (key, stored) in s.map.iter() {
+    for (n, (key, stored)) in (1..).zip(s.map.iter()) {
+        check_stop(stop, n)?;
         out.record(key, &stored.meta, &stored.value)?;
     }
     out.finish()?;
@@ -178,10 +178,13 @@ fn write_snapshot(s: &State, w: &mut dyn Write) -> Result<(), SmError> {
 }
 
 /// Builds a complete state from a snapshot stream; nothing is published unless the trailer verifies.
-fn read_snapshot(r: &mut dyn Read) -> Result<State, SmError> {
+fn read_snapshot(r: &mut dyn Read, stop: &Stop) -> Result<State, SmError> {
     let mut reader = SnapshotReader::new(r).map_err(snapshot_error)?;
     let mut map = OrdMap::new();
+    let mut n = 0u64;
     while let Some(kv) = reader.next_record().map_err(snapshot_error)? {
+        n += 1;
+        check_stop(stop, n)?;
         let stored = Stored { value: kv.value, meta: kv.meta };
         map.insert(kv.key, stored);
     }
@@ -209,20 +212,19 @@ impl ConcurrentStateMachine for MemKv {
         }
     }
 
-    fn prepare_snapshot(&self) -> Result<Box<dyn Any + Send>, SmError> {
-        Ok(Box::new(MemSnapshot(self.view())))
+    type Snapshot = MemSnapshot;
+
+    fn prepare_snapshot(&self) -> Result<MemSnapshot, SmError> {
+        Ok(MemSnapshot(self.view()))
     }
 
-    fn save_snapshot(&self, prepared: Box<dyn Any + Send>, w: &mut dyn Write) -> Result<(), SmError> {
-        let snap = prepared
-            .downcast::<MemSnapshot>()
-            .map_err(|_| SmError::Other("save_snapshot: the prepared view is not a MemKv snapshot".into()))?;
-        write_snapshot(&snap.0, w)
+    fn save_snapshot(&self, prepared: MemSnapshot, w: &mut dyn Write, stop: &Stop) -> Result<(), SmError> {
+        write_snapshot(&prepared.0, w, stop)
     }
 
-    fn recover_from_snapshot(&self, r: &mut dyn Read) -> Result<(), SmError> {
+    fn recover_from_snapshot(&self, r: &mut dyn Read, stop: &Stop) -> Result<(), SmError> {
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let next = read_snapshot(r)?;
+        let next = read_snapshot(r, stop)?;
         self.publish(next);
         Ok(())
     }
@@ -237,11 +239,11 @@ impl StateMachine for MemKv {
         ConcurrentStateMachine::lookup(self, query)
     }
 
-    fn save_snapshot(&self, w: &mut dyn Write) -> Result<(), SmError> {
-        write_snapshot(&self.view(), w)
+    fn save_snapshot(&self, w: &mut dyn Write, stop: &Stop) -> Result<(), SmError> {
+        write_snapshot(&self.view(), w, stop)
     }
 
-    fn recover_from_snapshot(&mut self, r: &mut dyn Read) -> Result<(), SmError> {
-        ConcurrentStateMachine::recover_from_snapshot(self, r)
+    fn recover_from_snapshot(&mut self, r: &mut dyn Read, stop: &Stop) -> Result<(), SmError> {
+        ConcurrentStateMachine::recover_from_snapshot(self, r, stop)
     }
 }

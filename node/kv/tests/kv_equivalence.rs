@@ -6,7 +6,7 @@ mod kv_support;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use drakkar::statemachine::{ConcurrentStateMachine, OnDiskStateMachine, SmEntry};
+use drakkar::statemachine::{ConcurrentStateMachine, OnDiskStateMachine, SmEntry, Stop};
 use drakkar_kv::{
     CasExpect, CasNew, Command, CommandResult, Compare, CompareTarget, DiskKv, KeyMeta, KeyRange, KeyValue,
     MemKv, Op, OpResult, Query, QueryResult, limits,
@@ -254,17 +254,17 @@ proptest! {
         apply_disk(&disk, &mut entries(1 + split as u64, tail));
 
         let mut from_mem = Vec::new();
-        ConcurrentStateMachine::save_snapshot(&mem, mem_view, &mut from_mem).unwrap();
+        ConcurrentStateMachine::save_snapshot(&mem, mem_view, &mut from_mem, &Stop::default()).unwrap();
         let mut from_disk = Vec::new();
-        OnDiskStateMachine::save_snapshot(&disk, disk_view, &mut from_disk).unwrap();
+        OnDiskStateMachine::save_snapshot(&disk, disk_view, &mut from_disk, &Stop::default()).unwrap();
         prop_assert_eq!(&from_mem, &from_disk);
 
         // Mem snapshot -> new DiskKv; Disk snapshot -> new MemKv; both replay the tail.
         let disk2 = open_disk(&dir, "b.redb");
-        OnDiskStateMachine::recover_from_snapshot(&disk2, &mut &from_mem[..]).unwrap();
+        OnDiskStateMachine::recover_from_snapshot(&disk2, &mut &from_mem[..], &Stop::default()).unwrap();
         prop_assert_eq!(disk2.applied_index().unwrap(), LogIndex(split as u64));
         let mem2 = MemKv::new();
-        ConcurrentStateMachine::recover_from_snapshot(&mem2, &mut &from_disk[..]).unwrap();
+        ConcurrentStateMachine::recover_from_snapshot(&mem2, &mut &from_disk[..], &Stop::default()).unwrap();
         prop_assert_eq!(mem2.applied_index(), LogIndex(split as u64));
         let mut t1 = entries(1 + split as u64, tail);
         let mut t2 = t1.clone();

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use drakkar::statemachine::{ConcurrentStateMachine, OnDiskStateMachine, SmEntry, SmError, StateMachine};
+use drakkar::statemachine::{
+    ConcurrentStateMachine, OnDiskStateMachine, SmEntry, SmError, StateMachine, Stop,
+};
 use drakkar_kv::{
     CasExpect, CasNew, Command, CommandResult, Compare, CompareOp, CompareTarget, DiskKv, KeyMeta, KeyRange,
     MemKv, Op, OpResult, Query, QueryResult, Status, Txn,
@@ -46,7 +48,7 @@ impl Kv for MemKv {
         mem_snapshot(self)
     }
     fn recover(&self, mut b: &[u8]) -> Result<(), SmError> {
-        ConcurrentStateMachine::recover_from_snapshot(self, &mut b)
+        ConcurrentStateMachine::recover_from_snapshot(self, &mut b, &Stop::default())
     }
     fn applied(&self) -> LogIndex {
         self.applied_index()
@@ -66,7 +68,7 @@ impl Kv for DiskKv {
         disk_snapshot(self)
     }
     fn recover(&self, mut b: &[u8]) -> Result<(), SmError> {
-        OnDiskStateMachine::recover_from_snapshot(self, &mut b)
+        OnDiskStateMachine::recover_from_snapshot(self, &mut b, &Stop::default())
     }
     fn applied(&self) -> LogIndex {
         self.applied_index().unwrap()
@@ -303,8 +305,8 @@ fn disk_kv_reopens_at_its_applied_index() {
     let mem = MemKv::new();
     {
         let disk = DiskKv::new(&path);
-        assert_eq!(disk.open().unwrap(), LogIndex(0));
-        assert_eq!(disk.open().unwrap(), LogIndex(0), "open is idempotent");
+        assert_eq!(disk.open(&Stop::default()).unwrap(), LogIndex(0));
+        assert_eq!(disk.open(&Stop::default()).unwrap(), LogIndex(0), "open is idempotent");
         for (i, k) in ["a", "b", "c"].into_iter().enumerate() {
             let cmds = [Command::put(k, "v"), Command::put("n", k)];
             disk.apply(1 + 2 * i as u64, &cmds);
@@ -315,7 +317,7 @@ fn disk_kv_reopens_at_its_applied_index() {
     }
     let disk = DiskKv::new(&path);
     assert!(disk.raw_lookup(&everything()).is_err(), "lookup before open");
-    assert_eq!(disk.open().unwrap(), LogIndex(6));
+    assert_eq!(disk.open(&Stop::default()).unwrap(), LogIndex(6));
     assert_eq!(disk.snapshot(), mem.snapshot());
     // Batches after the reopen carry on with the same metadata.
     let r = disk.apply(7, &[Command::put("n", "d")]);
@@ -336,7 +338,7 @@ fn disk_kv_refuses_an_unknown_format() {
         }
         txn.commit().unwrap();
     }
-    let err = DiskKv::new(&path).open().unwrap_err().to_string();
+    let err = DiskKv::new(&path).open(&Stop::default()).unwrap_err().to_string();
     assert!(err.contains("format 99"), "{err}");
 }
 
@@ -346,17 +348,49 @@ fn mem_kv_works_as_a_plain_state_machine() {
     let mut batch = entries(1, &[Command::put("k", "v").encode().unwrap()]);
     StateMachine::update(&mut kv, &mut batch).unwrap();
     let mut snap = Vec::new();
-    StateMachine::save_snapshot(&kv, &mut snap).unwrap();
+    StateMachine::save_snapshot(&kv, &mut snap, &Stop::default()).unwrap();
     let mut other = MemKv::new();
-    StateMachine::recover_from_snapshot(&mut other, &mut &snap[..]).unwrap();
+    StateMachine::recover_from_snapshot(&mut other, &mut &snap[..], &Stop::default()).unwrap();
     let q = Query::get("k").encode().unwrap();
     assert_eq!(StateMachine::lookup(&other, &q).unwrap(), StateMachine::lookup(&kv, &q).unwrap());
     assert_eq!(other.applied_index(), LogIndex(1));
-    // A prepared view of another kind is refused, not a panic.
+}
+
+/// A set [`Stop`] makes saving and recovering a snapshot give up with `Stopped` (after at most 1,024
+/// records), in both stores; an unset one changes nothing.
+#[test]
+fn a_stop_ends_snapshot_saves_and_recoveries() {
+    let puts: Vec<Bytes> =
+        (0..3000).map(|i| Command::put(format!("k{i:05}"), "v").encode().unwrap()).collect();
+    let mem = MemKv::new();
+    mem.apply_raw(1, &puts);
     let dir = tempfile::tempdir().unwrap();
     let disk = open_disk(&dir, "kv.redb");
-    let foreign = disk.prepare_snapshot().unwrap();
-    assert!(ConcurrentStateMachine::save_snapshot(&kv, foreign, &mut Vec::new()).is_err());
+    disk.apply_raw(1, &puts);
+    let stop = Stop::new();
+    stop.set();
+    let full = mem_snapshot(&mem);
+    let e =
+        ConcurrentStateMachine::save_snapshot(&mem, mem.prepare_snapshot().unwrap(), &mut Vec::new(), &stop);
+    assert!(matches!(e, Err(SmError::Stopped)), "{e:?}");
+    let e =
+        OnDiskStateMachine::save_snapshot(&disk, disk.prepare_snapshot().unwrap(), &mut Vec::new(), &stop);
+    assert!(matches!(e, Err(SmError::Stopped)), "{e:?}");
+    let fresh = MemKv::new();
+    let e = ConcurrentStateMachine::recover_from_snapshot(&fresh, &mut &full[..], &stop);
+    assert!(matches!(e, Err(SmError::Stopped)), "{e:?}");
+    assert_eq!(fresh.applied_index(), LogIndex(0), "a recovery that gave up left the state as it was");
+    let disk2 = open_disk(&dir, "b.redb");
+    let e = OnDiskStateMachine::recover_from_snapshot(&disk2, &mut &full[..], &stop);
+    assert!(matches!(e, Err(SmError::Stopped)), "{e:?}");
+    assert_eq!(
+        disk2.applied_index().unwrap(),
+        LogIndex(0),
+        "a recovery that gave up left the state as it was"
+    );
+    // Not set: the whole state.
+    ConcurrentStateMachine::recover_from_snapshot(&fresh, &mut &full[..], &Stop::new()).unwrap();
+    assert_eq!(fresh.applied_index(), LogIndex(3000));
 }
 
 /// Readers running during updates only ever see whole batches: each batch writes `x` and `y` to the
@@ -408,13 +442,13 @@ fn disk_kv_recovered_state_survives_a_reopen() {
     options.durable_batches = true;
     {
         let disk = DiskKv::with_options(&path, options.clone());
-        disk.open().unwrap();
+        disk.open(&Stop::default()).unwrap();
         disk.apply(1, &[Command::put("gone", "x")]);
         disk.recover(&snap).unwrap();
         disk.apply(3, &[Command::put("c", "3")]);
     }
     let disk = DiskKv::with_options(&path, options);
-    assert_eq!(disk.open().unwrap(), LogIndex(3));
+    assert_eq!(disk.open(&Stop::default()).unwrap(), LogIndex(3));
     source.apply(3, &[Command::put("c", "3")]);
     assert_eq!(disk.snapshot(), source.snapshot());
 }

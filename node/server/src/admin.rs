@@ -247,7 +247,9 @@ fn install(
 ) -> Result<drakkar_raft::LogIndex, NodeError> {
     let kv = DiskKv::new(&scratch.0);
     kv.open_db().map_err(|e| NodeError::Storage(format!("{}: {e}", scratch.0.display())))?;
-    let index = s.host.import_snapshot(g, id, &file.0, members, |body| kv.recover_from_snapshot(body))?;
+    let index = s.host.import_snapshot(g, id, &file.0, members, |body| {
+        kv.recover_from_snapshot(body, &drakkar::statemachine::Stop::default())
+    })?;
     drop(kv);
     let kv_path = s.kv_path(g);
     match std::fs::remove_file(&kv_path) {

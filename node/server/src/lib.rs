@@ -246,12 +246,12 @@ impl ServerState {
         kind: KvKind,
     ) -> Result<(), NodeError> {
         let sm = match kind {
-            KvKind::Memory => StateMachineBox::Concurrent(Arc::new(MemKv::new())),
+            KvKind::Memory => StateMachineBox::concurrent(Arc::new(MemKv::new())),
             KvKind::Disk => {
                 let dir = self.data_dir.join("kv");
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| NodeError::Storage(format!("{}: {e}", dir.display())))?;
-                StateMachineBox::OnDisk(Arc::new(DiskKv::new(self.kv_path(group))))
+                StateMachineBox::on_disk(Arc::new(DiskKv::new(self.kv_path(group))))
             }
         };
         self.host.start_replica(group, replica, mode, sm, self.cfg.group.clone())?;

@@ -188,7 +188,7 @@ mod tests {
         let host = NodeHost::new(cfg, InProcessNetwork::new(1).transport()).unwrap();
         let g = GroupId(1);
         let members = BTreeMap::from([(ReplicaId(1), "node-1:7000".to_string())]);
-        let sm = StateMachineBox::Concurrent(Arc::new(MemKv::new()));
+        let sm = StateMachineBox::concurrent(Arc::new(MemKv::new()));
         host.start_replica(g, ReplicaId(1), StartMode::Founding(members), sm, GroupConfig::default())
             .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

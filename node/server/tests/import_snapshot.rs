@@ -27,12 +27,12 @@ const G: GroupId = GroupId(1);
 const R1: ReplicaId = ReplicaId(1);
 
 fn mem() -> StateMachineBox {
-    StateMachineBox::Concurrent(Arc::new(MemKv::new()))
+    StateMachineBox::concurrent(Arc::new(MemKv::new()))
 }
 
 /// Verifies a snapshot's state machine data as the group's kind (MemKv) would recover it.
 fn mem_verifier(r: &mut dyn Read) -> Result<(), SmError> {
-    ConcurrentStateMachine::recover_from_snapshot(&MemKv::new(), r)
+    ConcurrentStateMachine::recover_from_snapshot(&MemKv::new(), r, &drakkar::statemachine::Stop::default())
 }
 
 fn put(k: &str, v: &str) -> Bytes {

@@ -135,9 +135,9 @@ impl Cluster {
         for (g, (replica, founder)) in m.replicas.clone() {
             let mode = if founder { StartMode::Founding(members.clone()) } else { StartMode::Joining };
             let sm = if regular.contains(&g) {
-                StateMachineBox::Regular(Box::new(MemKv::new()))
+                StateMachineBox::regular(MemKv::new())
             } else {
-                StateMachineBox::Concurrent(Arc::new(MemKv::new()))
+                StateMachineBox::concurrent(Arc::new(MemKv::new()))
             };
             node.start_replica(g, replica, mode, sm, gcfg.clone())
                 .map_err(|e| format!("host {i} boot: start {g} replica {replica}: {e}"))?;
@@ -184,9 +184,9 @@ impl Cluster {
         m.replicas.insert(g, (replica, false));
         let Some(node) = &m.node else { return Ok(()) };
         let sm = if self.regular.contains(&g) {
-            StateMachineBox::Regular(Box::new(MemKv::new()))
+            StateMachineBox::regular(MemKv::new())
         } else {
-            StateMachineBox::Concurrent(Arc::new(MemKv::new()))
+            StateMachineBox::concurrent(Arc::new(MemKv::new()))
         };
         node.start_replica(g, replica, StartMode::Joining, sm, self.gcfg.clone())
             .map_err(|e| format!("host {i}: start joining {g} replica {replica}: {e}"))

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use drakkar::statemachine::{SmEntry, SmError, SmResult, StateMachine};
+use drakkar::statemachine::{SmEntry, SmError, SmResult, StateMachine, Stop};
 use drakkar::transport::InProcessNetwork;
 use drakkar::{GroupConfig, NodeHost, NodeHostConfig, StartMode, StateMachineBox};
 use drakkar_raft::{GroupId, ReplicaId};
@@ -43,7 +43,7 @@ impl StateMachine for TestKv {
         Ok(self.map.get(k.as_ref()).map(|v| Bytes::from(v.clone())).unwrap_or_default())
     }
 
-    fn save_snapshot(&self, w: &mut dyn Write) -> Result<(), SmError> {
+    fn save_snapshot(&self, w: &mut dyn Write, _stop: &Stop) -> Result<(), SmError> {
         let mut s = format!("{}\n", self.updates);
         for (k, v) in &self.map {
             s.push_str(&format!("{k}={v}\n"));
@@ -52,7 +52,7 @@ impl StateMachine for TestKv {
         Ok(())
     }
 
-    fn recover_from_snapshot(&mut self, r: &mut dyn Read) -> Result<(), SmError> {
+    fn recover_from_snapshot(&mut self, r: &mut dyn Read, _stop: &Stop) -> Result<(), SmError> {
         let mut s = String::new();
         r.read_to_string(&mut s)?;
         let mut lines = s.lines();
@@ -66,7 +66,7 @@ impl StateMachine for TestKv {
 
 /// A new, empty [`TestKv`].
 pub fn sm() -> StateMachineBox {
-    StateMachineBox::Regular(Box::new(TestKv::default()))
+    StateMachineBox::regular(TestKv::default())
 }
 
 /// How long a test waits for an answer.

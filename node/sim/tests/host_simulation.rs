@@ -97,7 +97,7 @@ fn a_deterministic_nodehost_does_nothing_until_driven() {
     net.register("h1", h.sink());
     let g = GroupId(1);
     let members = [(ReplicaId(1), "h1".to_string())].into();
-    let sm = StateMachineBox::Concurrent(Arc::new(MemKv::new()));
+    let sm = StateMachineBox::concurrent(Arc::new(MemKv::new()));
     h.start_replica(g, ReplicaId(1), StartMode::Founding(members), sm, GroupConfig::default()).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(50));
     assert_eq!(h.leader(g).unwrap(), None, "no thread may elect a leader behind the driver's back");

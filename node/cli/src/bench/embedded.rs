@@ -12,7 +12,7 @@ use bytes::Bytes;
 use drakkar_raft::{GroupId, ReplicaId};
 
 use super::{BenchError, Consistency, Op, Target};
-use drakkar::statemachine::{SmEntry, SmError, SmResult, StateMachine};
+use drakkar::statemachine::{SmEntry, SmError, SmResult, StateMachine, Stop};
 use drakkar::transport::InProcessNetwork;
 use drakkar::{GroupConfig, NodeHost, NodeHostConfig, StartMode, StateMachineBox};
 use drakkar_kv::{Command, MemKv, Query};
@@ -32,11 +32,11 @@ impl StateMachine for Counter {
     fn lookup(&self, _: &[u8]) -> Result<Bytes, SmError> {
         Ok(Bytes::copy_from_slice(&self.0.to_le_bytes()))
     }
-    fn save_snapshot(&self, w: &mut dyn Write) -> Result<(), SmError> {
+    fn save_snapshot(&self, w: &mut dyn Write, _stop: &Stop) -> Result<(), SmError> {
         w.write_all(&self.0.to_le_bytes())?;
         Ok(())
     }
-    fn recover_from_snapshot(&mut self, r: &mut dyn Read) -> Result<(), SmError> {
+    fn recover_from_snapshot(&mut self, r: &mut dyn Read, _stop: &Stop) -> Result<(), SmError> {
         let mut b = [0u8; 8];
         r.read_exact(&mut b)?;
         self.0 = u64::from_le_bytes(b);
@@ -127,8 +127,8 @@ impl Embedded {
         for g in 1..=o.groups {
             for (i, h) in hosts.iter().enumerate() {
                 let sm = match o.sm {
-                    EmbeddedSm::Counter => StateMachineBox::Regular(Box::<Counter>::default()),
-                    EmbeddedSm::Kv => StateMachineBox::Concurrent(Arc::new(MemKv::new())),
+                    EmbeddedSm::Counter => StateMachineBox::regular(Counter::default()),
+                    EmbeddedSm::Kv => StateMachineBox::concurrent(Arc::new(MemKv::new())),
                 };
                 h.start_replica(
                     GroupId(g),

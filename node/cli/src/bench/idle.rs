@@ -68,7 +68,7 @@ pub async fn measure(
             GroupId(g),
             ReplicaId(1),
             StartMode::Founding(members.clone()),
-            StateMachineBox::Regular(Box::<Counter>::default()),
+            StateMachineBox::regular(Counter::default()),
             gcfg.clone(),
         )
     });

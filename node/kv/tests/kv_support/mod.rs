@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use bytes::Bytes;
-use drakkar::statemachine::{ConcurrentStateMachine, OnDiskStateMachine, SmEntry, SmResult};
+use drakkar::statemachine::{ConcurrentStateMachine, OnDiskStateMachine, SmEntry, SmResult, Stop};
 use drakkar_kv::{
     CasExpect, CasNew, Command, Compare, CompareOp, CompareTarget, DiskKv, KeyRange, MemKv, Op, Query, Txn,
 };
@@ -121,20 +121,20 @@ pub fn everything() -> Bytes {
 pub fn mem_snapshot(kv: &MemKv) -> Vec<u8> {
     let mut out = Vec::new();
     let prepared = kv.prepare_snapshot().expect("prepare");
-    ConcurrentStateMachine::save_snapshot(kv, prepared, &mut out).expect("save");
+    ConcurrentStateMachine::save_snapshot(kv, prepared, &mut out, &Stop::default()).expect("save");
     out
 }
 
 pub fn disk_snapshot(kv: &DiskKv) -> Vec<u8> {
     let mut out = Vec::new();
     let prepared = kv.prepare_snapshot().expect("prepare");
-    OnDiskStateMachine::save_snapshot(kv, prepared, &mut out).expect("save");
+    OnDiskStateMachine::save_snapshot(kv, prepared, &mut out, &Stop::default()).expect("save");
     out
 }
 
 /// A fresh, opened DiskKv in `dir`.
 pub fn open_disk(dir: &tempfile::TempDir, name: &str) -> DiskKv {
     let kv = DiskKv::new(dir.path().join(name));
-    assert_eq!(kv.open().expect("open"), LogIndex(0));
+    assert_eq!(kv.open(&Stop::default()).expect("open"), LogIndex(0));
     kv
 }
