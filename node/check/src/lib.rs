@@ -61,3 +61,16 @@ pub mod workload;
 
 #[cfg(feature = "runner")]
 pub use run::{CheckArgs, run};
+
+/// The kinds `list` names, each expanded by `kinds` (a kind that stands for several, such as `all`, to
+/// them; `none` to nothing), in order, without duplicates.
+#[cfg(feature = "runner")]
+pub(crate) fn expand<T: Copy + PartialEq>(list: &[T], kinds: impl Fn(&T) -> &[T]) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    for k in list.iter().flat_map(|x| kinds(x)) {
+        if !out.contains(k) {
+            out.push(*k);
+        }
+    }
+    out
+}

@@ -80,21 +80,12 @@ impl Nemesis {
             Nemesis::OneWayOut,
             Nemesis::Double,
         ];
-        let mut out: Vec<Nemesis> = Vec::new();
-        for n in list {
-            let add: &[Nemesis] = match n {
-                Nemesis::None => &[],
-                Nemesis::All if netns => &NETNS,
-                Nemesis::All => &BASIC,
-                one => std::slice::from_ref(one),
-            };
-            for a in add {
-                if !out.contains(a) {
-                    out.push(*a);
-                }
-            }
-        }
-        out
+        crate::expand(list, |n| match n {
+            Nemesis::None => &[],
+            Nemesis::All if netns => &NETNS,
+            Nemesis::All => &BASIC,
+            one => std::slice::from_ref(one),
+        })
     }
 
     /// The name used on the command line and in reports.

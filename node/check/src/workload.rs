@@ -61,26 +61,13 @@ impl Workload {
     /// The concrete workloads `list` stands for (`mix` expanded, no duplicates); `replicas` is left out
     /// of `mix` when `with_replicas` is false.
     pub fn expand(list: &[Workload], with_replicas: bool) -> Vec<Workload> {
-        let mut out: Vec<Workload> = Vec::new();
-        for w in list {
-            let add: &[Workload] = match w {
-                Workload::Mix if with_replicas => &[
-                    Workload::Register,
-                    Workload::Retries,
-                    Workload::Plain,
-                    Workload::Txn,
-                    Workload::Replicas,
-                ],
-                Workload::Mix => &[Workload::Register, Workload::Retries, Workload::Plain, Workload::Txn],
-                one => std::slice::from_ref(one),
-            };
-            for a in add {
-                if !out.contains(a) {
-                    out.push(*a);
-                }
+        crate::expand(list, |w| match w {
+            Workload::Mix if with_replicas => {
+                &[Workload::Register, Workload::Retries, Workload::Plain, Workload::Txn, Workload::Replicas]
             }
-        }
-        out
+            Workload::Mix => &[Workload::Register, Workload::Retries, Workload::Plain, Workload::Txn],
+            one => std::slice::from_ref(one),
+        })
     }
 
     /// The name used on the command line and in reports.
