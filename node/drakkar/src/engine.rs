@@ -125,7 +125,7 @@ pub(crate) struct StepWorker {
     /// Deterministic mode: stream snapshots from the calling thread (the simulated transport only queues
     /// them) instead of a thread per transfer.
     pub(crate) inline_snapshots: bool,
-    /// The first fatal error of any worker (see [`crate::NodeHost::failure`]).
+    /// The first fatal error of any worker (see [`crate::NodeHostInfo::failure`]).
     pub(crate) failure: Arc<std::sync::OnceLock<String>>,
 }
 

@@ -51,7 +51,7 @@ struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
     bus: EventBus,
-    /// Deterministic mode: the workers, run by [`NodeHost::run_until_idle`] instead of threads.
+    /// Deterministic mode: the workers, run by [`Driver::run_until_idle`] instead of threads.
     driven: Option<Mutex<Driven>>,
     /// The first fatal error of a step worker.
     failure: Arc<std::sync::OnceLock<String>>,

@@ -13,12 +13,12 @@ use drakkar_raft::{GroupId, Message, ReplicaId, Rng};
 pub struct MessageBatch {
     /// The sender's address.
     pub from: String,
-    /// The sender's data-directory incarnation id (see [`crate::NodeHost::incarnation`]).
+    /// The sender's data-directory incarnation id (see [`crate::NodeHostInfo::incarnation`]).
     pub incarnation: u128,
     /// Messages, each for one group.
     pub messages: Vec<(GroupId, Message)>,
     /// Replicas of the receiver that the sender refuses: their ids were reused by a node that lost its
-    /// data (see [`crate::NodeHost::incarnation`]). They must be replaced under new ids.
+    /// data (see [`crate::NodeHostInfo::incarnation`]). They must be replaced under new ids.
     pub reused: Vec<(GroupId, drakkar_raft::ReplicaId)>,
 }
 

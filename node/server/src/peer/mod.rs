@@ -16,7 +16,7 @@
 //! - When a stream breaks or cannot be opened, the recipients of the batches lost with it are reported to
 //!   the local NodeHost ([`GrpcTransport::set_local`]), whose leaders then probe them (Raft's
 //!   `report_unreachable`) instead of streaming entries into the void.
-//! - Snapshot files go on their own connection, as a stream of 1 MiB chunks ([`send::send_snapshot`]).
+//! - Snapshot files go on their own connection, as a stream of 1 MiB chunks (`send::send_snapshot`).
 //! - The receiving side is [`receive::RaftService`], served with the client API.
 
 pub mod codec;

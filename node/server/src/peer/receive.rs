@@ -3,7 +3,7 @@
 //!
 //! With TLS, a stream is accepted only from a connection that presented a client certificate (checked
 //! against the CA before anything is read), and that certificate must be valid for the host name of the
-//! stream's `from` address (see [`super::tls`]). Every batch of a stream must name the same `from`.
+//! stream's `from` address (see [`crate::tls`]). Every batch of a stream must name the same `from`.
 //!
 //! That authenticated address is then checked, message by message, against the membership of the target
 //! group as this node knows it ([`MessageSink`]; see `drakkar::identity`): a certificate from the cluster's
