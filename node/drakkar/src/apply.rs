@@ -11,8 +11,8 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use drakkar_raft::{GroupId, LogIndex, Membership, ReplicaId, Term};
 
-use crate::codec::{Payload, SessionRef};
 use crate::error::NodeError;
+use crate::payload::{Payload, SessionRef};
 use crate::rsm::SmHandle;
 use crate::session::{PlainCheck, SessionCheck, Sessions};
 use crate::snapshot::{self, SnapshotHeader};
@@ -61,7 +61,7 @@ pub(crate) struct GroupShared {
     pub(crate) session_ttl: u64,
     /// The origin of plain proposals made through this start of the replica (random).
     pub(crate) plain_origin: u64,
-    /// The next sequence number of a plain proposal made here (see [`crate::codec::ProposalId`]).
+    /// The next sequence number of a plain proposal made here (see [`crate::payload::ProposalId`]).
     pub(crate) plain_seq: AtomicU64,
     /// Set once the replica stopped, with the reason.
     pub(crate) stopped: std::sync::Mutex<Option<StopReason>>,

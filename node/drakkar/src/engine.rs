@@ -22,10 +22,10 @@ use drakkar_raft::{
 };
 
 use crate::apply::{ApplyEvent, ApplyItem, ApplyTask, GroupMembership, GroupShared, StopReason, Waiter};
-use crate::codec::Payload;
 use crate::error::NodeError;
 use crate::events::{Event, EventBus};
 use crate::identity::{self, Admission, PeerIdentities, Refusal, Verdict};
+use crate::payload::Payload;
 use crate::snapshot::SnapshotHeader;
 use crate::transport::{MessageBatch, SnapshotRequest, Transport};
 

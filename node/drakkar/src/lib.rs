@@ -16,7 +16,6 @@
 
 pub mod address;
 mod apply;
-pub mod codec;
 pub mod config;
 mod engine;
 pub mod error;
@@ -24,6 +23,7 @@ pub mod events;
 mod identity;
 pub mod metrics;
 mod nodehost;
+pub mod payload;
 mod rsm;
 pub mod session;
 pub mod snapshot;

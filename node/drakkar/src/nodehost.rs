@@ -19,13 +19,13 @@ use drakkar_raft::{
 use crate::apply::{
     self, ApplyEvent, ApplyGroup, ApplyTask, ApplyWorker, GroupMembership, GroupShared, Waiter,
 };
-use crate::codec::{Payload, ProposalId, SessionRef};
 use crate::config::{GroupConfig, NodeHostConfig};
 use crate::engine::{Input, Round, StepGroup, StepWorker, encode_cc_context};
 use crate::error::{NodeError, Result};
 use crate::events::EventBus;
 use crate::identity::{self, Admission, PeerIdentities, Refusal};
 use crate::metrics::Metrics;
+use crate::payload::{Payload, ProposalId, SessionRef};
 use crate::rsm::{SmHandle, StateMachineBox};
 use crate::session::Sessions;
 use crate::snapshot;

@@ -36,7 +36,7 @@ use std::io::{self, Read, Write};
 
 use bytes::Bytes;
 
-use crate::codec::{ProposalId, SessionRef};
+use crate::payload::{ProposalId, SessionRef};
 use crate::statemachine::SmResult;
 
 /// At most this many sessions exist at once; registering more drops the least recently used one.

@@ -24,8 +24,8 @@ use redb::{
 };
 
 use super::KvError;
-use super::apply::{self, LookupError, ReadStore, Scan, WriteStore};
 use super::command::{Bounds, KeyMeta, KeyValue};
+use super::semantics::{self, LookupError, ReadStore, Scan, WriteStore};
 use super::snapshot::{SnapshotReader, SnapshotWriter};
 use super::{check_stop, snapshot_error};
 use drakkar::statemachine::{OnDiskStateMachine, SmEntry, SmError, SmResult, Stop};
@@ -172,7 +172,7 @@ impl DiskKv {
             let mut results = txn.open_table(RESULTS).map_err(redb::Error::from)?;
             let mut rec = Vec::new();
             for e in entries.iter_mut() {
-                e.result = apply::apply(&mut store, e.index.0, &e.cmd)?;
+                e.result = semantics::apply(&mut store, e.index.0, &e.cmd)?;
                 rec.clear();
                 rec.extend_from_slice(&e.result.value.to_le_bytes());
                 rec.extend_from_slice(&e.result.data);
@@ -364,7 +364,7 @@ impl OnDiskStateMachine for DiskKv {
     fn lookup(&self, query: &[u8]) -> Result<Bytes, SmError> {
         let txn = self.db()?.begin_read().map_err(kv_err)?;
         let store: DiskStore<ReadOnlyTable<&[u8], &[u8]>> = DiskStore(txn.open_table(KV).map_err(kv_err)?);
-        match apply::lookup(&store, query) {
+        match semantics::lookup(&store, query) {
             Ok(b) => Ok(b),
             Err(LookupError::Decode(e)) => Err(SmError::InvalidRequest(e.to_string())),
             Err(LookupError::Store(e)) => Err(e.into()),

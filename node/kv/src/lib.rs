@@ -1,6 +1,6 @@
 //! The built-in key-value state machines: [`MemKv`] (in memory, a [`ConcurrentStateMachine`] and a
 //! [`StateMachine`]) and [`DiskKv`] (on disk in redb, an [`OnDiskStateMachine`]). Both execute the same
-//! commands with the same code (`kv/apply.rs`), so for the same log they return the same results,
+//! commands with the same code (`semantics.rs`), so for the same log they return the same results,
 //! hold the same keys with the same metadata, and write byte-identical snapshots; either kind can recover
 //! from the other's snapshot.
 //!
@@ -95,13 +95,13 @@
 //! [`StateMachine`]: drakkar::statemachine::StateMachine
 //! [`OnDiskStateMachine`]: drakkar::statemachine::OnDiskStateMachine
 
-mod apply;
+mod codec;
 pub mod command;
 mod disk;
-mod encoding;
 mod memory;
+mod primitives;
+mod semantics;
 pub mod snapshot;
-mod wire;
 
 use bytes::Bytes;
 
@@ -113,8 +113,8 @@ pub use command::{
 };
 pub use disk::{DISK_FORMAT, DiskKv, DiskKvOptions, DiskSnapshot};
 pub use memory::{MemKv, MemSnapshot};
+pub use primitives::CodecError;
 pub use snapshot::SnapshotError;
-pub use wire::CodecError;
 
 /// A failure of a KV state machine's storage (as opposed to a logical command failure, which is a
 /// result).

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use drakkar_raft::LogIndex;
 use imbl::OrdMap;
 
-use super::apply::{self, LookupError, ReadStore, Scan, WriteStore};
 use super::command::{Bounds, KeyMeta, KeyValue};
+use super::semantics::{self, LookupError, ReadStore, Scan, WriteStore};
 use super::snapshot::{SnapshotReader, SnapshotWriter};
 use super::{check_stop, snapshot_error};
 use drakkar::statemachine::{ConcurrentStateMachine, SmEntry, SmError, StateMachine, Stop};
@@ -196,7 +196,7 @@ impl ConcurrentStateMachine for MemKv {
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = self.view();
         for e in entries.iter_mut() {
-            let Ok(result) = apply::apply(&mut next, e.index.0, &e.cmd);
+            let Ok(result) = semantics::apply(&mut next, e.index.0, &e.cmd);
             e.result = result;
             next.applied = e.index.0;
         }
@@ -205,7 +205,7 @@ impl ConcurrentStateMachine for MemKv {
     }
 
     fn lookup(&self, query: &[u8]) -> Result<Bytes, SmError> {
-        match apply::lookup(&self.view(), query) {
+        match semantics::lookup(&self.view(), query) {
             Ok(b) => Ok(b),
             Err(LookupError::Decode(e)) => Err(SmError::InvalidRequest(e.to_string())),
             Err(LookupError::Store(never)) => match never {},

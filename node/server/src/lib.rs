@@ -41,7 +41,7 @@ pub mod forward;
 pub mod health;
 pub mod incoming;
 mod kv;
-mod kvconv;
+mod kv_proto;
 mod ops;
 pub mod peer;
 mod sm;

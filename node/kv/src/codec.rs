@@ -8,7 +8,7 @@ use super::command::{
     CasExpect, CasNew, Command, CommandResult, Compare, CompareOp, CompareTarget, FORMAT_VERSION, KeyMeta,
     KeyRange, KeyValue, Op, OpResult, Query, QueryResult, Txn,
 };
-use super::wire::{CodecError, Reader, Writer, check_len};
+use super::primitives::{CodecError, Reader, Writer, check_len};
 
 // Tags. Invariant: a tag value is never reused for another meaning within one FORMAT_VERSION.
 const T_PUT: u8 = 1;

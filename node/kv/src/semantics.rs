@@ -11,7 +11,7 @@ use super::command::{
     Bounds, CasExpect, CasNew, Command, CommandResult, Compare, CompareTarget, KeyMeta, KeyValue, Op,
     OpResult, Query, QueryResult, Txn,
 };
-use super::wire::CodecError;
+use super::primitives::CodecError;
 use drakkar::statemachine::SmResult;
 
 /// Read access to a KV view.
