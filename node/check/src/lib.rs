@@ -67,7 +67,7 @@ pub use run::{CheckArgs, run};
 #[cfg(feature = "runner")]
 pub(crate) fn expand<T: Copy + PartialEq>(list: &[T], kinds: impl Fn(&T) -> &[T]) -> Vec<T> {
     let mut out: Vec<T> = Vec::new();
-    for k in list.iter().flat_map(|x| kinds(x)) {
+    for k in list.iter().flat_map(kinds) {
         if !out.contains(k) {
             out.push(*k);
         }
