@@ -51,8 +51,14 @@ fn founding_of(sts: &StatefulSet) -> Option<Founding> {
     serde_json::from_str(raw).ok()
 }
 
+/// An Event whose `action` ends with a digest of its note. kube's recorder merges repeats of one
+/// (type, action, reason) into a series that keeps the first occurrence's note, so a note that changed
+/// must make a new Event (otherwise `kubectl describe` shows `Scaled (x2)` with the first scale's
+/// numbers); a true repeat, same note, still counts up its series.
 fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
-    Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None }
+    let digest = crate::hash::fingerprint(note.as_bytes());
+    let action = format!("{action}-{}", &digest[..8]);
+    Event { type_, reason: reason.into(), note: Some(note), action, secondary: None }
 }
 
 async fn publish(ctx: &Context, dk: &DrakkarCluster, events: &[Event]) {
@@ -482,4 +488,21 @@ pub(super) async fn cleanup(dk: &DrakkarCluster, ctx: &Context) -> Result<Action
     };
     publish(ctx, dk, &[event(EventType::Normal, note.0, "Cleanup", note.1.into())]).await;
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_note_is_a_new_event_and_a_repeat_is_the_same() {
+        let a = event(EventType::Normal, "Scaled", "Scale", "StatefulSet scaled from 3 to 5 replicas".into());
+        let b = event(EventType::Normal, "Scaled", "Scale", "StatefulSet scaled from 5 to 3 replicas".into());
+        let again =
+            event(EventType::Normal, "Scaled", "Scale", "StatefulSet scaled from 3 to 5 replicas".into());
+        // The recorder keys a series on (type, action, reason, ...): the note must show in the action.
+        assert_ne!(a.action, b.action, "two different scalings would merge into one series");
+        assert_eq!(a.action, again.action, "a true repeat must count up its series");
+        assert!(a.action.starts_with("Scale-") && a.action.len() <= 128, "{}", a.action);
+    }
 }
