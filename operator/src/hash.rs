@@ -1,14 +1,9 @@
 //! A stable fingerprint (FNV-1a, 64 bits) for annotations: stable across Rust releases and processes,
 //! unlike `std`'s hasher. Not a security boundary: it only detects changes.
 
-/// 16 hex digits identifying `bytes`.
+/// 16 hex digits identifying `bytes` (the client's FNV-1a, which also places keys on groups).
 pub fn fingerprint(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", drakkar_client::fnv1a64(bytes))
 }
 
 #[cfg(test)]
