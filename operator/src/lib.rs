@@ -35,3 +35,14 @@ pub mod tls;
 pub mod validate;
 
 pub use crd::{DrakkarCluster, DrakkarClusterSpec, DrakkarClusterStatus};
+
+/// Names every request of a client built from `config` after the operator: User-Agent
+/// `drakkar-operator/<version>`. The API server records a write that carries no field manager (kube's
+/// finalizer patches) under the agent's name, so everything the operator writes is managed by
+/// [`names::FIELD_MANAGER`] instead of `unknown`.
+pub fn identify(config: &mut kube::Config) {
+    let agent = format!("{}/{}", names::FIELD_MANAGER, env!("CARGO_PKG_VERSION"));
+    if let Ok(v) = ::http::HeaderValue::from_str(&agent) {
+        config.headers.push((::http::header::USER_AGENT, v));
+    }
+}

@@ -113,7 +113,9 @@ async fn main() -> Result<()> {
         .with_context(|| format!("binding {}", args.http_listen))?;
     let http_task = tokio::spawn(http::serve(listener, state.clone(), stop.clone()));
 
-    let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let mut config = kube::Config::infer().await.context("finding the Kubernetes API")?;
+    drakkar_operator::identify(&mut config);
+    let client = Client::try_from(config).context("connecting to the Kubernetes API")?;
     let capabilities = drakkar_operator::discovery::discover(&client).await;
     tracing::info!(identity = %me, ?capabilities, namespace = ?args.namespace, "starting");
     let mut ctx = Context::new(client.clone(), Some(me.clone()), &args.cluster_domain, capabilities)

@@ -145,6 +145,7 @@ async fn operator_client(k8s: &TestCluster, chart: bool) -> Client {
         config.auth_info.impersonate =
             Some(format!("system:serviceaccount:{OPERATOR_NS}:dk-drakkar-operator"));
     }
+    drakkar_operator::identify(&mut config);
     Client::try_from(config).unwrap()
 }
 
@@ -214,6 +215,19 @@ async fn the_operator_against_a_real_api_server() {
     })
     .await;
     assert_eq!(dev.finalizers(), ["drakkar.io/cleanup"]);
+    // The finalizer is the operator's field like everything else it writes (not `unknown`'s).
+    let managers: Vec<(String, String)> = dev
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.fields_v1.as_ref().is_some_and(|f| f.0.to_string().contains("f:finalizers")))
+        .map(|m| (m.manager.clone().unwrap_or_default(), m.operation.clone().unwrap_or_default()))
+        .collect();
+    assert!(
+        !managers.is_empty() && managers.iter().all(|(m, _)| m == drakkar_operator::names::FIELD_MANAGER),
+        "the finalizer's managers: {managers:?}"
+    );
     assert_eq!(
         condition(&dev, "Available"),
         Some(("False".into(), "QuorumNotReady".into())),
