@@ -304,7 +304,14 @@ impl Client {
                 Err(failed) => failed,
             };
             if error.reason() != Some(reason::SESSION_UNKNOWN) {
-                return Err(error);
+                // A refusal proves only that the last attempt was not applied: with an earlier attempt
+                // that may have been, the caller must not take it for "not applied" and write again.
+                return Err(match maybe_applied {
+                    Some(earlier) if error.never_entered() => {
+                        ClientError::OutcomeUnknown { earlier: Box::new(earlier), last: Box::new(error) }
+                    }
+                    _ => error,
+                });
             }
             // The last attempt was not applied, but an earlier one may have been before the session went
             // away: running the write again, in a new session, could apply it twice.

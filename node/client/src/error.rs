@@ -98,9 +98,11 @@ pub enum ClientError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     /// A session write's outcome is unknown: it may or may not have been applied. An attempt of it failed
-    /// after it may have reached the group (`earlier`: a timeout, a lost connection), then a later attempt
-    /// found its session gone (`last`, `session-unknown`), so it can be neither retried in that session nor
-    /// run again in a new one without risking a second apply. Read the state to learn what happened.
+    /// after it may have reached the group (`earlier`: a timeout, a lost connection), then the last attempt
+    /// found its session gone (`last`, `session-unknown`: it can be neither retried in that session nor
+    /// run again in a new one without risking a second apply) or was refused before entering the log
+    /// (`last`, such as `no-leader`: that proves nothing of the earlier one). Read the state to learn what
+    /// happened.
     #[error("outcome unknown (the write may have been applied): {earlier}; then {last}")]
     OutcomeUnknown {
         /// The first failed attempt that may have been applied.

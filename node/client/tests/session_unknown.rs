@@ -198,3 +198,23 @@ async fn other_failures_reach_the_caller_unchanged() {
     assert_eq!(err.code(), Some(Code::Unavailable), "{err:?}");
     assert_eq!(fake.puts(), 1);
 }
+
+#[tokio::test]
+async fn a_refusal_after_an_unanswered_attempt_is_an_unknown_outcome() {
+    // The first attempt is applied and its answer lost; every later one is refused before proposing
+    // (no leader) until the client gives up. The refusal says nothing of the first attempt.
+    let fake = Fake::scripted([Step::ApplyThenUnavailable]);
+    let (addr, _stop) = serve(fake.clone()).await;
+    fake.script.lock().unwrap().extend(std::iter::repeat_n(Step::NoLeader(addr.clone()), 1000));
+    let mut cfg = ClientConfig::new([addr.as_str()]);
+    cfg.request_timeout = Duration::from_millis(300);
+    cfg.retry_for = Duration::from_secs(1);
+    let err = Client::new(cfg).unwrap().put(1, "k", "v").await.expect_err("the outcome is not known");
+    match &err {
+        ClientError::OutcomeUnknown { last, .. } => {
+            assert_eq!(last.reason(), Some(reason::NO_LEADER), "{err}");
+        }
+        other => panic!("expected OutcomeUnknown, got {other:?}"),
+    }
+    assert_eq!(fake.applied(), 1, "the write was applied once");
+}
