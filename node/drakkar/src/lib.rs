@@ -17,10 +17,12 @@
 pub mod address;
 mod apply;
 pub mod config;
+mod driver;
 mod engine;
 pub mod error;
 pub mod events;
 mod identity;
+mod info;
 pub mod metrics;
 mod nodehost;
 pub mod payload;
@@ -32,9 +34,9 @@ pub mod transport;
 
 pub use apply::{GroupMembership, ReplicaState};
 pub use config::{GroupConfig, NodeHostConfig};
+pub use driver::Driver;
 pub use error::{NodeError, Result};
 pub use events::Event;
-pub use nodehost::{
-    Driver, MembershipChange, NodeHost, NodeHostInfo, Pending, ReplicaInfo, Session, StartMode,
-};
+pub use info::{MembershipChange, NodeHostInfo, ReplicaInfo};
+pub use nodehost::{NodeHost, Pending, Session, StartMode};
 pub use rsm::StateMachineBox;

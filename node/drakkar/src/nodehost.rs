@@ -24,6 +24,7 @@ use crate::engine::{Input, Round, StepGroup, StepWorker, encode_cc_context};
 use crate::error::{NodeError, Result};
 use crate::events::EventBus;
 use crate::identity::{self, Admission, PeerIdentities, Refusal};
+use crate::info::{MembershipChange, NodeHostInfo, ReplicaInfo};
 use crate::metrics::Metrics;
 use crate::payload::{Payload, ProposalId, SessionRef};
 use crate::rsm::{SmHandle, StateMachineBox};
@@ -51,7 +52,7 @@ struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
     bus: EventBus,
-    /// Deterministic mode: the workers, run by [`Driver::run_until_idle`] instead of threads.
+    /// Deterministic mode: the workers, run by [`crate::Driver::run_until_idle`] instead of threads.
     driven: Option<Mutex<Driven>>,
     /// The first fatal error of a step worker.
     failure: Arc<std::sync::OnceLock<String>>,
@@ -64,7 +65,7 @@ struct Driven {
     applies: Vec<(Receiver<ApplyTask>, ApplyWorker, bool)>,
 }
 
-/// Rounds [`Driver::run_until_idle`] runs before it reports a livelock.
+/// Rounds [`crate::Driver::run_until_idle`] runs before it reports a livelock.
 const MAX_IDLE_ROUNDS: usize = 100_000;
 
 /// One process's host of many Raft groups.
@@ -122,7 +123,7 @@ impl Session {
     }
 }
 
-/// A request in flight, from [`NodeHost::change_membership`] or a [`Driver`]'s requests: poll it with
+/// A request in flight, from [`NodeHost::change_membership`] or a [`crate::Driver`]'s requests: poll it with
 /// [`Pending::try_result`] (never blocks: what a single-threaded driver uses) or await it with
 /// [`Pending::wait`]. Dropping it stops waiting; the request itself may still take effect.
 #[must_use = "a dropped handle never learns the outcome"]
@@ -184,128 +185,6 @@ impl<T> Drop for Pending<T> {
             self.shared.take_waiter(self.key);
         }
     }
-}
-
-/// The driver of a deterministic NodeHost ([`NodeHostConfig::deterministic`](crate::NodeHostConfig)):
-/// no thread steps, applies or ticks it; the caller does, on its own thread, so one seed replays a whole
-/// run (the simulator's way, as etcd's RawNode is driven by its caller). A separate handle, so the
-/// NodeHost's API holds only what every user needs.
-#[derive(Clone)]
-pub struct Driver {
-    host: NodeHost,
-}
-
-impl Driver {
-    /// The driver of `host`; `InvalidArgument` when `host` runs its own threads.
-    pub fn new(host: &NodeHost) -> Result<Driver> {
-        if host.inner.driven.is_none() {
-            return Err(NodeError::InvalidArgument("only a deterministic NodeHost has a driver".into()));
-        }
-        Ok(Driver { host: host.clone() })
-    }
-
-    /// One tick of every group, as the ticker thread of a threaded NodeHost does every `tick_interval`
-    /// (run [`Driver::run_until_idle`] after it).
-    pub fn tick(&self) {
-        self.host.inner.tick_all();
-    }
-
-    /// Runs the workers' rounds until nothing is left to do, on the calling thread. Each step worker round
-    /// is exactly the threaded worker's (step every ready group, ONE log store batch and fsync, messages
-    /// to the transport, committed entries to the apply side); apply tasks are then handled as the apply
-    /// threads would, snapshots included. Returns the number of rounds and tasks run.
-    ///
-    /// Fails with `Storage` if the workers still have work after a bound of rounds (a livelock: a bug).
-    pub fn run_until_idle(&self) -> Result<usize> {
-        self.host.run_until_idle()
-    }
-
-    // The requests below return at once; their handles are polled with `Pending::try_result` between
-    // runs of the workers. Unlike the NodeHost's (async) methods they do not wait out a missing leader:
-    // `NoLeader` is the caller's to retry.
-
-    /// Proposes `cmd` on `group` (see [`NodeHost::propose`]).
-    pub fn propose(&self, group: GroupId, cmd: Bytes) -> Result<Pending<SmResult>> {
-        self.host.submit_proposal(group, cmd)
-    }
-
-    /// Registers a new session on `group`, usable once the handle answers with value
-    /// [`crate::session::codes::OK`] (see [`NodeHost::open_session`]).
-    pub fn open_session(&self, group: GroupId) -> Result<(Session, Pending<SmResult>)> {
-        self.host.submit_open_session(group)
-    }
-
-    /// Proposes `cmd` in session `s` (see [`NodeHost::propose_in_session`]).
-    pub fn propose_in_session(&self, s: &Session, cmd: Bytes) -> Result<Pending<SmResult>> {
-        self.host.submit_session_proposal(s, cmd)
-    }
-
-    /// A linearizable read of `query` on `group` (see [`NodeHost::read`]).
-    pub fn read(&self, group: GroupId, query: Bytes) -> Result<Pending<Bytes>> {
-        self.host.submit_read(group, query)
-    }
-
-    /// Takes a snapshot of `group` now: the handle yields its index and file (see
-    /// [`NodeHost::request_snapshot`]).
-    pub fn request_snapshot(&self, group: GroupId) -> Result<Pending<(LogIndex, PathBuf)>> {
-        self.host.submit_snapshot(group)
-    }
-}
-
-/// What a NodeHost is ([`NodeHost::info`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct NodeHostInfo {
-    /// The address its peers reach it at.
-    pub address: String,
-    /// The incarnation id of its data directory (created at first start; a wiped directory gets a new
-    /// one).
-    pub incarnation: u128,
-    /// Why this NodeHost can no longer work, if it cannot: the log store failed a write or fsync (it then
-    /// refuses every later write: nothing more may be acknowledged) or a worker hit another fatal error.
-    /// Its groups have stopped. The way back is a new process: close it, reopen the data directory, and
-    /// recovery keeps exactly what was durable. `drakkar serve` exits when this turns `Some`.
-    ///
-    /// It is what the first fatal error recorded (no lock taken). A failed log store write always reaches
-    /// a step worker as a fatal error, since the store then refuses every later write.
-    pub failure: Option<String>,
-}
-
-/// What this node's replica of a group is ([`NodeHost::replica_info`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ReplicaInfo {
-    /// The replica's id in the group.
-    pub replica: ReplicaId,
-    /// A witness: it votes and stores log metadata, but holds no state machine data (reads, writes and
-    /// sessions must go to another replica).
-    pub witness: bool,
-    /// Requests may run on it: it holds the data as far as it knows (a voter or non-voter of its applied
-    /// membership; a founding replica before anything was applied). A node routes the others (witnesses,
-    /// and joining replicas until they applied their own addition) to a replica with data.
-    pub serves_data: bool,
-    /// The index applied to its state machine.
-    pub applied: LogIndex,
-}
-
-/// A change to a group's membership ([`NodeHost::change_membership`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MembershipChange {
-    /// Adds a replica, reachable at `address` (`host:port`, see [`crate::address`]).
-    Add {
-        /// The new replica's id (never one the group used before).
-        replica: ReplicaId,
-        /// Where its node listens.
-        address: String,
-        /// Voter, non-voter or witness. A new replica is best added as a non-voter, then promoted once it
-        /// caught up.
-        role: MemberRole,
-    },
-    /// Promotes a non-voter to voter.
-    Promote(ReplicaId),
-    /// Removes a replica; its id can never be used again in this group.
-    Remove(ReplicaId),
 }
 
 /// How a replica starts.
@@ -470,8 +349,18 @@ impl NodeHost {
         Ok(NodeHost { inner })
     }
 
-    /// Runs a deterministic NodeHost's workers until idle (see [`Driver::run_until_idle`]).
-    fn run_until_idle(&self) -> Result<usize> {
+    /// Whether this NodeHost is deterministic (driven by its caller, through a [`crate::Driver`]).
+    pub(crate) fn is_driven(&self) -> bool {
+        self.inner.driven.is_some()
+    }
+
+    /// One tick of every group (a [`crate::Driver`]'s).
+    pub(crate) fn tick_all(&self) {
+        self.inner.tick_all();
+    }
+
+    /// Runs a deterministic NodeHost's workers until idle (see [`crate::Driver::run_until_idle`]).
+    pub(crate) fn run_until_idle(&self) -> Result<usize> {
         let Some(driven) = &self.inner.driven else {
             return Err(NodeError::InvalidArgument("run_until_idle needs a deterministic NodeHost".into()));
         };
