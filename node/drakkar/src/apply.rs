@@ -119,14 +119,18 @@ impl GroupShared {
     /// on it: a voter or non-voter of its applied membership, or, before anything was applied, a
     /// replica that did not join (a founding one). A witness, a removed replica, and a joining replica
     /// that has not applied its own addition yet (a new witness does not know it is one) do not.
-    pub(crate) fn serves_data(&self) -> bool {
-        self.info.lock().is_ok_and(|m| {
-            let ms = &m.membership;
-            if ms.voters.contains(&self.replica) || ms.non_voters.contains(&self.replica) {
-                return true;
-            }
-            let unknown = ms.voters.is_empty() && ms.non_voters.is_empty() && ms.witnesses.is_empty();
-            unknown && !self.joining
+    fn serves_data_in(&self, ms: &Membership) -> bool {
+        if ms.voters.contains(&self.replica) || ms.non_voters.contains(&self.replica) {
+            return true;
+        }
+        let unknown = ms.voters.is_empty() && ms.non_voters.is_empty() && ms.witnesses.is_empty();
+        unknown && !self.joining
+    }
+
+    /// (witness, serves data), read under one lock of the membership.
+    pub(crate) fn roles(&self) -> (bool, bool) {
+        self.info.lock().map_or((false, false), |m| {
+            (m.membership.witnesses.contains(&self.replica), self.serves_data_in(&m.membership))
         })
     }
 

@@ -911,10 +911,11 @@ impl NodeHost {
     /// replica that stopped ([`NodeHost::replica_state`] answers for those).
     pub fn replica_info(&self, group: GroupId) -> Result<ReplicaInfo> {
         let s = self.shared(group)?;
+        let (witness, serves_data) = s.roles();
         Ok(ReplicaInfo {
             replica: s.replica,
-            witness: s.is_witness(),
-            serves_data: s.serves_data(),
+            witness,
+            serves_data,
             applied: LogIndex(s.applied.load(Ordering::Acquire)),
         })
     }

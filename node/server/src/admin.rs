@@ -393,13 +393,10 @@ impl pb::admin_server::Admin for AdminService {
                 });
                 continue;
             }
-            let (Ok(rep), Ok(applied), Ok(m)) = (
-                s.host.replica_info(g).map(|i| i.replica),
-                s.host.replica_info(g).map(|i| i.applied),
-                s.host.membership(g),
-            ) else {
+            let (Ok(info), Ok(m)) = (s.host.replica_info(g), s.host.membership(g)) else {
                 continue;
             };
+            let (rep, applied) = (info.replica, info.applied);
             let (leader, term) = s.host.leader(g).ok().flatten().map_or((0, 0), |(l, t)| (l.0, t.0));
             let leader_address = m.addresses.get(&ReplicaId(leader)).cloned().unwrap_or_default();
             let ms = &m.membership;
