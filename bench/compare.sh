@@ -99,7 +99,8 @@ done
 JSON=$W/results.jsonl
 COMMON=(--secs "$SECS" --warmup "$WARMUP" --json "$JSON" --keys 10000 --value-size 16 --connections 4)
 # Mutual TLS on both: etcd with --trusted-ca-file requires client certificates.
-ID=(--ca "$C/ca.pem" --cert "$C/client.pem" --key "$C/client-key.pem")
+# The admin role: --spread-leaders transfers leaderships.
+ID=(--ca "$C/ca.pem" --cert "$C/admin.pem" --key "$C/admin-key.pem")
 A() { "$BIN" bench grpc --endpoints "$DK_EPS" "${ID[@]}" --spread-leaders --label drakkar \
         --watch-pid "$DK_PIDS" "${COMMON[@]}" "$@"; }
 B() { "$BIN" bench etcd --endpoints "$ETCD_EPS" "${ID[@]}" --label etcd \

@@ -3,9 +3,12 @@
 //! Secrets (labelled `drakkar.io/tls=<role>`):
 //! - `<cluster>-tls-ca`: `ca.crt`, `ca.key` (ten years; never leaves the operator and this Secret);
 //! - `<cluster>-tls-server`: every node (server and client usages; SANs: each pod's DNS name, the client
-//!   Service, localhost);
-//! - `<cluster>-tls-operator`: the operator's client certificate for the Admin API;
-//! - `<cluster>-tls-client`: a client certificate applications mount.
+//!   Service, localhost; the peer role);
+//! - `<cluster>-tls-operator`: the operator's client certificate for the Admin API (the admin role);
+//! - `<cluster>-tls-client`: a client certificate applications mount (the client role: data only).
+//!
+//! Roles are the subject's Organization (`O=drakkar:peer|admin|client`, [`drakkar_client::roles`]); a
+//! certificate issued without one is issued again.
 //!
 //! Leaf Secrets hold `ca.crt`, `tls.crt`, `tls.key`, and annotations recording when they expire, which CA
 //! signed them and which names they cover; [`needs_issue`] (pure) compares those with what is wanted, so a
@@ -39,6 +42,8 @@ pub const NOT_AFTER_ANNOTATION: &str = "drakkar.io/not-after";
 pub const CA_ANNOTATION: &str = "drakkar.io/ca-fingerprint";
 /// Annotation: fingerprint of the names it covers (server certificate).
 pub const NAMES_ANNOTATION: &str = "drakkar.io/names-fingerprint";
+/// Annotation: the role (subject Organization) the certificate carries.
+pub const ROLE_ANNOTATION: &str = "drakkar.io/role";
 /// Annotation on the CA Secret: the CA's subject common name.
 pub const CA_SUBJECT_ANNOTATION: &str = "drakkar.io/ca-subject";
 
@@ -58,6 +63,17 @@ pub enum Role {
 impl Role {
     /// Every role, CA first.
     pub const ALL: [Role; 4] = [Role::Ca, Role::Server, Role::Operator, Role::Client];
+
+    /// The role a node grants the certificate's holder (its subject Organization, see
+    /// [`drakkar_client::roles`]); None for the CA.
+    pub fn organization(self) -> Option<&'static str> {
+        match self {
+            Role::Ca => None,
+            Role::Server => Some(drakkar_client::roles::PEER),
+            Role::Operator => Some(drakkar_client::roles::ADMIN),
+            Role::Client => Some(drakkar_client::roles::CLIENT),
+        }
+    }
 
     /// The `drakkar.io/tls` label value and Secret name suffix.
     pub fn as_str(self) -> &'static str {
@@ -81,6 +97,8 @@ pub enum IssueReason {
     CaChanged,
     /// It lacks names the nodes now need (a scale-up).
     NamesChanged,
+    /// It does not carry the role it is for (issued before certificates carried roles).
+    RoleChanged,
 }
 
 impl IssueReason {
@@ -91,6 +109,7 @@ impl IssueReason {
             IssueReason::Expiring => "expiring",
             IssueReason::CaChanged => "signed by another CA",
             IssueReason::NamesChanged => "names changed",
+            IssueReason::RoleChanged => "role missing",
         }
     }
 }
@@ -119,11 +138,13 @@ pub enum TlsError {
 }
 
 /// Whether the leaf Secret `existing` must be (re-)issued, given the current CA's fingerprint, the
-/// fingerprint of the names it must cover (server certificates), and the time.
+/// fingerprint of the names it must cover (server certificates), the role (subject Organization) it must
+/// carry, and the time.
 pub fn needs_issue(
     existing: Option<&Secret>,
     ca_fingerprint: &str,
     names_fingerprint: Option<&str>,
+    role: &str,
     now: Timestamp,
 ) -> Option<IssueReason> {
     let Some(secret) = existing else { return Some(IssueReason::Missing) };
@@ -143,6 +164,9 @@ pub fn needs_issue(
     }
     if names_fingerprint.is_some() && annotation(NAMES_ANNOTATION) != names_fingerprint {
         return Some(IssueReason::NamesChanged);
+    }
+    if annotation(ROLE_ANNOTATION) != Some(role) {
+        return Some(IssueReason::RoleChanged);
     }
     None
 }
@@ -243,7 +267,8 @@ pub fn plan(
     let issuer = Issuer::new(ca_params(&ca.subject)?, &ca.key);
     for role in [Role::Server, Role::Operator, Role::Client] {
         let wanted_names = (role == Role::Server).then_some(names_fp.as_str());
-        let Some(reason) = needs_issue(find(role), &ca_fp, wanted_names, now) else { continue };
+        let org = role.organization().unwrap_or_default();
+        let Some(reason) = needs_issue(find(role), &ca_fp, wanted_names, org, now) else { continue };
         let (sans, common_name) = match role {
             Role::Server => (server_names.to_vec(), format!("{}.{}", names.cluster, names.namespace)),
             Role::Operator => (Vec::new(), "drakkar-operator".to_string()),
@@ -251,6 +276,7 @@ pub fn plan(
         };
         let mut p = CertificateParams::new(sans)?;
         p.distinguished_name.push(DnType::CommonName, common_name);
+        p.distinguished_name.push(DnType::OrganizationName, org);
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = if role == Role::Server {
             vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
@@ -274,6 +300,7 @@ pub fn plan(
         let mut annotations = BTreeMap::from([
             (NOT_AFTER_ANNOTATION.to_string(), not_after.to_string()),
             (CA_ANNOTATION.to_string(), ca_fp.clone()),
+            (ROLE_ANNOTATION.to_string(), org.to_string()),
         ]);
         if role == Role::Server {
             annotations.insert(NAMES_ANNOTATION.into(), names_fp.clone());

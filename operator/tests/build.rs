@@ -156,7 +156,6 @@ fn node_arguments() {
         "--tls-ca=/etc/drakkar/tls/ca.crt".into(),
         "--tls-cert=/etc/drakkar/tls/tls.crt".into(),
         "--tls-key=/etc/drakkar/tls/tls.key".into(),
-        "--require-client-cert".into(),
     ];
     assert_eq!(args, want);
 
@@ -192,7 +191,7 @@ fn full_spec_is_carried_through() {
     let args = node.args.as_ref().unwrap();
     assert!(args.contains(&"--kv-groups=16".to_string()));
     assert!(args.contains(&"--state-machine=disk".to_string()));
-    assert!(!args.contains(&"--require-client-cert".to_string()));
+    assert!(args.contains(&"--allow-anonymous-clients".to_string()), "requireClientCert: false");
     let claim = sts.volume_claim_templates.as_ref().unwrap()[0].spec.as_ref().unwrap();
     assert_eq!(claim.storage_class_name.as_deref(), Some("fast-ssd"));
     let pdb = d.pdb.as_ref().unwrap().spec.as_ref().unwrap();

@@ -22,7 +22,7 @@ fn target(c: &Cluster) -> Target {
     Target {
         endpoints: (1..=c.nodes.len()).map(|i| c.addr(i)).collect(),
         groups: GROUPS as u32,
-        tls: Some(ClientTls { ca: read("ca.pem"), cert: read("client.pem"), key: read("client-key.pem") }),
+        tls: Some(ClientTls { ca: read("ca.pem"), cert: read("admin.pem"), key: read("admin-key.pem") }),
     }
 }
 

@@ -214,7 +214,8 @@ async fn operator_tls_issues_the_certificates_before_the_nodes_start() {
         server.expect_apply("/apis/policy/v1/namespaces/default/poddisruptionbudgets/demo").await;
         let sts = server.expect_apply(&sts_path("default", "demo")).await;
         let args = sts["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap();
-        assert!(args.contains(&json!("--require-client-cert")));
+        assert!(args.contains(&json!("--tls-ca=/etc/drakkar/tls/ca.crt")));
+        assert!(!args.contains(&json!("--allow-anonymous-clients")), "client certificates are required");
         expect_pods_and_status(&mut server, "demo", vec![]).await;
         let e = server.expect_event("default", "CertificatesIssued").await;
         assert_eq!(

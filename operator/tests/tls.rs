@@ -172,9 +172,33 @@ fn damaged_secrets_are_reissued() {
     let all = secrets(&plan(&names, &sans, &[], &owner(), now()).unwrap());
     let mut server = all[1].clone();
     server.data.as_mut().unwrap().remove("tls.key");
-    assert_eq!(needs_issue(Some(&server), "x", None, now()), Some(IssueReason::Missing));
+    assert_eq!(needs_issue(Some(&server), "x", None, "drakkar:peer", now()), Some(IssueReason::Missing));
     let mut server = all[1].clone();
     server.metadata.annotations.as_mut().unwrap().insert("drakkar.io/not-after".into(), "garbage".into());
-    assert_eq!(needs_issue(Some(&server), "x", None, now()), Some(IssueReason::Expiring));
-    assert_eq!(needs_issue(None, "x", None, now()), Some(IssueReason::Missing));
+    assert_eq!(needs_issue(Some(&server), "x", None, "drakkar:peer", now()), Some(IssueReason::Expiring));
+    assert_eq!(needs_issue(None, "x", None, "drakkar:peer", now()), Some(IssueReason::Missing));
+}
+
+/// The subject Organizations of the certificate in a leaf Secret.
+fn organizations(s: &Secret) -> Vec<String> {
+    let pem = CertificateDer::from_pem_slice(&field(s, "tls.crt")).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&pem).unwrap();
+    cert.subject().iter_organization().map(|o| o.as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn each_certificate_carries_its_role_and_one_without_is_issued_again() {
+    let names = names();
+    let sans = server_names(&names, 3);
+    let issued = plan(&names, &sans, &[], &owner(), now()).unwrap();
+    let by_role = |r: Role| issued.iter().find(|i| i.role == r).unwrap().secret.clone();
+    assert_eq!(organizations(&by_role(Role::Server)), ["drakkar:peer"]);
+    assert_eq!(organizations(&by_role(Role::Operator)), ["drakkar:admin"]);
+    assert_eq!(organizations(&by_role(Role::Client)), ["drakkar:client"]);
+    // A Secret of a version that issued no roles: issued again, the others left alone.
+    let mut existing = secrets(&issued);
+    existing[3].metadata.annotations.as_mut().unwrap().remove("drakkar.io/role");
+    let again = plan(&names, &sans, &existing, &owner(), now()).unwrap();
+    assert_eq!(roles(&again), [(Role::Client, IssueReason::RoleChanged)]);
+    assert_eq!(organizations(&again[0].secret), ["drakkar:client"]);
 }

@@ -330,13 +330,23 @@ impl Cluster {
         self.nodes[i - 1].addr.clone()
     }
 
-    /// A client configuration for `endpoints`, trusting the cluster CA (plaintext without TLS).
+    /// A client configuration for `endpoints`, trusting the cluster CA and presenting the admin certificate
+    /// (the harness plays the operator); plaintext without TLS.
     pub fn client_config(&self, endpoints: Vec<String>) -> ClientConfig {
+        self.client_config_as(endpoints, Some("admin"))
+    }
+
+    /// A client configuration for `endpoints` presenting the certificate `cert` of the certs directory
+    /// (`admin`, `client`, `node-1` ...; None: no certificate).
+    pub fn client_config_as(&self, endpoints: Vec<String>, cert: Option<&str>) -> ClientConfig {
         let mut cfg = ClientConfig::new(endpoints);
         cfg.request_timeout = Duration::from_secs(3);
         cfg.retry_for = Duration::from_secs(20);
         if self.tls {
-            let c = tls::client_config_from_files(&self.certs().join("ca.pem"), None).expect("client tls");
+            let certs = self.certs();
+            let files = cert.map(|n| (certs.join(format!("{n}.pem")), certs.join(format!("{n}-key.pem"))));
+            let identity = files.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+            let c = tls::client_config_from_files(&certs.join("ca.pem"), identity).expect("client tls");
             cfg = cfg.with_tls(Arc::new(Arc::new(c)));
         }
         cfg

@@ -68,7 +68,7 @@ fn tls_client(c: &Cluster, cert: &str, endpoints: Vec<String>) -> Client {
     Client::new(cc).expect("client")
 }
 
-/// A fresh connection to node `i` (1-based) as `cert` (`client`, or a node's certificate for Raft). It
+/// A fresh connection to node `i` (1-based) as `cert` (`admin`, or a node's certificate for Raft). It
 /// takes header lists of up to 16 MiB (hyper's default, 16 KiB, ends the whole connection past it), so
 /// that an oversized status message reaches the check below instead of failing every call in flight.
 fn channel(c: &Cluster, cert: &str, i: usize) -> Channel {
@@ -268,7 +268,7 @@ async fn every_rpc_survives_hostile_bodies_and_streams() {
     for (mi, m) in methods.iter().enumerate() {
         for (j, timeout) in [Some(SHORT_DEADLINE), None].into_iter().enumerate() {
             let node = 1 + (mi + j) % 3;
-            let ch = channel(&c, if m.raft { "node-3" } else { "client" }, node);
+            let ch = channel(&c, if m.raft { "node-3" } else { "admin" }, node);
             // Connected before the clock starts (tonic's client also ends the call at its grpc-timeout).
             let mut admin = pb::admin_client::AdminClient::new(ch.clone());
             admin.node_info(pb::NodeInfoRequest {}).await.expect("a connection for a never-ending request");
@@ -323,7 +323,7 @@ async fn every_rpc_survives_hostile_bodies_and_streams() {
     };
 
     // The barrage: every method `per_method` times, interleaved, spread over the three nodes.
-    let chans: Vec<Channel> = (1..=3).map(|i| channel(&c, "client", i)).collect();
+    let chans: Vec<Channel> = (1..=3).map(|i| channel(&c, "admin", i)).collect();
     let raft_chans: Vec<Channel> = (1..=3).map(|i| channel(&c, "node-3", i)).collect();
     let tallies: Arc<Vec<Mutex<Tally>>> = Arc::new(methods.iter().map(|_| Mutex::default()).collect());
     let mut order: Vec<(usize, usize)> =

@@ -29,7 +29,6 @@ fn quick(mut cfg: ClientConfig) -> Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_wrong_ca_and_certless_clients_are_refused() {
     let mut c = Cluster::new(1, 1, 1, true);
-    c.extra.push("--require-client-cert".into());
     c.start_all();
     bounded(Duration::from_secs(60), async {
         let certs = c.certs();
@@ -186,16 +185,22 @@ async fn rotated_certificate_files_are_picked_up_without_a_restart() {
     c.start_all();
     bounded(Duration::from_secs(60), async {
         let certs = c.certs();
-        let trusting = |ca: &std::path::Path| {
-            let cfg = tls::client_config_from_files(ca, None).unwrap();
+        // A client of the PKI in `dir`: its CA, its client certificate.
+        let trusting = |dir: &std::path::Path| {
+            let identity = (dir.join("client.pem"), dir.join("client-key.pem"));
+            let cfg =
+                tls::client_config_from_files(&dir.join("ca.pem"), Some((&identity.0, &identity.1))).unwrap();
             let mut cc = ClientConfig::new([c.addr(1)]).with_tls(Arc::new(Arc::new(cfg)));
             cc.retry_for = T;
             cc.request_timeout = Duration::from_secs(2);
             Client::new(cc).unwrap()
         };
-        let old_ca = c.dir.path().join("old-ca.pem");
-        std::fs::copy(certs.join("ca.pem"), &old_ca).unwrap();
-        trusting(&old_ca).put(1, "k", "v").await.expect("served with the first certificate");
+        let old_pki = c.dir.path().join("old");
+        std::fs::create_dir(&old_pki).unwrap();
+        for f in ["ca.pem", "client.pem", "client-key.pem"] {
+            std::fs::copy(certs.join(f), old_pki.join(f)).unwrap();
+        }
+        trusting(&old_pki).put(1, "k", "v").await.expect("served with the first certificate");
 
         // cert-manager style rotation: a new CA and a new node certificate written over the old files.
         let fresh = c.dir.path().join("fresh");
@@ -208,11 +213,13 @@ async fn rotated_certificate_files_are_picked_up_without_a_restart() {
         }
         // New connections get the new certificate: a client trusting only the new CA is served, and one
         // trusting only the old CA is refused, all without a restart.
-        let new_client = trusting(&fresh.join("ca.pem"));
+        let new_client = trusting(&fresh);
         let got = new_client.get(1, "k", Consistency::Linearizable).await.expect("served after the rotation");
         assert_eq!(got.map(|kv| kv.value), Some("v".into()));
-        let mut old = ClientConfig::new([c.addr(1)])
-            .with_tls(Arc::new(Arc::new(tls::client_config_from_files(&old_ca, None).unwrap())));
+        let identity = (old_pki.join("client.pem"), old_pki.join("client-key.pem"));
+        let old_tls =
+            tls::client_config_from_files(&old_pki.join("ca.pem"), Some((&identity.0, &identity.1))).unwrap();
+        let mut old = ClientConfig::new([c.addr(1)]).with_tls(Arc::new(Arc::new(old_tls)));
         old.retry_for = Duration::from_millis(200);
         old.request_timeout = Duration::from_secs(2);
         let old = Client::new(old).unwrap();

@@ -320,9 +320,11 @@ impl LocalCluster {
         self.certs.join("ca.pem")
     }
 
-    /// A client of these endpoints with the cluster's CA.
+    /// A client of these endpoints with the cluster's CA and its admin certificate (the checker plays the
+    /// operator too: it adds replicas).
     pub fn client_config(&self, endpoints: Vec<String>) -> Result<ClientConfig> {
-        let c = tls::client_config_from_files(&self.ca(), None)?;
+        let identity = (self.certs.join("admin.pem"), self.certs.join("admin-key.pem"));
+        let c = tls::client_config_from_files(&self.ca(), Some((&identity.0, &identity.1)))?;
         Ok(ClientConfig::new(endpoints).with_tls(Arc::new(Arc::new(c))))
     }
 
@@ -594,7 +596,8 @@ impl LocalCluster {
     }
 }
 
-/// A CA and, per node, a certificate naming its namespace address (and loopback), with `drakkar cert`.
+/// A CA, per node a certificate naming its namespace address (and loopback), and an admin certificate,
+/// with `drakkar cert`.
 fn issue_certs(exe: &Path, certs: &Path, t: &Topology) -> Result<()> {
     let drakkar = |args: &[String]| -> Result<()> {
         let out = Command::new(exe).args(args).output().context("running `drakkar cert`")?;
@@ -606,13 +609,13 @@ fn issue_certs(exe: &Path, certs: &Path, t: &Topology) -> Result<()> {
     let dir = certs.display().to_string();
     drakkar(&["cert".into(), "ca".into(), "--out".into(), dir.clone()])?;
     let n = t.nodes();
-    for (i, name) in (0..n).map(|i| (i, format!("node-{}", i + 1))).chain([(n, "client".to_string())]) {
+    for (i, name) in (0..n).map(|i| (i, format!("node-{}", i + 1))).chain([(n, "admin".to_string())]) {
         let mut args: Vec<String> =
             ["cert", "issue", "--ca-dir", &dir, "--name", &name].map(String::from).into();
         if i < n {
             args.extend(["--san".into(), format!("{},localhost,127.0.0.1", t.ip(i))]);
         } else {
-            args.extend(["--kind".into(), "client".into()]);
+            args.extend(["--kind".into(), "admin".into()]);
         }
         drakkar(&args)?;
     }

@@ -16,7 +16,9 @@
 //! use std::sync::Arc;
 //! use drakkar_client::{Client, ClientConfig, ShardedKv, pb::Consistency, tls};
 //!
-//! let tls = tls::client_config_from_files("certs/ca.pem".as_ref(), None)?;
+//! // The cluster's CA, and a certificate with the client role (docs/api.md, "Roles").
+//! let identity = ("certs/client.pem".as_ref(), "certs/client-key.pem".as_ref());
+//! let tls = tls::client_config_from_files("certs/ca.pem".as_ref(), Some(identity))?;
 //! let cfg = ClientConfig::new(["node-0.drakkar:7000", "node-1.drakkar:7000"]).with_tls(Arc::new(Arc::new(tls)));
 //! let client = Client::new(cfg)?;
 //! client.put(1, "greeting", "hello").await?;
@@ -36,6 +38,17 @@ mod session;
 mod sharded;
 mod snapshot;
 pub mod tls;
+
+/// The roles a certificate carries, as Organization (O) values of its subject: what a node lets each
+/// caller do (docs/api.md, "Roles").
+pub mod roles {
+    /// A node: speaks Raft and forwards requests.
+    pub const PEER: &str = "drakkar:peer";
+    /// An administrator or the operator: membership, groups, snapshots, and data.
+    pub const ADMIN: &str = "drakkar:admin";
+    /// An application: data only.
+    pub const CLIENT: &str = "drakkar:client";
+}
 
 /// The generated protocol: `drakkar.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

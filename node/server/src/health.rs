@@ -139,9 +139,11 @@ pub async fn serve_http(listener: TcpListener, state: Arc<ServerState>, stop: Ca
             let head = String::from_utf8_lossy(&buf[..n]);
             let path = head.split_whitespace().nth(1).unwrap_or("/");
             let (code, ctype, body) = match path {
-                "/metrics" => {
-                    ("200 OK", "text/plain; version=0.0.4; charset=utf-8", state.host.metrics_text())
-                }
+                "/metrics" => (
+                    "200 OK",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    state.host.metrics_text() + &state.authz().metrics_text(),
+                ),
                 "/livez" | "/healthz" if state.is_live(LIVENESS_WINDOW) => {
                     ("200 OK", "text/plain", "ok\n".into())
                 }

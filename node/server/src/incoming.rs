@@ -24,6 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
+use crate::authz::Caller;
 use crate::tls::NodeTls;
 
 /// Longest TLS handshake (a real one takes a few round trips).
@@ -127,6 +128,8 @@ pub struct ConnInfo {
     pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// Who the certificate says the caller is (read once per connection).
+    pub caller: Caller,
 }
 
 /// An accepted connection.
@@ -142,11 +145,14 @@ impl Connected for ServerIo {
 
     fn connect_info(&self) -> ConnInfo {
         match self {
-            ServerIo::Plain(s) => ConnInfo { remote: s.peer_addr().ok(), certs: None, tls: false },
+            ServerIo::Plain(s) => {
+                ConnInfo { remote: s.peer_addr().ok(), certs: None, tls: false, caller: Caller::Plaintext }
+            }
             ServerIo::Tls(s) => {
                 let (tcp, session) = s.get_ref();
                 let certs = session.peer_certificates().map(|c| Arc::new(c.to_vec()));
-                ConnInfo { remote: tcp.peer_addr().ok(), certs, tls: true }
+                let caller = Caller::of_connection(true, certs.as_deref().map(Vec::as_slice));
+                ConnInfo { remote: tcp.peer_addr().ok(), certs, tls: true, caller }
             }
         }
     }

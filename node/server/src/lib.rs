@@ -37,6 +37,7 @@ macro_rules! serve_or_forward {
 }
 
 mod admin;
+pub mod authz;
 pub mod forward;
 pub mod health;
 pub mod incoming;
@@ -138,6 +139,8 @@ pub struct ServerState {
     host: NodeHost,
     cfg: ServerConfig,
     tls: Option<Arc<NodeTls>>,
+    /// Who may call what (checked before every RPC).
+    authz: Arc<authz::Authz>,
     /// The KV groups this node runs (persisted in the group manifest).
     kv: RwLock<BTreeMap<GroupId, (ReplicaId, KvKind)>>,
     inflight: Arc<Semaphore>,
@@ -164,8 +167,10 @@ impl ServerState {
         let client_tls = tls.clone().map(|t| t as Arc<dyn ClientTls>);
         let forward =
             forward::Forwarder::new(Connector::new(client_tls, Duration::from_secs(3)), cfg.peers.clone());
+        let anonymous = tls.as_ref().is_some_and(|t| t.allows_anonymous());
         Arc::new(ServerState {
             host,
+            authz: Arc::new(authz::Authz::new(anonymous)),
             inflight: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
             imports: Arc::new(Semaphore::new(admin::MAX_IMPORTS)),
             cfg,
@@ -193,6 +198,11 @@ impl ServerState {
     /// The node's TLS (None: plaintext).
     pub fn tls(&self) -> Option<&Arc<NodeTls>> {
         self.tls.as_ref()
+    }
+
+    /// The authorization policy and its counters.
+    pub fn authz(&self) -> &authz::Authz {
+        &self.authz
     }
 
     /// The KV groups running here.
@@ -388,47 +398,57 @@ pub async fn serve(
     // The same bound applies to streams the server resets for protocol errors (tonic leaves that
     // unbounded), the guard against clients provoking such resets ("MadeYouReset").
     const MAX_RESET_STREAMS: usize = 10_000;
+    // Authorization first (before the body is read), then the guard.
+    let authz = state.authz.clone();
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(crate::peer::PEER_KEEPALIVE.interval))
         .http2_keepalive_timeout(Some(crate::peer::PEER_KEEPALIVE.timeout))
         .http2_max_pending_accept_reset_streams(Some(MAX_RESET_STREAMS))
         .http2_max_local_error_reset_streams(Some(MAX_RESET_STREAMS))
         // The node's deadlines for a health check too; a watch and a reflection stream stay open.
-        .add_service(ops::guarded(health_svc, default_timeout, max_timeout))
-        .add_service(ops::guarded_codes(reflection))
+        .add_service(authz.wrap(ops::guarded(health_svc, default_timeout, max_timeout)))
+        .add_service(authz.wrap(ops::guarded_codes(reflection)))
         // Per service, the largest request it carries: a KV value (32 MiB) or a raw command; Admin: a
         // snapshot chunk (1 MiB as ExportSnapshot streams them) with its target. `ops::guarded`: tonic's
         // deadline, truncated and missing messages answered with the documented codes.
-        .add_service(ops::guarded(
-            pb::kv_server::KvServer::new(kv::KvService(state.clone()))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-            default_timeout,
-            max_timeout,
-        ))
-        .add_service(ops::guarded(
-            pb::state_machine_server::StateMachineServer::new(sm::SmService(state.clone()))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-            default_timeout,
-            max_timeout,
-        ))
-        .add_service(ops::guarded(
-            pb::session_server::SessionServer::new(sm::SessionService(state.clone()))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-            default_timeout,
-            max_timeout,
-        ))
-        .add_service(ops::guarded(
-            pb::admin_server::AdminServer::new(admin::AdminService(state.clone()))
-                .max_decoding_message_size(2 << 20)
-                .max_encoding_message_size(max),
-            default_timeout,
-            max_timeout,
-        ))
+        .add_service(
+            authz.wrap(ops::guarded(
+                pb::kv_server::KvServer::new(kv::KvService(state.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+                default_timeout,
+                max_timeout,
+            )),
+        )
+        .add_service(
+            authz.wrap(ops::guarded(
+                pb::state_machine_server::StateMachineServer::new(sm::SmService(state.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+                default_timeout,
+                max_timeout,
+            )),
+        )
+        .add_service(
+            authz.wrap(ops::guarded(
+                pb::session_server::SessionServer::new(sm::SessionService(state.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+                default_timeout,
+                max_timeout,
+            )),
+        )
+        .add_service(
+            authz.wrap(ops::guarded(
+                pb::admin_server::AdminServer::new(admin::AdminService(state.clone()))
+                    .max_decoding_message_size(2 << 20)
+                    .max_encoding_message_size(max),
+                default_timeout,
+                max_timeout,
+            )),
+        )
         // Codes only: the Raft streams live as long as their connection.
-        .add_service(ops::guarded_codes(raft.into_server()))
+        .add_service(authz.wrap(ops::guarded_codes(raft.into_server())))
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await?;
     Ok(())

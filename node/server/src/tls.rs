@@ -2,7 +2,8 @@
 //! node's connections to peers), peer authentication, and reloading of the certificate files.
 //!
 //! One certificate per node, valid for its advertised DNS name, with both the server and the client
-//! extended key usages: it serves, and it authenticates the node to its peers (mutual TLS). The Raft
+//! extended key usages and the peer role (see [`crate::authz`]): it serves, and it authenticates the node
+//! to its peers (mutual TLS). Clients present certificates of the same CA, by default required. The Raft
 //! service accepts a stream only when the connection presented a client certificate that is valid, as a
 //! server certificate, for the host name in the stream's `from` address: a client certificate (client
 //! usage only, no DNS name) cannot speak Raft, and a node cannot claim another node's address.
@@ -37,12 +38,14 @@ pub enum TlsSetupError {
 }
 
 /// Whether clients must present a certificate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ClientAuth {
-    /// Clients may present one (peers always do; the Raft service requires it).
-    Optional,
-    /// Every connection must present a certificate signed by the CA.
+    /// Every connection must present a certificate signed by the CA (the default).
+    #[default]
     Required,
+    /// Connections without a certificate are accepted and act with the client role only (see
+    /// [`crate::authz`]); peers still present theirs.
+    AllowAnonymous,
 }
 
 /// Where the node's TLS material lives.
@@ -84,7 +87,7 @@ fn build(files: &TlsFiles) -> Result<Loaded, TlsSetupError> {
     let provider = ctls::provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
     let verifier = match files.client_auth {
-        ClientAuth::Optional => verifier.allow_unauthenticated().build()?,
+        ClientAuth::AllowAnonymous => verifier.allow_unauthenticated().build()?,
         ClientAuth::Required => verifier.build()?,
     };
     let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -110,6 +113,11 @@ impl NodeTls {
         let loaded = build(&files)?;
         let stamps = [&files.ca, &files.cert, &files.key].iter().map(|p| stamp(p)).collect();
         Ok(Arc::new(NodeTls { files, loaded: RwLock::new(Arc::new(loaded)), stamps: Mutex::new(stamps) }))
+    }
+
+    /// Whether connections without a certificate are accepted (as clients).
+    pub fn allows_anonymous(&self) -> bool {
+        self.files.client_auth == ClientAuth::AllowAnonymous
     }
 
     /// The server configuration for a connection accepted now.
@@ -219,7 +227,7 @@ mod tests {
             ca: dir.join("ca.pem"),
             cert: dir.join("node.pem"),
             key: dir.join("node-key.pem"),
-            client_auth: ClientAuth::Optional,
+            client_auth: ClientAuth::AllowAnonymous,
         }
     }
 

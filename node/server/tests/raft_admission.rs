@@ -25,6 +25,7 @@ use drakkar_raft::{
     Entry, GroupId, LogIndex, MemberRole, Membership, Message, MessageKind, ReplicaId, Snapshot,
     SnapshotMeta, Term,
 };
+use drakkar_server::authz::Role;
 use drakkar_server::peer::convert::{batch_to_pb, message_to_pb};
 use drakkar_server::peer::pb::{self, raft_client::RaftClient};
 use drakkar_server::peer::{GrpcTransport, TransportConfig};
@@ -65,10 +66,11 @@ impl Pki {
         self.dir.path().join("ca.pem")
     }
 
-    /// Issues `name.pem` / `name-key.pem`, valid for `sans`: a node certificate.
+    /// Issues `name.pem` / `name-key.pem`, valid for `sans`: a node certificate (the peer role).
     fn issue(&self, name: &str, sans: &[&str]) -> TlsFiles {
         let mut p = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         p.distinguished_name.push(DnType::CommonName, name);
+        p.distinguished_name.push(DnType::OrganizationName, Role::Peer.organization());
         p.extended_key_usages =
             vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate().unwrap();
@@ -77,7 +79,7 @@ impl Pki {
             (self.dir.path().join(format!("{name}.pem")), self.dir.path().join(format!("{name}-key.pem")));
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
-        TlsFiles { ca: self.ca(), cert: c, key: k, client_auth: ClientAuth::Optional }
+        TlsFiles { ca: self.ca(), cert: c, key: k, client_auth: ClientAuth::AllowAnonymous }
     }
 
     /// A client configuration trusting the CA, presenting `identity` if given.

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::{Input, meta, server_names};
 use crate::names::TLS_ROLE_LABEL;
-use crate::tls::{LEAF_DAYS, RENEW_DAYS};
+use crate::tls::{LEAF_DAYS, RENEW_DAYS, Role};
 
 /// `cert-manager.io/v1` `Certificate`.
 pub fn certificate_resource() -> ApiResource {
@@ -16,8 +16,9 @@ pub fn certificate_resource() -> ApiResource {
     )
 }
 
-/// Three Certificates: `server` (every node: server and client usages, all the nodes' names), `operator`
-/// and `client` (client usage only). Their Secrets have the names and labels of the operator-issued ones,
+/// Three Certificates: `server` (every node: server and client usages, all the nodes' names, the peer
+/// role), `operator` (the admin role) and `client` (the client role), the last two with the client usage
+/// only; each role in the subject's Organization. Their Secrets have the names and labels of the operator-issued ones,
 /// so the StatefulSet and applications do not depend on the mode.
 pub fn certificates(input: &Input<'_>, owner: &OwnerReference) -> Vec<DynamicObject> {
     let names = input.names;
@@ -29,13 +30,14 @@ pub fn certificates(input: &Input<'_>, owner: &OwnerReference) -> Vec<DynamicObj
     let (dns, ips): (Vec<String>, Vec<String>) =
         server_names(names, spec.replicas).into_iter().partition(|n| n.parse::<std::net::IpAddr>().is_err());
     let roles = [
-        ("server", format!("{}.{}", names.cluster, names.namespace), true),
-        ("operator", "drakkar-operator".to_string(), false),
-        ("client", format!("{}-client", names.cluster), false),
+        (Role::Server, format!("{}.{}", names.cluster, names.namespace)),
+        (Role::Operator, "drakkar-operator".to_string()),
+        (Role::Client, format!("{}-client", names.cluster)),
     ];
     roles
         .into_iter()
-        .map(|(role, common_name, server)| {
+        .map(|(r, common_name)| {
+            let (role, server) = (r.as_str(), r == Role::Server);
             let mut labels = names.labels();
             labels.insert(TLS_ROLE_LABEL.into(), role.into());
             let mut spec = json!({
@@ -47,6 +49,8 @@ pub fn certificates(input: &Input<'_>, owner: &OwnerReference) -> Vec<DynamicObj
                 "privateKey": { "algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always" },
                 "issuerRef": { "name": issuer.name, "kind": issuer.kind.as_str(), "group": issuer.group },
             });
+            // The role the nodes grant the holder (docs/api.md, "Roles").
+            spec["subject"] = json!({ "organizations": [r.organization()] });
             if server {
                 spec["dnsNames"] = json!(dns);
                 spec["ipAddresses"] = json!(ips);

@@ -54,8 +54,9 @@ pub fn node_args(names: &Names, spec: &DrakkarClusterSpec, founding: &Founding) 
             args.push(format!("--tls-ca={TLS_DIR}/ca.crt"));
             args.push(format!("--tls-cert={TLS_DIR}/tls.crt"));
             args.push(format!("--tls-key={TLS_DIR}/tls.key"));
-            if spec.tls.require_client_cert {
-                args.push("--require-client-cert".into());
+            // Nodes require client certificates unless told otherwise.
+            if !spec.tls.require_client_cert {
+                args.push("--allow-anonymous-clients".into());
             }
         }
     }

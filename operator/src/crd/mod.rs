@@ -230,7 +230,8 @@ pub struct TlsSpec {
     /// The cert-manager issuer; required when `mode` is `certManager`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer_ref: Option<IssuerRef>,
-    /// Nodes refuse clients without a certificate signed by the cluster CA (mutual TLS).
+    /// Nodes refuse clients without a certificate signed by the cluster CA (mutual TLS). When false,
+    /// callers without a certificate are let in with the client role only (data, no Admin changes).
     #[serde(default = "default_true")]
     pub require_client_cert: bool,
 }

@@ -373,7 +373,9 @@ async fn grpc(g: GrpcArgs) -> Result<Vec<Report>> {
         return run_all(target, "grpc", &g.load).await;
     }
     let dev = DevCluster::start(g.dev_nodes, g.load.max_groups()).await?;
-    let tls = client_tls(false, Some(&dev.certs.join("ca.pem")), None, None)?;
+    // The admin role: spreading the leaders transfers leaderships.
+    let (cert, key) = (dev.certs.join("admin.pem"), dev.certs.join("admin-key.pem"));
+    let tls = client_tls(false, Some(&dev.certs.join("ca.pem")), Some(&cert), Some(&key))?;
     let o = GrpcOptions {
         endpoints: dev.addrs.clone(),
         tls,

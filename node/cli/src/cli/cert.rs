@@ -1,14 +1,17 @@
-//! `drakkar cert`: a development CA and node/client certificates (rcgen).
+//! `drakkar cert`: a development CA and certificates for each role (rcgen).
 //!
-//! Files: `ca.pem` + `ca-key.pem`; `<name>.pem` + `<name>-key.pem` per certificate. Node certificates
-//! carry the server and client extended key usages and the node's DNS names and IPs (they serve, and
-//! authenticate the node to its peers); client certificates carry the client usage only and no names, so
-//! they can call the API but never speak Raft. The CA is re-created from its key and fixed subject when
-//! issuing (no certificate parsing needed). Keys are written with mode 0600.
+//! Files: `ca.pem` + `ca-key.pem`; `<name>.pem` + `<name>-key.pem` per certificate. Each certificate
+//! carries its role in its subject's Organization (`O=drakkar:peer|admin|client`, see
+//! [`drakkar_server::authz`]). Node certificates carry the server and client extended key usages, the
+//! node's DNS names and IPs and the peer role (they serve, and authenticate the node to its peers); admin
+//! and client certificates carry the client usage only and no names, so they can call the API but never
+//! speak Raft. The CA is re-created from its key and fixed subject when issuing (no certificate parsing
+//! needed). Keys are written with mode 0600.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use drakkar_server::authz::Role;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -19,10 +22,23 @@ const CA_NAME: &str = "Drakkar development CA";
 /// What a certificate is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum CertKind {
-    /// A node: server and client usages, the given DNS names and IPs.
+    /// A node (the peer role): server and client usages, the given DNS names and IPs.
     Node,
-    /// A client: client usage only.
+    /// An administrator or the operator (the admin role): membership, groups, snapshots, and data.
+    Admin,
+    /// An application (the client role): data only.
     Client,
+}
+
+impl CertKind {
+    /// The role the certificate carries.
+    pub fn role(self) -> Role {
+        match self {
+            CertKind::Node => Role::Peer,
+            CertKind::Admin => Role::Admin,
+            CertKind::Client => Role::Client,
+        }
+    }
 }
 
 fn ca_params() -> Result<CertificateParams> {
@@ -71,14 +87,15 @@ pub fn issue(
     let issuer = Issuer::new(ca_params()?, ca_key);
     let names = match kind {
         CertKind::Node => sans.to_vec(),
-        CertKind::Client => Vec::new(),
+        CertKind::Admin | CertKind::Client => Vec::new(),
     };
     let mut p = CertificateParams::new(names).context("a name is not a valid DNS name or IP")?;
     p.distinguished_name.push(DnType::CommonName, name);
+    p.distinguished_name.push(DnType::OrganizationName, kind.role().organization());
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = match kind {
         CertKind::Node => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
-        CertKind::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        CertKind::Admin | CertKind::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
     p.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate()?;
@@ -95,12 +112,18 @@ pub fn loopback_names() -> Vec<String> {
     vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
 }
 
-/// A development PKI in `dir`: a CA, `node-1` ... `node-<nodes>` for loopback, and `client`.
+/// A development PKI in `dir`: a CA, `node-1` ... `node-<nodes>` for loopback, `admin` and `client`.
 pub fn dev_pki(dir: &Path, nodes: usize) -> Result<()> {
     create_ca(dir)?;
+    dev_leaves(dir, nodes)
+}
+
+/// The certificates of [`dev_pki`], signed by the CA already in `dir`.
+pub fn dev_leaves(dir: &Path, nodes: usize) -> Result<()> {
     for i in 1..=nodes {
         issue(dir, &format!("node-{i}"), &loopback_names(), CertKind::Node, dir)?;
     }
+    issue(dir, "admin", &[], CertKind::Admin, dir)?;
     issue(dir, "client", &[], CertKind::Client, dir)?;
     Ok(())
 }

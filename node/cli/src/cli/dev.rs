@@ -73,7 +73,7 @@ pub fn node_options(
         ca: certs.join("ca.pem"),
         cert: certs.join(format!("{name}.pem")),
         key: certs.join(format!("{name}-key.pem")),
-        client_auth: ClientAuth::Optional,
+        client_auth: ClientAuth::Required,
     });
     NodeOptions {
         data_dir: dir.join(&name),
@@ -105,6 +105,9 @@ pub async fn run(a: DevArgs) -> Result<()> {
     let certs = dir.join("certs");
     if !a.insecure && !certs.join("ca.pem").exists() {
         cert::dev_pki(&certs, a.nodes)?;
+    } else if !a.insecure && !certs.join("admin.pem").exists() {
+        // Certificates of a version without roles: issue them again with the same CA.
+        cert::dev_leaves(&certs, a.nodes)?;
     }
     let ls = listeners(&dir, a.nodes).await?;
     let addrs: Vec<String> =
@@ -158,7 +161,8 @@ async fn wait_until_ready(
 ) -> Result<()> {
     let mut cfg = ClientConfig::new(addrs.to_vec());
     if !insecure {
-        let c = tls::client_config_from_files(&certs.join("ca.pem"), None)?;
+        let identity = (certs.join("client.pem"), certs.join("client-key.pem"));
+        let c = tls::client_config_from_files(&certs.join("ca.pem"), Some((&identity.0, &identity.1)))?;
         cfg = cfg.with_tls(std::sync::Arc::new(std::sync::Arc::new(c)));
     }
     cfg.request_timeout = Duration::from_secs(2);
@@ -200,8 +204,8 @@ fn print_banner(
         env.push_str(&format!(
             "DRAKKAR_CA={}\nDRAKKAR_CERT={}\nDRAKKAR_KEY={}\n",
             certs.join("ca.pem").display(),
-            certs.join("client.pem").display(),
-            certs.join("client-key.pem").display()
+            certs.join("admin.pem").display(),
+            certs.join("admin-key.pem").display()
         ));
     }
     let _ = std::fs::write(dir.join("env"), &env);
@@ -213,7 +217,12 @@ fn print_banner(
     );
     println!(
         "drakkar dev: TLS {}",
-        if insecure { "off (--insecure)" } else { "on, CA and a client certificate in the certs directory" }
+        if insecure {
+            "off (--insecure)"
+        } else {
+            "on; the certs directory holds the CA, an admin certificate (below) and client.pem, a certificate \
+             with the client role for applications"
+        }
     );
     println!(
         "drakkar dev: connect with these environment variables (also in {}):",

@@ -119,8 +119,13 @@ pub struct ServerTlsArgs {
     /// This node's key.
     #[arg(long, env = "DRAKKAR_TLS_KEY")]
     tls_key: Option<PathBuf>,
-    /// Refuse clients without a certificate signed by the CA.
-    #[arg(long, env = "DRAKKAR_REQUIRE_CLIENT_CERT")]
+    /// Accept clients without a certificate; they act with the client role only (data, no Admin
+    /// changes). By default every caller presents a certificate signed by the CA.
+    #[arg(long, env = "DRAKKAR_ALLOW_ANONYMOUS_CLIENTS")]
+    allow_anonymous_clients: bool,
+    /// Accepted for compatibility: client certificates are always required unless
+    /// --allow-anonymous-clients is given.
+    #[arg(long, hide = true)]
     require_client_cert: bool,
     /// Run without TLS (plaintext; a warning is logged). Never in production.
     #[arg(long, env = "DRAKKAR_INSECURE")]
@@ -135,10 +140,10 @@ impl ServerTlsArgs {
                 ca: ca.clone(),
                 cert: cert.clone(),
                 key: key.clone(),
-                client_auth: if self.require_client_cert {
-                    ClientAuth::Required
+                client_auth: if self.allow_anonymous_clients && !self.require_client_cert {
+                    ClientAuth::AllowAnonymous
                 } else {
-                    ClientAuth::Optional
+                    ClientAuth::Required
                 },
             })),
             _ => bail!("TLS needs --tls-ca, --tls-cert and --tls-key (or run with --insecure)"),
@@ -202,7 +207,8 @@ enum CertCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// A node or client certificate signed by the CA in --ca-dir: OUT/NAME.pem and OUT/NAME-key.pem.
+    /// A node, admin or client certificate signed by the CA in --ca-dir: OUT/NAME.pem and
+    /// OUT/NAME-key.pem. The role (node: peer) is in the subject's Organization.
     Issue {
         /// Directory holding ca.pem and ca-key.pem.
         #[arg(long)]
@@ -210,7 +216,7 @@ enum CertCommand {
         /// Certificate name (common name and file name).
         #[arg(long)]
         name: String,
-        /// node or client.
+        /// node (the peer role), admin or client.
         #[arg(long, value_enum, default_value = "node")]
         kind: cert::CertKind,
         /// DNS names and IPs of a node, comma separated (its advertised name first).
@@ -220,7 +226,7 @@ enum CertCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// A CA, loopback certificates node-1..node-N and a client certificate, in one directory.
+    /// A CA, loopback certificates node-1..node-N, an admin and a client certificate, in one directory.
     Dev {
         /// Output directory.
         #[arg(long)]
