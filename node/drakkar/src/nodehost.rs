@@ -1367,6 +1367,10 @@ impl MessageSink for Inner {
             return refuse("snapshot message without a snapshot".into());
         };
         let mut header = None;
+        // A snapshot's data names its file in this replica's snapshot directory. Only a file that
+        // arrived (and is renamed below) may be named: a data-less snapshot names none, whatever the
+        // sender wrote there (a path such as `../../x` would be read as the snapshot).
+        snap.data = Bytes::new();
         if let Some(tmp) = file {
             let landed = (|| {
                 let dir = tmp.parent().ok_or("a landing path without a directory")?.to_path_buf();
