@@ -11,7 +11,8 @@
 //! - Apply workers (`apply`) own the state machines and apply committed entries in batches.
 //! - [`statemachine`] defines the three kinds of state machine.
 //! - [`transport`] defines how NodeHosts talk; [`transport::InProcessNetwork`] connects NodeHosts in one
-//!   process (tests, benchmarks); `drakkar_server::peer::GrpcTransport` connects them over the network.
+//!   process (several NodeHosts in one program, benchmarks, tests; it injects no fault);
+//!   `drakkar_server::peer::GrpcTransport` connects them over the network.
 //! - [`address`] is the form of a member's address.
 
 pub mod address;

@@ -1,12 +1,13 @@
-//! How NodeHosts reach each other: the [`Transport`] trait, and [`InProcessNetwork`], a transport between
-//! NodeHosts in one process (tests and benchmarks) that can drop, duplicate, delay and partition.
+//! How NodeHosts reach each other: the [`Transport`] trait (sending) and the [`MessageSink`] trait
+//! (receiving), and [`InProcessNetwork`], a plain transport between NodeHosts in one process (several
+//! NodeHosts in one program, benchmarks, tests). It injects no fault: networks that lose, duplicate,
+//! reorder and partition traffic are for tests only, in the dev crate `drakkar-sim` (`SimNetwork`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
 
-use drakkar_raft::{GroupId, Message, ReplicaId, Rng};
+use drakkar_raft::{GroupId, Message, ReplicaId};
 
 /// Messages from one NodeHost to another, batched.
 #[derive(Clone, Debug, Default)]
@@ -93,157 +94,48 @@ pub struct SnapshotRequest {
     pub file: Option<PathBuf>,
 }
 
-/// Fault settings of an [`InProcessNetwork`].
-#[derive(Clone, Debug, Default)]
-pub struct Faults {
-    /// Percent of messages dropped.
-    pub drop_pct: u64,
-    /// Percent of messages delivered twice.
-    pub dup_pct: u64,
-    /// Extra delivery delay (each delayed batch waits this long on a timer thread).
-    pub delay: Option<Duration>,
-    /// Addresses cut off from everyone not in the same set.
-    pub partition: Option<BTreeSet<String>>,
-}
-
-struct NetState {
-    sinks: HashMap<String, Weak<dyn MessageSink>>,
-    faults: Faults,
-    rng: Rng,
-    delayed: Vec<(Instant, String, MessageBatch)>,
-}
-
-/// A network of NodeHosts inside one process.
-#[derive(Clone)]
+/// A network of NodeHosts inside one process: each batch is delivered inside [`Transport::send`], on the
+/// sender's thread, and each snapshot file is copied inside [`Transport::send_snapshot`]. Nothing is lost,
+/// duplicated, delayed or reordered; a batch for an address nobody registered (or whose NodeHost is gone)
+/// is dropped, as a connection nobody answers. Clones share the same network.
+#[derive(Clone, Default)]
 pub struct InProcessNetwork {
-    state: Arc<Mutex<NetState>>,
-}
-
-impl Default for InProcessNetwork {
-    fn default() -> Self {
-        Self::new(1)
-    }
+    sinks: Arc<Mutex<HashMap<String, Weak<dyn MessageSink>>>>,
 }
 
 impl InProcessNetwork {
-    /// An empty network; `seed` drives its fault decisions.
-    pub fn new(seed: u64) -> Self {
-        let state = NetState {
-            sinks: HashMap::new(),
-            faults: Faults::default(),
-            rng: Rng::new(seed),
-            delayed: Vec::new(),
-        };
-        InProcessNetwork { state: Arc::new(Mutex::new(state)) }
+    /// An empty network.
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Makes `sink` reachable at `address`.
+    /// Makes `sink` reachable at `address` (a restarted NodeHost registers again, replacing the old one).
     pub fn register(&self, address: &str, sink: Weak<dyn MessageSink>) {
-        if let Ok(mut s) = self.state.lock() {
-            s.sinks.insert(address.to_string(), sink);
+        if let Ok(mut sinks) = self.sinks.lock() {
+            sinks.insert(address.to_string(), sink);
         }
     }
 
-    /// Replaces the fault settings.
-    pub fn set_faults(&self, faults: Faults) {
-        if let Ok(mut s) = self.state.lock() {
-            s.faults = faults;
-        }
-    }
-
-    /// A transport for the NodeHost at `address`.
+    /// A transport for a NodeHost of this network.
     pub fn transport(&self) -> Arc<dyn Transport> {
         Arc::new(self.clone())
     }
 
-    fn cut(faults: &Faults, a: &str, b: &str) -> bool {
-        faults.partition.as_ref().is_some_and(|p| p.contains(a) != p.contains(b))
-    }
-
-    /// Delivers delayed batches that are due. Called on every send, and by [`InProcessNetwork::flush`].
-    fn release_due(&self) {
-        type Due = (String, MessageBatch, Option<Arc<dyn MessageSink>>);
-        let due: Vec<Due> = {
-            let Ok(mut s) = self.state.lock() else { return };
-            let now = Instant::now();
-            let (ready, later): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut s.delayed).into_iter().partition(|d| d.0 <= now);
-            s.delayed = later;
-            ready
-                .into_iter()
-                .map(|(_, to, b)| {
-                    let sink = s.sinks.get(&to).and_then(Weak::upgrade);
-                    (to, b, sink)
-                })
-                .collect()
-        };
-        for (_, b, sink) in due {
-            if let Some(sink) = sink {
-                sink.deliver(b);
-            }
-        }
-    }
-
-    /// Delivers every delayed batch now.
-    pub fn flush(&self) {
-        if let Ok(mut s) = self.state.lock() {
-            for d in &mut s.delayed {
-                d.0 = Instant::now();
-            }
-        }
-        self.release_due();
+    /// The live NodeHost at `address`. The lock is released before the caller delivers, so a sink may send.
+    fn sink(&self, address: &str) -> Option<Arc<dyn MessageSink>> {
+        self.sinks.lock().ok()?.get(address).and_then(Weak::upgrade)
     }
 }
 
 impl Transport for InProcessNetwork {
-    fn send(&self, to: &str, mut batch: MessageBatch) {
-        self.release_due();
-        let (sink, dup) = {
-            let Ok(mut s) = self.state.lock() else { return };
-            if Self::cut(&s.faults, &batch.from, to) {
-                // As a refused connection: the sender learns its peers there are unreachable.
-                let sender = s.sinks.get(&batch.from).and_then(Weak::upgrade);
-                drop(s);
-                if let Some(sender) = sender {
-                    sender.unreachable(recipients(&batch));
-                }
-                return;
-            }
-            let (drop_pct, dup_pct) = (s.faults.drop_pct, s.faults.dup_pct);
-            if drop_pct > 0 {
-                let mut kept = Vec::with_capacity(batch.messages.len());
-                for m in batch.messages {
-                    if !s.rng.chance(drop_pct, 100) {
-                        kept.push(m);
-                    }
-                }
-                batch.messages = kept;
-            }
-            let dup = dup_pct > 0 && s.rng.chance(dup_pct, 100);
-            if let Some(d) = s.faults.delay {
-                let at = Instant::now() + d;
-                s.delayed.push((at, to.to_string(), batch));
-                return;
-            }
-            (s.sinks.get(to).and_then(Weak::upgrade), dup)
-        };
-        if let Some(sink) = sink {
-            if dup {
-                sink.deliver(batch.clone());
-            }
+    fn send(&self, to: &str, batch: MessageBatch) {
+        if let Some(sink) = self.sink(to) {
             sink.deliver(batch);
         }
     }
 
     fn send_snapshot(&self, req: SnapshotRequest, done: SnapshotDone) {
-        let sink = {
-            let Ok(s) = self.state.lock() else { return done(false) };
-            if Self::cut(&s.faults, &req.from, &req.to) {
-                return done(false);
-            }
-            s.sinks.get(&req.to).and_then(Weak::upgrade)
-        };
-        let Some(sink) = sink else { return done(false) };
+        let Some(sink) = self.sink(&req.to) else { return done(false) };
         done(land_snapshot(sink.as_ref(), req).is_ok());
     }
 }

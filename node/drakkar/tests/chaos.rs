@@ -16,17 +16,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{TestKv, addr};
-use drakkar::transport::{Faults, InProcessNetwork};
 use drakkar::{GroupConfig, NodeError, NodeHost, NodeHostConfig, StartMode, StateMachineBox};
 use drakkar_logdb::fs::{FileSystem, MemFs};
 use drakkar_raft::{GroupId, ReplicaId, Rng};
+use drakkar_sim::{NetFaults, SimNetwork};
 
 const GROUPS: u64 = 3;
 /// The group that only session writers use (its update count is checked exactly).
 const SESSION_GROUP: u64 = GROUPS + 1;
 
 struct Env {
-    net: InProcessNetwork,
+    net: SimNetwork,
     fs: BTreeMap<u64, Arc<MemFs>>,
     dirs: BTreeMap<u64, std::path::PathBuf>,
     hosts: Mutex<BTreeMap<u64, NodeHost>>,
@@ -109,7 +109,7 @@ async fn chaos_no_acknowledged_write_lost_and_sessions_exactly_once() {
     eprintln!("chaos seed {seed} (rerun: CHAOS_SEED={seed} cargo test -p drakkar --test chaos)");
     let tmp = tempfile::tempdir().unwrap();
     let env = Arc::new(Env {
-        net: InProcessNetwork::new(seed),
+        net: SimNetwork::realtime(seed).expect("network thread"),
         fs: (1..=3).map(|i| (i, Arc::new(MemFs::new()))).collect(),
         dirs: (1..=3).map(|i| (i, tmp.path().join(format!("n{i}")))).collect(),
         hosts: Mutex::new(BTreeMap::new()),
@@ -265,14 +265,17 @@ async fn chaos_no_acknowledged_write_lost_and_sessions_exactly_once() {
                 crashes += 1;
             }
             1 => {
-                let cut: BTreeSet<String> = [addr(rng.range(1, 4))].into();
-                env.net.set_faults(Faults { partition: Some(cut), ..Faults::default() });
+                // One host cut off from the other two.
+                let alone = rng.range(1, 4);
+                let rest: BTreeSet<String> = (1..=3).filter(|i| *i != alone).map(addr).collect();
+                let partition = vec![[addr(alone)].into(), rest];
+                env.net.set_faults(NetFaults { partition, ..NetFaults::default() });
             }
-            2 => env.net.set_faults(Faults { drop_pct: 10, dup_pct: 5, ..Faults::default() }),
-            _ => env.net.set_faults(Faults::default()),
+            2 => env.net.set_faults(NetFaults { drop_pct: 10, dup_pct: 5, ..NetFaults::default() }),
+            _ => env.net.set_faults(NetFaults::default()),
         }
     }
-    env.net.set_faults(Faults::default());
+    env.net.set_faults(NetFaults::default());
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
@@ -301,11 +304,16 @@ async fn chaos_no_acknowledged_write_lost_and_sessions_exactly_once() {
             "seed {seed}: host {i}: session proposals not applied exactly once ({done} series acknowledged)"
         );
     }
+    let net = env.net.stats();
     eprintln!(
-        "chaos seed {seed}: {} writes acknowledged, {} reads checked, {} session proposals, {crashes} crashes",
+        "chaos seed {seed}: {} writes acknowledged, {} reads checked, {} session proposals, {crashes} crashes, \
+         {} batches delivered, {} messages dropped, {} batches duplicated",
         acked.len(),
         reads_checked.load(Ordering::Relaxed),
-        series_done.load(Ordering::Relaxed)
+        series_done.load(Ordering::Relaxed),
+        net.delivered,
+        net.dropped,
+        net.duplicated
     );
     for h in env.hosts.lock().unwrap().values() {
         h.close();

@@ -312,7 +312,7 @@ async fn a_failed_log_write_stops_the_host_until_a_restart_recovers_it() {
 
     let tmp = tempfile::tempdir().unwrap();
     let fs = Arc::new(MemFs::new());
-    let net = InProcessNetwork::new(3);
+    let net = InProcessNetwork::new();
     let open = || {
         let mut cfg = NodeHostConfig::new(tmp.path(), common::addr(1));
         cfg.tick_interval = Duration::from_millis(5);
@@ -360,7 +360,7 @@ async fn no_leader_fails_fast_when_the_host_is_told_to() {
     let mut cfg = drakkar::NodeHostConfig::new(dir.path(), common::addr(1));
     cfg.tick_interval = Duration::from_millis(5);
     cfg.no_leader_wait = Some(Duration::from_millis(100));
-    let net = drakkar::transport::InProcessNetwork::new(3);
+    let net = drakkar::transport::InProcessNetwork::new();
     let h = drakkar::NodeHost::new(cfg, net.transport()).unwrap();
     net.register(&common::addr(1), h.sink());
     let members = common::Cluster::members([1, 2, 3]);

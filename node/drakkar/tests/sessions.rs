@@ -12,6 +12,7 @@ use drakkar::session::MAX_PENDING_PER_SESSION;
 use drakkar::{GroupConfig, NodeError, Session, StartMode, StateMachineBox};
 use drakkar_kv::{Command, CommandResult, DiskKv};
 use drakkar_raft::{GroupId, ReplicaId};
+use drakkar_sim::{NetFaults, SimNetwork};
 
 const G: GroupId = GroupId(1);
 
@@ -143,17 +144,17 @@ async fn a_retry_after_a_restart_of_the_on_disk_kv_gets_the_first_result() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_plain_proposal_delivered_twice_is_applied_once() {
-    let c = Cluster::new(3);
+    let c = Cluster::on(SimNetwork::realtime(7).expect("network thread"), 3);
     c.start_group(1, &[1, 2, 3], fast_group());
     let l = c.leader(1).await;
     let follower = (1..=3).find(|&i| i != l).unwrap();
     // Every batch between the nodes is now delivered twice: each proposal the follower forwards reaches
     // the leader, and its log, twice.
-    c.net.set_faults(drakkar::transport::Faults { dup_pct: 100, ..Default::default() });
+    c.net.set_faults(NetFaults { dup_pct: 100, ..NetFaults::default() });
     for n in 0..20 {
         c.hosts[&follower].propose(G, Bytes::from(format!("p{n}=1")), T).await.unwrap();
     }
-    c.net.set_faults(drakkar::transport::Faults::default());
+    c.net.set_faults(NetFaults::default());
     let raw = c.hosts[&l].read(G, Bytes::from_static(b"#updates"), T).await.unwrap();
     assert_eq!(String::from_utf8(raw.to_vec()).unwrap(), "20", "plain proposals applied more than once");
 }

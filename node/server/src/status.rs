@@ -185,7 +185,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = NodeHostConfig::new(dir.path(), "node-1:7000");
         cfg.tick_interval = Duration::from_millis(5);
-        let host = NodeHost::new(cfg, InProcessNetwork::new(1).transport()).unwrap();
+        let host = NodeHost::new(cfg, InProcessNetwork::new().transport()).unwrap();
         let g = GroupId(1);
         let members = BTreeMap::from([(ReplicaId(1), "node-1:7000".to_string())]);
         let sm = StateMachineBox::concurrent(Arc::new(MemKv::new()));

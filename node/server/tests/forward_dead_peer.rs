@@ -37,7 +37,7 @@ async fn a_silent_candidate_is_skipped_within_the_keepalive() {
 
     let dir = tempfile::tempdir().unwrap();
     let host =
-        NodeHost::new(NodeHostConfig::new(dir.path(), "127.0.0.1:1"), Arc::new(InProcessNetwork::new(1)))
+        NodeHost::new(NodeHostConfig::new(dir.path(), "127.0.0.1:1"), Arc::new(InProcessNetwork::new()))
             .unwrap();
     // The silent node first: forwarding tries it before the good one.
     let fwd = Forwarder::new(

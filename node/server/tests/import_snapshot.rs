@@ -178,7 +178,7 @@ impl Node {
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let net = InProcessNetwork::new(7);
+        let net = InProcessNetwork::new();
         let mut hcfg = NodeHostConfig::new(dir.path(), addr.clone());
         hcfg.tick_interval = Duration::from_millis(5);
         let host = NodeHost::new(hcfg, net.transport()).unwrap();

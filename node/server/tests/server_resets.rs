@@ -95,7 +95,7 @@ async fn a_client_cancelling_in_bulk_keeps_its_connection() {
     let dir = tempfile::tempdir().expect("tempdir");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
-    let net = InProcessNetwork::new(1);
+    let net = InProcessNetwork::new();
     let host = NodeHost::new(NodeHostConfig::new(dir.path(), addr.to_string()), Arc::new(net.clone()))
         .expect("NodeHost");
     net.register(&addr.to_string(), host.sink());

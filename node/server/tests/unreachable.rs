@@ -1,14 +1,15 @@
 //! Transports tell the sending NodeHost which replicas they could not reach (so its leaders probe them
-//! instead of streaming entries into a broken connection): the in-process network when a partition cuts
-//! a batch, the gRPC transport when a peer's connection cannot be opened.
+//! instead of streaming entries into a broken connection): the test network (`drakkar_sim::SimNetwork`)
+//! when a partition cuts a batch, the gRPC transport when a peer's connection cannot be opened.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use drakkar::transport::{Faults, InProcessNetwork, MessageBatch, MessageSink, Transport};
+use drakkar::transport::{MessageBatch, MessageSink, Transport};
 use drakkar_raft::{GroupId, Message, MessageKind, ReplicaId, Term};
 use drakkar_server::peer::{GrpcTransport, TransportConfig};
+use drakkar_sim::{NetFaults, SimNetwork};
 
 /// Records what it is told, delivers nothing.
 #[derive(Default)]
@@ -56,17 +57,20 @@ fn expected() -> Vec<(GroupId, ReplicaId)> {
 
 #[test]
 fn a_partition_reports_the_recipients_of_cut_batches_to_the_sender() {
-    let net = InProcessNetwork::new(1);
+    let net = SimNetwork::new(1);
     let (a, b) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
     net.register("a:1", Arc::downgrade(&a) as Weak<dyn MessageSink>);
     net.register("b:1", Arc::downgrade(&b) as Weak<dyn MessageSink>);
 
     net.send("b:1", batch("a:1"));
+    net.deliver_due(1);
     assert_eq!(*b.delivered.lock().unwrap(), 1);
     assert!(a.unreachable.lock().unwrap().is_empty(), "nothing cut yet");
 
-    net.set_faults(Faults { partition: Some(BTreeSet::from(["a:1".to_string()])), ..Faults::default() });
+    let side = |a: &str| BTreeSet::from([a.to_string()]);
+    net.set_faults(NetFaults { partition: vec![side("a:1"), side("b:1")], ..NetFaults::default() });
     net.send("b:1", batch("a:1"));
+    net.deliver_due(2);
     assert_eq!(*b.delivered.lock().unwrap(), 1, "the cut batch was delivered");
     assert_eq!(*a.unreachable.lock().unwrap(), expected());
     assert!(b.unreachable.lock().unwrap().is_empty());

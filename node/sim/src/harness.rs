@@ -1,16 +1,20 @@
-//! Helpers for NodeHost tests: a small deterministic state machine and a cluster of NodeHosts on the
-//! in-process network, on real files in a temporary directory.
+//! Helpers for NodeHost tests: a small deterministic state machine and a cluster of NodeHosts on real files
+//! in a temporary directory, on the plain in-process network or, for tests with faults, on a real-time
+//! [`SimNetwork`].
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use drakkar::statemachine::{SmEntry, SmError, SmResult, StateMachine, Stop};
-use drakkar::transport::InProcessNetwork;
+use drakkar::transport::{InProcessNetwork, MessageSink, Transport};
 use drakkar::{GroupConfig, NodeHost, NodeHostConfig, StartMode, StateMachineBox};
 use drakkar_raft::{GroupId, ReplicaId};
+
+use crate::SimNetwork;
 
 /// "key=value" sets a key; a query is a key ("#updates": how many updates were applied). The result of an
 /// update is the number of updates so far.
@@ -84,11 +88,37 @@ pub fn fast_group() -> GroupConfig {
     }
 }
 
-/// NodeHosts numbered from 1 on one [`InProcessNetwork`], each with its own data directory under one
-/// temporary directory; they are closed when the cluster is dropped.
-pub struct Cluster {
+/// A network the NodeHosts of a [`Cluster`] join.
+pub trait Network {
+    /// Makes `sink` reachable at `address`.
+    fn register(&self, address: &str, sink: Weak<dyn MessageSink>);
+    /// A transport for a NodeHost of this network.
+    fn transport(&self) -> Arc<dyn Transport>;
+}
+
+impl Network for InProcessNetwork {
+    fn register(&self, address: &str, sink: Weak<dyn MessageSink>) {
+        InProcessNetwork::register(self, address, sink);
+    }
+    fn transport(&self) -> Arc<dyn Transport> {
+        InProcessNetwork::transport(self)
+    }
+}
+
+impl Network for SimNetwork {
+    fn register(&self, address: &str, sink: Weak<dyn MessageSink>) {
+        SimNetwork::register(self, address, sink);
+    }
+    fn transport(&self) -> Arc<dyn Transport> {
+        SimNetwork::transport(self)
+    }
+}
+
+/// NodeHosts numbered from 1 on one network (by default the fault-free [`InProcessNetwork`]), each with its
+/// own data directory under one temporary directory; they are closed when the cluster is dropped.
+pub struct Cluster<N: Network = InProcessNetwork> {
     /// The network between them.
-    pub net: InProcessNetwork,
+    pub net: N,
     /// The running hosts by number.
     pub hosts: BTreeMap<u64, NodeHost>,
     /// Each host's data directory (kept after a host is closed, for restarts).
@@ -103,15 +133,22 @@ pub fn addr(i: u64) -> String {
 }
 
 impl Cluster {
-    /// Hosts 1 to `n`, started.
+    /// Hosts 1 to `n` on an [`InProcessNetwork`], started.
     pub fn new(n: u64) -> Cluster {
+        Cluster::on(InProcessNetwork::new(), n)
+    }
+
+    /// The membership of replicas `ids`, replica i on host i.
+    pub fn members(ids: impl IntoIterator<Item = u64>) -> BTreeMap<ReplicaId, String> {
+        ids.into_iter().map(|i| (ReplicaId(i), addr(i))).collect()
+    }
+}
+
+impl<N: Network> Cluster<N> {
+    /// Hosts 1 to `n` on `net`, started.
+    pub fn on(net: N, n: u64) -> Cluster<N> {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut c = Cluster {
-            net: InProcessNetwork::new(7),
-            hosts: BTreeMap::new(),
-            dirs: BTreeMap::new(),
-            _tmp: tmp,
-        };
+        let mut c = Cluster { net, hosts: BTreeMap::new(), dirs: BTreeMap::new(), _tmp: tmp };
         for i in 1..=n {
             c.start_host(i);
         }
@@ -132,14 +169,9 @@ impl Cluster {
         h
     }
 
-    /// The membership of replicas `ids`, replica i on host i.
-    pub fn members(ids: impl IntoIterator<Item = u64>) -> BTreeMap<ReplicaId, String> {
-        ids.into_iter().map(|i| (ReplicaId(i), addr(i))).collect()
-    }
-
     /// Starts group `g` with replica i on host i for every host in `ids`.
     pub fn start_group(&self, g: u64, ids: &[u64], cfg: GroupConfig) {
-        let members = Self::members(ids.iter().copied());
+        let members = Cluster::members(ids.iter().copied());
         for &i in ids {
             self.hosts[&i]
                 .start_replica(
@@ -171,7 +203,7 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
+impl<N: Network> Drop for Cluster<N> {
     fn drop(&mut self) {
         for h in self.hosts.values() {
             h.close();

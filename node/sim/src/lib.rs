@@ -21,6 +21,10 @@
 //! exactly once per answered series, and each answer carried the first application's result; every replica
 //! of a group holds the same state. A seed replays the same run exactly (`run(seed, ..)` twice gives the
 //! same [`SimReport::fingerprint`]).
+//!
+//! [`SimNetwork`] is also the fault network of tests whose NodeHosts run on threads in real time
+//! ([`SimNetwork::realtime`]; [`harness::Cluster::on`] starts a cluster on it): the engine's own
+//! `InProcessNetwork` injects no fault.
 
 mod cluster;
 pub mod harness;

@@ -3,12 +3,17 @@
 //! cuts (partitions) traffic with the same seeded RNG. Nothing is delivered from inside `send`, so a
 //! NodeHost's round never re-enters another NodeHost.
 //!
+//! [`SimNetwork::realtime`] runs the same network on the wall clock, for NodeHosts that run in real time
+//! (tests with threads): a background thread delivers what is due, and real milliseconds stand for virtual
+//! ones. It is the one network with faults for such tests; `drakkar::transport::InProcessNetwork` has none.
+//!
 //! Every batch may be duplicated, forwarded proposals (`MessageKind::Propose`, a follower handing a
 //! client's command to the leader) included: Raft appends a duplicated forward twice, and the apply side
 //! must apply it once (plain proposals carry an id, session proposals a series; see `drakkar::session`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use drakkar_raft::Rng;
 
@@ -75,13 +80,17 @@ struct State {
     /// In flight, by (due time, send order): delivery order is a function of the seed.
     queue: BTreeMap<(u64, u64), Flight>,
     now: u64,
+    /// Real-time mode: the instant of virtual millisecond 0 (sends are stamped with the wall clock, not
+    /// with `now`). None: virtual time, moved only by `deliver_due`.
+    epoch: Option<Instant>,
     seq: u64,
     rng: Rng,
     faults: NetFaults,
     stats: NetStats,
 }
 
-/// A simulated network of deterministic NodeHosts.
+/// A simulated network with faults: of deterministic NodeHosts on a virtual clock ([`SimNetwork::new`]),
+/// or of NodeHosts running in real time ([`SimNetwork::realtime`]). Clones share the same network.
 #[derive(Clone)]
 pub struct SimNetwork {
     state: Arc<Mutex<State>>,
@@ -94,12 +103,33 @@ impl SimNetwork {
             sinks: BTreeMap::new(),
             queue: BTreeMap::new(),
             now: 0,
+            epoch: None,
             seq: 0,
             rng: Rng::new(seed),
             faults: NetFaults::default(),
             stats: NetStats::default(),
         };
         SimNetwork { state: Arc::new(Mutex::new(state)) }
+    }
+
+    /// An empty network on the wall clock, whose random choices come from `seed`: latencies are real
+    /// milliseconds, and a background thread delivers what is due (about every millisecond) until every
+    /// handle of the network is dropped (those of the NodeHosts' transports included). Fails only when the
+    /// thread cannot be started.
+    pub fn realtime(seed: u64) -> std::io::Result<Self> {
+        let net = Self::new(seed);
+        let epoch = Instant::now();
+        net.lock().epoch = Some(epoch);
+        let weak = Arc::downgrade(&net.state);
+        std::thread::Builder::new().name("sim-network".into()).spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(1));
+                // Only a weak handle between rounds: the thread never keeps the network alive.
+                let Some(state) = weak.upgrade() else { break };
+                SimNetwork { state }.deliver_due(millis(epoch));
+            }
+        })?;
+        Ok(net)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -133,14 +163,16 @@ impl SimNetwork {
 
     fn enqueue(s: &mut State, from: String, to: String, cargo: Cargo) {
         let (lo, hi) = (s.faults.min_latency.max(1), s.faults.max_latency.max(s.faults.min_latency.max(1)));
-        let at = s.now + s.rng.range(lo, hi + 1);
+        let now = s.epoch.map_or(s.now, millis);
+        let at = now + s.rng.range(lo, hi + 1);
         s.seq += 1;
         let key = (at, s.seq);
         s.queue.insert(key, Flight { from, to, cargo });
     }
 
     /// Moves the clock to `now` and delivers everything due by then, in (due time, send order). Returns the
-    /// addresses that received something (their NodeHosts have work).
+    /// addresses that received something (their NodeHosts have work). In real-time mode the network's
+    /// thread calls it.
     pub fn deliver_due(&self, now: u64) -> BTreeSet<String> {
         let mut touched = BTreeSet::new();
         loop {
@@ -225,6 +257,11 @@ impl SimNetwork {
     pub fn in_flight(&self) -> usize {
         self.lock().queue.len()
     }
+}
+
+/// Whole milliseconds since `epoch`.
+fn millis(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Transport for SimNetwork {

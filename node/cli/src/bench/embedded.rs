@@ -111,7 +111,7 @@ impl Embedded {
         let dir = o.dir.join(format!("drakkar-bench-{:016x}", drakkar_server::health::nonce()));
         std::fs::create_dir_all(&dir).map_err(|e| BenchError::Setup(format!("{}: {e}", dir.display())))?;
         let dir = TempDir(dir);
-        let net = InProcessNetwork::new(1);
+        let net = InProcessNetwork::new();
         let mut hosts = Vec::new();
         for i in 1..=o.replicas {
             let mut cfg = NodeHostConfig::new(dir.0.join(format!("n{i}")), address(i));

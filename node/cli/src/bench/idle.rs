@@ -55,7 +55,7 @@ pub async fn measure(
     window: Duration,
 ) -> Result<IdleReport, BenchError> {
     let setup = |e: drakkar::NodeError| BenchError::Setup(e.to_string());
-    let net = InProcessNetwork::new(1);
+    let net = InProcessNetwork::new();
     let mut cfg = NodeHostConfig::new(dir.join("idle"), "idle-node:7000");
     cfg.tick_interval = Duration::from_millis(10);
     let h = NodeHost::new(cfg, net.transport()).map_err(setup)?;

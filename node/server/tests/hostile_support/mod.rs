@@ -68,7 +68,7 @@ pub struct Nodes {
 
 impl Nodes {
     pub async fn start(n: usize, cfg: ServerConfig) -> Nodes {
-        let net = InProcessNetwork::new(11);
+        let net = InProcessNetwork::new();
         let mut listeners = Vec::new();
         for _ in 0..n {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
