@@ -63,6 +63,11 @@ impl Names {
         format!("{}-config", self.cluster)
     }
 
+    /// The nodes' ServiceAccount (no permissions, no token mounted).
+    pub fn node_service_account(&self) -> String {
+        format!("{}-node", self.cluster)
+    }
+
     /// The PodDisruptionBudget.
     pub fn pdb(&self) -> String {
         self.cluster.clone()

@@ -35,6 +35,7 @@ fn build_fixture(rel: &str) -> (DrakkarCluster, Desired) {
 
 fn to_json(d: &Desired) -> Vec<Value> {
     let mut v = vec![
+        serde_json::to_value(&d.service_account).unwrap(),
         serde_json::to_value(&d.config_map).unwrap(),
         serde_json::to_value(&d.peer_service).unwrap(),
         serde_json::to_value(&d.client_service).unwrap(),

@@ -241,6 +241,7 @@ fn cluster_role_is_least_privilege() {
         "apps/statefulsets/patch",
         "/services/patch",
         "/configmaps/patch",
+        "/serviceaccounts/patch",
         "/secrets/list",
         "/secrets/get",
         "/secrets/patch",

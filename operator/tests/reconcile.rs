@@ -100,9 +100,11 @@ fn pod(name: &str, ready: bool) -> Value {
            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})
 }
 
-/// The `dev` cluster's ConfigMap, peer and client Services and PodDisruptionBudget, applied in that order.
+/// The `dev` cluster's node ServiceAccount, ConfigMap, peer and client Services and PodDisruptionBudget,
+/// applied in that order.
 async fn expect_dev_objects(server: &mut ApiServer) {
     for path in [
+        "/api/v1/namespaces/default/serviceaccounts/dev-node",
         "/api/v1/namespaces/default/configmaps/dev-config",
         "/api/v1/namespaces/default/services/dev-peer",
         "/api/v1/namespaces/default/services/dev",
@@ -157,6 +159,8 @@ async fn a_new_cluster_gets_every_object_then_its_status() {
     let dk = cluster("valid/insecure.yaml");
     let (result, ctx) = run(dk, Capabilities::default(), |mut server: ApiServer| async move {
         server.expect(Method::GET, &sts_path("default", "dev")).await.not_found();
+        let sa = server.expect_apply("/api/v1/namespaces/default/serviceaccounts/dev-node").await;
+        assert_eq!(sa["automountServiceAccountToken"], false);
         let cm = server.expect_apply("/api/v1/namespaces/default/configmaps/dev-config").await;
         assert_eq!(cm["data"]["DRAKKAR_INSECURE"], "true");
         let peer = server.expect_apply("/api/v1/namespaces/default/services/dev-peer").await;
@@ -208,6 +212,7 @@ async fn operator_tls_issues_the_certificates_before_the_nodes_start() {
             assert_eq!(secret["metadata"]["labels"]["drakkar.io/tls"], role);
             assert_eq!(secret["metadata"]["ownerReferences"][0]["name"], "demo");
         }
+        server.expect_apply("/api/v1/namespaces/default/serviceaccounts/demo-node").await;
         server.expect_apply("/api/v1/namespaces/default/configmaps/demo-config").await;
         server.expect_apply("/api/v1/namespaces/default/services/demo-peer").await;
         server.expect_apply("/api/v1/namespaces/default/services/demo").await;
@@ -331,6 +336,7 @@ async fn cert_manager_mode_waits_for_the_secret_before_the_statefulset() {
     let dk = cluster("valid/certmanager.yaml");
     let (result, _) = run(dk, Capabilities::default(), |mut server: ApiServer| async move {
         server.expect(Method::GET, &sts_path("default", "cm")).await.not_found();
+        server.expect_apply("/api/v1/namespaces/default/serviceaccounts/cm-node").await;
         server.expect_apply("/api/v1/namespaces/default/configmaps/cm-config").await;
         server.expect_apply("/api/v1/namespaces/default/services/cm-peer").await;
         server.expect_apply("/api/v1/namespaces/default/services/cm").await;
@@ -357,6 +363,7 @@ async fn a_server_without_policy_v1_gets_no_budget_and_an_event() {
     let dk = cluster("valid/insecure.yaml");
     let (result, _) = run(dk, Capabilities { pdb_v1: false }, |mut server: ApiServer| async move {
         server.expect(Method::GET, &sts_path("default", "dev")).await.not_found();
+        server.expect_apply("/api/v1/namespaces/default/serviceaccounts/dev-node").await;
         server.expect_apply("/api/v1/namespaces/default/configmaps/dev-config").await;
         server.expect_apply("/api/v1/namespaces/default/services/dev-peer").await;
         server.expect_apply("/api/v1/namespaces/default/services/dev").await;

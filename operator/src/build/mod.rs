@@ -11,14 +11,14 @@ mod services;
 mod statefulset;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 use kube::api::DynamicObject;
 
 pub use certmanager::{certificate_resource, certificates};
-pub use services::{client_service, config_map, pdb, peer_service};
+pub use services::{client_service, config_map, node_service_account, pdb, peer_service};
 pub use statefulset::{DATA_DIR, TLS_DIR, node_args, statefulset};
 
 use crate::crd::{DrakkarCluster, TlsMode};
@@ -54,6 +54,8 @@ pub struct Input<'a> {
 /// The objects of one cluster.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Desired {
+    /// The nodes' ServiceAccount.
+    pub service_account: ServiceAccount,
     /// The connection settings for applications.
     pub config_map: ConfigMap,
     /// The headless Service giving pods stable DNS names.
@@ -89,6 +91,7 @@ pub fn build(input: &Input<'_>) -> Result<Desired, BuildError> {
         Vec::new()
     };
     Ok(Desired {
+        service_account: node_service_account(input, &owner),
         config_map: config_map(input, &owner),
         peer_service: peer_service(input, &owner),
         client_service: client_service(input, &owner),

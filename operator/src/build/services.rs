@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount, ServicePort, ServiceSpec};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -80,6 +80,16 @@ pub fn config_map(input: &Input<'_>, owner: &OwnerReference) -> ConfigMap {
         }
     }
     ConfigMap { metadata: meta(input, names.config_map(), owner), data: Some(data), ..ConfigMap::default() }
+}
+
+/// The nodes' own ServiceAccount: bound to no role, its token never mounted (a node calls no Kubernetes
+/// API), so the namespace's `default` ServiceAccount and whatever it was granted stay out of node pods.
+pub fn node_service_account(input: &Input<'_>, owner: &OwnerReference) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(input, input.names.node_service_account(), owner),
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    }
 }
 
 /// At most a minority of the founding members may be evicted at once, so every group keeps a majority

@@ -105,6 +105,9 @@ pub fn statefulset(input: &Input<'_>, owner: &OwnerReference) -> Result<Stateful
         containers,
         volumes: Some(volumes),
         enable_service_links: Some(false),
+        // The node calls no Kubernetes API: its own ServiceAccount, no token.
+        service_account_name: Some(names.node_service_account()),
+        automount_service_account_token: Some(false),
         // The node moves leadership away and drains requests on SIGTERM (a few seconds).
         termination_grace_period_seconds: Some(30),
         security_context: Some(PodSecurityContext {

@@ -6,12 +6,12 @@
 //! 2. refused spec: (running cluster, `operator` TLS: LIST the TLS Secrets, PATCH those to renew), LIST
 //!    pods, PATCH status, POST the Warning Event; stop;
 //! 3. `operator` TLS: LIST the TLS Secrets, PATCH (apply) those to issue;
-//! 4. PATCH (apply) ConfigMap, peer Service, client Service, PodDisruptionBudget, cert-manager
-//!    Certificates (then GET the server Secret), StatefulSet;
+//! 4. PATCH (apply) the nodes' ServiceAccount, ConfigMap, peer Service, client Service,
+//!    PodDisruptionBudget, cert-manager Certificates (then GET the server Secret), StatefulSet;
 //! 5. LIST pods, (membership seam: GET the operator's TLS Secret), PATCH status, POST Events.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -156,6 +156,7 @@ pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<
     if let Some(spec) = desired.statefulset.spec.as_mut() {
         spec.replicas = Some(kept);
     }
+    ssa(&Api::<ServiceAccount>::namespaced(client.clone(), ns), &desired.service_account).await?;
     ssa(&Api::<ConfigMap>::namespaced(client.clone(), ns), &desired.config_map).await?;
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     ssa(&services, &desired.peer_service).await?;
