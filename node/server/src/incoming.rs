@@ -8,6 +8,11 @@
 //! connections that stall lose their place: half-open connections, however many, neither lock other
 //! sources out (each source holds at most its share) nor the source's own next client (it takes the
 //! place of the stalled ones).
+//!
+//! Open connections are bounded too, per source ([`MAX_CONNECTIONS_PER_SOURCE`]) and overall
+//! ([`MAX_CONNECTIONS`]), counted from accept to close. Past a bound a new connection is closed at once
+//! (established connections may be busy clients: none is taken away), logged and counted
+//! (`drakkar_connections_refused_total`), so one source cannot take every connection of a node.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
@@ -33,6 +38,81 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_HANDSHAKES: usize = 256;
 /// TLS handshakes in progress at once from one source address (IPv4 address, IPv6 /64).
 pub const MAX_HANDSHAKES_PER_SOURCE: usize = 32;
+
+/// Connections open at once, overall.
+pub const MAX_CONNECTIONS: usize = 8192;
+/// Connections open at once from one source address (IPv4 address, IPv6 /64).
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = 1024;
+
+/// The node's open connections, by source, and how many were refused.
+#[derive(Debug, Default)]
+pub struct Connections {
+    table: Mutex<ConnTable>,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+/// Invariant: `open` is the sum of `by_source`'s counts, and no count is 0.
+#[derive(Debug, Default)]
+struct ConnTable {
+    open: usize,
+    by_source: HashMap<IpAddr, usize>,
+}
+
+impl Connections {
+    /// A place for a connection from `ip`, or None past [`MAX_CONNECTIONS_PER_SOURCE`] or
+    /// [`MAX_CONNECTIONS`].
+    fn admit(self: &Arc<Self>, ip: IpAddr, per_source: usize, max: usize) -> Option<ConnSlot> {
+        let src = source(ip);
+        let mut t = self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let of_source = t.by_source.get(&src).copied().unwrap_or(0);
+        if t.open >= max || of_source >= per_source {
+            self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
+        t.open += 1;
+        t.by_source.insert(src, of_source + 1);
+        Some(ConnSlot { table: self.clone(), src })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner).open
+    }
+
+    /// The gauges and counters in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        format!(
+            "# HELP drakkar_connections_open Client and peer connections open.\n\
+             # TYPE drakkar_connections_open gauge\n\
+             drakkar_connections_open {}\n\
+             # HELP drakkar_connections_refused_total Connections closed at accept: too many open.\n\
+             # TYPE drakkar_connections_refused_total counter\n\
+             drakkar_connections_refused_total {}\n",
+            self.open(),
+            self.refused.load(std::sync::atomic::Ordering::Relaxed)
+        )
+    }
+}
+
+/// A connection's place in [`Connections`], given back when the connection is dropped.
+#[derive(Debug)]
+struct ConnSlot {
+    table: Arc<Connections>,
+    src: IpAddr,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        t.open -= 1;
+        if let Some(n) = t.by_source.get_mut(&self.src) {
+            *n -= 1;
+            if *n == 0 {
+                t.by_source.remove(&self.src);
+            }
+        }
+    }
+}
 
 /// The source a connection counts against: its IP address, an IPv6 one reduced to its /64 (one host
 /// commonly owns a whole /64).
@@ -132,8 +212,13 @@ pub struct ConnInfo {
     pub caller: Caller,
 }
 
-/// An accepted connection.
-pub enum ServerIo {
+/// An accepted connection, holding its place among the node's [`Connections`].
+pub struct ServerIo {
+    stream: Stream,
+    _slot: ConnSlot,
+}
+
+enum Stream {
     /// Plaintext (`--insecure`).
     Plain(TcpStream),
     /// TLS.
@@ -144,11 +229,11 @@ impl Connected for ServerIo {
     type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> ConnInfo {
-        match self {
-            ServerIo::Plain(s) => {
+        match &self.stream {
+            Stream::Plain(s) => {
                 ConnInfo { remote: s.peer_addr().ok(), certs: None, tls: false, caller: Caller::Plaintext }
             }
-            ServerIo::Tls(s) => {
+            Stream::Tls(s) => {
                 let (tcp, session) = s.get_ref();
                 let certs = session.peer_certificates().map(|c| Arc::new(c.to_vec()));
                 let caller = Caller::of_connection(true, certs.as_deref().map(Vec::as_slice));
@@ -160,40 +245,42 @@ impl Connected for ServerIo {
 
 impl AsyncRead for ServerIo {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
 
 impl AsyncWrite for ServerIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
 
-/// The stream of accepted (and, with `tls`, handshaken) connections; it ends when `stop` fires.
+/// The stream of accepted (and, with `tls`, handshaken) connections, counted in `connections`; it ends
+/// when `stop` fires.
 pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<NodeTls>>,
+    connections: Arc<Connections>,
     stop: CancellationToken,
 ) -> ReceiverStream<io::Result<ServerIo>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -213,15 +300,19 @@ pub fn incoming(
                     continue;
                 }
             };
+            let Some(slot) = connections.admit(peer.ip(), MAX_CONNECTIONS_PER_SOURCE, MAX_CONNECTIONS) else {
+                tracing::warn!(%peer, open = connections.open(), "connection refused: too many open");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let Some(tls) = tls.clone() else {
-                if tx.send(Ok(ServerIo::Plain(tcp))).await.is_err() {
+                if tx.send(Ok(ServerIo { stream: Stream::Plain(tcp), _slot: slot })).await.is_err() {
                     return;
                 }
                 continue;
             };
             let (id, abort) = lock(&handshakes).start(peer.ip(), MAX_HANDSHAKES_PER_SOURCE, MAX_HANDSHAKES);
-            let slot = Slot { table: handshakes.clone(), id };
+            let handshake = Slot { table: handshakes.clone(), id };
             let tx = tx.clone();
             tokio::spawn(async move {
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
@@ -233,10 +324,10 @@ pub fn incoming(
                     }
                     r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => r,
                 };
-                drop(slot);
+                drop(handshake);
                 match done {
                     Ok(Ok(s)) => {
-                        let _ = tx.send(Ok(ServerIo::Tls(Box::new(s)))).await;
+                        let _ = tx.send(Ok(ServerIo { stream: Stream::Tls(Box::new(s)), _slot: slot })).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -283,6 +374,22 @@ mod tests {
         assert!(h.remove(second.0).is_some());
         assert_eq!(h.by_age.len(), 2);
         assert!(h.remove(second.0).is_none());
+    }
+
+    #[test]
+    fn connections_are_bounded_per_source_and_overall_and_given_back() {
+        let c = Arc::new(Connections::default());
+        let a: Vec<_> = (0..2).map(|_| c.admit(ip("10.0.0.1"), 2, 3).expect("within bounds")).collect();
+        assert!(c.admit(ip("10.0.0.1"), 2, 3).is_none(), "the source is at its bound");
+        let b = c.admit(ip("10.0.0.2"), 2, 3).expect("another source");
+        assert!(c.admit(ip("10.0.0.3"), 2, 3).is_none(), "the node is at its bound");
+        assert_eq!(c.open(), 3);
+        drop(b);
+        let _c = c.admit(ip("10.0.0.3"), 2, 3).expect("a closed connection gives its place back");
+        drop(a);
+        assert_eq!(c.open(), 1);
+        assert!(c.metrics_text().contains("drakkar_connections_refused_total 2"), "{}", c.metrics_text());
+        assert_eq!(c.table.lock().unwrap().by_source.len(), 1, "empty sources are forgotten");
     }
 
     #[test]

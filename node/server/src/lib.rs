@@ -141,6 +141,8 @@ pub struct ServerState {
     tls: Option<Arc<NodeTls>>,
     /// Who may call what (checked before every RPC).
     authz: Arc<authz::Authz>,
+    /// The connections open, bounded.
+    connections: Arc<incoming::Connections>,
     /// The KV groups this node runs (persisted in the group manifest).
     kv: RwLock<BTreeMap<GroupId, (ReplicaId, KvKind)>>,
     inflight: Arc<Semaphore>,
@@ -171,6 +173,7 @@ impl ServerState {
         Arc::new(ServerState {
             host,
             authz: Arc::new(authz::Authz::new(anonymous)),
+            connections: Arc::default(),
             inflight: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
             imports: Arc::new(Semaphore::new(admin::MAX_IMPORTS)),
             cfg,
@@ -203,6 +206,11 @@ impl ServerState {
     /// The authorization policy and its counters.
     pub fn authz(&self) -> &authz::Authz {
         &self.authz
+    }
+
+    /// The node's open connections.
+    pub fn connections(&self) -> &incoming::Connections {
+        &self.connections
     }
 
     /// The KV groups running here.
@@ -388,7 +396,7 @@ pub async fn serve(
     let max = state.cfg.max_request_bytes;
     let (default_timeout, max_timeout) = (state.cfg.default_timeout, state.cfg.max_timeout);
     let raft = RaftService::new(state.clone(), stop.clone());
-    let incoming = incoming::incoming(listener, state.tls.clone(), stop.clone());
+    let incoming = incoming::incoming(listener, state.tls.clone(), state.connections.clone(), stop.clone());
     // Keepalive: a connection silent for 500 ms gets a PING, and is closed when the answer takes over
     // 1 s, so a peer's Raft stream from behind a partition (or a vanished client) is dropped within 1.5 s
     // (see `grpc::PEER_KEEPALIVE` for why not shorter). Reset limits, per connection: h2's default of 20
