@@ -12,6 +12,9 @@
 //!   it the oldest is evicted and the session's floor rises to its series id. A proposal at or below the
 //!   floor (or at or below `responded_to`) whose result is not kept is never applied: it gets
 //!   [`SessionCheck::Expired`].
+//! - **Result memory per group.** The kept results of all sessions cost at most [`MAX_RESULT_BYTES`]
+//!   ([`RESULT_OVERHEAD`] plus the data of each). Recording past it evicts results of the least recently
+//!   used sessions, oldest first, raising each one's floor as above.
 //! - **Expiry in log time.** Each session carries the time-to-live (in log entries) its registration
 //!   entry named. A session not used for that many entries is dropped at the next session entry applied.
 //! - **Least recently used at the cap.** Registering beyond [`MAX_SESSIONS`] drops the session used least
@@ -44,6 +47,16 @@ pub const MAX_SESSIONS: usize = 65_536;
 /// At most this many unacknowledged results are kept per session; older ones are evicted (and retries of
 /// them refused, see the module docs).
 pub const MAX_PENDING_PER_SESSION: usize = 4_096;
+/// At most this many bytes of kept results per group (each counted as its data plus
+/// [`RESULT_OVERHEAD`]); recording past it evicts the oldest results of the least recently used sessions.
+pub const MAX_RESULT_BYTES: u64 = 64 << 20;
+/// What one kept result costs beyond its data (its series id, value and map entry).
+pub const RESULT_OVERHEAD: u64 = 64;
+
+fn cost(r: &SmResult) -> u64 {
+    r.data.len() as u64 + RESULT_OVERHEAD
+}
+
 /// The time-to-live of a session whose registration named none (entries written before sessions
 /// expired): never.
 pub const NO_EXPIRY: u64 = u64::MAX;
@@ -159,6 +172,8 @@ pub struct Sessions {
     origins: BTreeMap<u64, Window>,
     /// `(last_used, origin)` of every window: the least recently used first (also the first to expire).
     origins_lru: BTreeSet<(u64, u64)>,
+    /// What the kept results cost (see [`cost`]): the sum over every session's `results`.
+    result_bytes: u64,
 }
 
 /// Result codes in `SmResult::value` for session bookkeeping entries.
@@ -202,6 +217,7 @@ impl Sessions {
     fn remove(&mut self, client: u64) -> bool {
         match self.sessions.remove(&client) {
             Some(s) => {
+                self.result_bytes -= s.results.values().map(cost).sum::<u64>();
                 self.lru.remove(&(s.last_used, client));
                 self.expiry.remove(&(s.expires_at(), client));
                 true
@@ -238,8 +254,9 @@ impl Sessions {
         let Some(sess) = self.sessions.get_mut(&s.client) else { return SessionCheck::UnknownSession };
         if s.responded_to > sess.responded_to {
             sess.responded_to = s.responded_to;
-            let keep = sess.results.split_off(&(s.responded_to + 1));
-            sess.results = keep;
+            let keep = sess.results.split_off(&(s.responded_to.saturating_add(1)));
+            let acknowledged = std::mem::replace(&mut sess.results, keep);
+            self.result_bytes -= acknowledged.values().map(cost).sum::<u64>();
         }
         let found = sess.results.get(&s.series).cloned();
         let below = s.series <= sess.responded_to || s.series <= sess.floor;
@@ -254,16 +271,47 @@ impl Sessions {
 
     /// Records the result of an applied session proposal.
     pub fn record(&mut self, s: &SessionRef, result: SmResult) {
+        if !self.sessions.contains_key(&s.client) {
+            return;
+        }
+        self.make_room(cost(&result));
         if let Some(sess) = self.sessions.get_mut(&s.client) {
             if sess.results.len() >= MAX_PENDING_PER_SESSION
-                && let Some((oldest, _)) = sess.results.pop_first()
+                && let Some((oldest, r)) = sess.results.pop_first()
             {
                 // A client that never acknowledges must not grow memory without bound; a late retry of
                 // the evicted series is refused, never applied again.
                 sess.floor = sess.floor.max(oldest);
+                self.result_bytes -= cost(&r);
             }
-            sess.results.insert(s.series, result);
+            self.result_bytes += cost(&result);
+            if let Some(old) = sess.results.insert(s.series, result) {
+                self.result_bytes -= cost(&old);
+            }
         }
+    }
+
+    /// Evicts kept results, the oldest of the least recently used session first, until `need` more
+    /// bytes fit within [`MAX_RESULT_BYTES`] (or nothing is left to evict). An evicted series raises its
+    /// session's floor: a late retry of it is refused, never applied again.
+    fn make_room(&mut self, need: u64) {
+        while self.result_bytes.saturating_add(need) > MAX_RESULT_BYTES {
+            let holder = self
+                .lru
+                .iter()
+                .map(|&(_, c)| c)
+                .find(|c| self.sessions.get(c).is_some_and(|s| !s.results.is_empty()));
+            let Some(sess) = holder.and_then(|c| self.sessions.get_mut(&c)) else { return };
+            if let Some((series, r)) = sess.results.pop_first() {
+                sess.floor = sess.floor.max(series);
+                self.result_bytes -= cost(&r);
+            }
+        }
+    }
+
+    /// What the kept results cost, in bytes (at most [`MAX_RESULT_BYTES`] once a result is recorded).
+    pub fn result_bytes(&self) -> u64 {
+        self.result_bytes
     }
 
     /// Decides whether the plain proposal `id`, at log `index`, is applied (and records it).
@@ -358,6 +406,7 @@ impl Sessions {
                 r.read_exact(&mut data)?;
                 results.insert(series, SmResult { value, data: Bytes::from(data) });
             }
+            t.result_bytes += results.values().map(cost).sum::<u64>();
             if t.sessions.insert(client, Session { responded_to, floor, last_used, ttl, results }).is_some() {
                 return Err(bad("a session listed twice"));
             }
@@ -398,6 +447,51 @@ mod tests {
         t.save(&mut buf).unwrap();
         assert_eq!(&Sessions::load(&mut buf.as_slice()).unwrap(), t);
         assert!(Sessions::load(&mut &buf[..buf.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn kept_results_are_bounded_in_bytes_and_evicted_ones_never_apply_again() {
+        let big = |n: u8| SmResult { value: u64::from(n), data: Bytes::from(vec![n; 4 << 20]) };
+        let mut t = Sessions::default();
+        for client in [1u64, 2, 3] {
+            assert_eq!(t.register(client, client, NO_EXPIRY), codes::OK);
+        }
+        let mut index = 10;
+        // 3 sessions x 8 results of 4 MiB, never acknowledged: 96 MiB asked, 64 MiB kept at most.
+        for series in 1..=8u64 {
+            for client in [1u64, 2, 3] {
+                index += 1;
+                let r = SessionRef { client, series, responded_to: 0 };
+                assert_eq!(t.check(&r, index), SessionCheck::Apply);
+                t.record(&r, big(series as u8));
+                assert!(t.result_bytes() <= MAX_RESULT_BYTES, "{} bytes kept", t.result_bytes());
+            }
+        }
+        let kept: u64 = t.sessions.values().flat_map(|s| s.results.values()).map(cost).sum();
+        assert_eq!(kept, t.result_bytes(), "the running count matches the table");
+        // The oldest results went first: series 1 of every session is gone, and its retry is refused.
+        for client in [1u64, 2, 3] {
+            index += 1;
+            let retry = SessionRef { client, series: 1, responded_to: 0 };
+            assert_eq!(t.check(&retry, index), SessionCheck::Expired, "client {client}");
+        }
+        // The newest result of each session is kept.
+        index += 1;
+        let last = SessionRef { client: 3, series: 8, responded_to: 0 };
+        assert_eq!(t.check(&last, index), SessionCheck::Duplicate(big(8)));
+        // Acknowledging and closing give the bytes back; the table survives a snapshot unchanged.
+        roundtrip(&t);
+        index += 1;
+        assert_eq!(
+            t.check(&SessionRef { client: 1, series: 9, responded_to: 8 }, index),
+            SessionCheck::Apply
+        );
+        assert_eq!(t.unregister(2, index + 1), codes::OK);
+        let kept: u64 = t.sessions.values().flat_map(|s| s.results.values()).map(cost).sum();
+        assert_eq!(kept, t.result_bytes());
+        let mut buf = Vec::new();
+        t.save(&mut buf).unwrap();
+        assert_eq!(Sessions::load(&mut buf.as_slice()).unwrap().result_bytes(), t.result_bytes());
     }
 
     #[test]
