@@ -43,7 +43,7 @@ pub mod health;
 pub mod incoming;
 mod kv;
 mod kv_proto;
-mod ops;
+pub mod ops;
 pub mod peer;
 mod sm;
 pub mod status;
@@ -92,6 +92,9 @@ pub struct ServerConfig {
     pub peers: Vec<String>,
     /// Largest snapshot file accepted from a peer.
     pub max_snapshot_bytes: u64,
+    /// Bytes of request messages received at once across every client connection; a message that does
+    /// not fit is refused RESOURCE_EXHAUSTED (`busy`) before it is buffered (see [`ops::ByteBudget`]).
+    pub max_in_flight_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +107,7 @@ impl Default for ServerConfig {
             group: GroupConfig::default(),
             peers: Vec::new(),
             max_snapshot_bytes: 4 << 30,
+            max_in_flight_bytes: 1 << 30,
         }
     }
 }
@@ -143,6 +147,8 @@ pub struct ServerState {
     authz: Arc<authz::Authz>,
     /// The connections open, bounded.
     connections: Arc<incoming::Connections>,
+    /// The bytes of request messages being received, bounded.
+    request_bytes: Arc<ops::ByteBudget>,
     /// The KV groups this node runs (persisted in the group manifest).
     kv: RwLock<BTreeMap<GroupId, (ReplicaId, KvKind)>>,
     inflight: Arc<Semaphore>,
@@ -174,6 +180,7 @@ impl ServerState {
             host,
             authz: Arc::new(authz::Authz::new(anonymous)),
             connections: Arc::default(),
+            request_bytes: ops::ByteBudget::new(cfg.max_in_flight_bytes),
             inflight: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
             imports: Arc::new(Semaphore::new(admin::MAX_IMPORTS)),
             cfg,
@@ -211,6 +218,11 @@ impl ServerState {
     /// The node's open connections.
     pub fn connections(&self) -> &incoming::Connections {
         &self.connections
+    }
+
+    /// The node's request byte budget.
+    pub fn request_bytes(&self) -> &ops::ByteBudget {
+        &self.request_bytes
     }
 
     /// The KV groups running here.
@@ -408,6 +420,7 @@ pub async fn serve(
     const MAX_RESET_STREAMS: usize = 10_000;
     // Authorization first (before the body is read), then the guard.
     let authz = state.authz.clone();
+    let budget = state.request_bytes.clone();
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(crate::peer::PEER_KEEPALIVE.interval))
         .http2_keepalive_timeout(Some(crate::peer::PEER_KEEPALIVE.timeout))
@@ -420,40 +433,52 @@ pub async fn serve(
         // snapshot chunk (1 MiB as ExportSnapshot streams them) with its target. `ops::guarded`: tonic's
         // deadline, truncated and missing messages answered with the documented codes.
         .add_service(
-            authz.wrap(ops::guarded(
-                pb::kv_server::KvServer::new(kv::KvService(state.clone()))
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-                default_timeout,
-                max_timeout,
-            )),
+            authz.wrap(
+                ops::guarded(
+                    pb::kv_server::KvServer::new(kv::KvService(state.clone()))
+                        .max_decoding_message_size(max)
+                        .max_encoding_message_size(max),
+                    default_timeout,
+                    max_timeout,
+                )
+                .with_budget(budget.clone()),
+            ),
         )
         .add_service(
-            authz.wrap(ops::guarded(
-                pb::state_machine_server::StateMachineServer::new(sm::SmService(state.clone()))
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-                default_timeout,
-                max_timeout,
-            )),
+            authz.wrap(
+                ops::guarded(
+                    pb::state_machine_server::StateMachineServer::new(sm::SmService(state.clone()))
+                        .max_decoding_message_size(max)
+                        .max_encoding_message_size(max),
+                    default_timeout,
+                    max_timeout,
+                )
+                .with_budget(budget.clone()),
+            ),
         )
         .add_service(
-            authz.wrap(ops::guarded(
-                pb::session_server::SessionServer::new(sm::SessionService(state.clone()))
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-                default_timeout,
-                max_timeout,
-            )),
+            authz.wrap(
+                ops::guarded(
+                    pb::session_server::SessionServer::new(sm::SessionService(state.clone()))
+                        .max_decoding_message_size(max)
+                        .max_encoding_message_size(max),
+                    default_timeout,
+                    max_timeout,
+                )
+                .with_budget(budget.clone()),
+            ),
         )
         .add_service(
-            authz.wrap(ops::guarded(
-                pb::admin_server::AdminServer::new(admin::AdminService(state.clone()))
-                    .max_decoding_message_size(2 << 20)
-                    .max_encoding_message_size(max),
-                default_timeout,
-                max_timeout,
-            )),
+            authz.wrap(
+                ops::guarded(
+                    pb::admin_server::AdminServer::new(admin::AdminService(state.clone()))
+                        .max_decoding_message_size(2 << 20)
+                        .max_encoding_message_size(max),
+                    default_timeout,
+                    max_timeout,
+                )
+                .with_budget(budget.clone()),
+            ),
         )
         // Codes only: the Raft streams live as long as their connection.
         .add_service(authz.wrap(ops::guarded_codes(raft.into_server())))

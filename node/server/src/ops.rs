@@ -5,7 +5,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -151,13 +152,62 @@ const GUARD_DEADLINE: f64 = 0.98;
 /// `svc` wrapped in [`Guarded`], with the node's deadlines: `default` for a request without
 /// `grpc-timeout`, and no request longer than `max`.
 pub(super) fn guarded<S>(svc: S, default: Duration, max: Duration) -> Guarded<S> {
-    Guarded { inner: svc, deadlines: Some(Deadlines { default, max }) }
+    Guarded { inner: svc, deadlines: Some(Deadlines { default, max }), budget: None }
 }
 
 /// `svc` wrapped in [`Guarded`] for its status codes only: a request runs as long as its `grpc-timeout`
 /// says, or without end when it has none (the Raft service's streams live as long as the connection).
 pub(super) fn guarded_codes<S>(svc: S) -> Guarded<S> {
-    Guarded { inner: svc, deadlines: None }
+    Guarded { inner: svc, deadlines: None, budget: None }
+}
+
+/// The bytes of request messages a node receives at once ([`crate::ServerConfig::max_in_flight_bytes`]),
+/// across every connection: a message's announced length is taken from it when its frame header
+/// arrives, and given back when the next message of the stream begins or the request body is dropped.
+/// A message that does not fit is refused (RESOURCE_EXHAUSTED, `busy`) before its bytes are buffered.
+#[derive(Debug)]
+pub struct ByteBudget {
+    bytes: Arc<tokio::sync::Semaphore>,
+    limit: u64,
+    refused: AtomicU64,
+}
+
+impl ByteBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Arc<ByteBudget> {
+        let permits = limit.min(tokio::sync::Semaphore::MAX_PERMITS as u64) as usize;
+        Arc::new(ByteBudget {
+            bytes: Arc::new(tokio::sync::Semaphore::new(permits)),
+            limit,
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// `n` bytes of the budget, held until the permit drops; None (counted) when they are not free.
+    fn take(&self, n: usize) -> Option<OwnedSemaphorePermit> {
+        let taken = u32::try_from(n).ok().and_then(|n| self.bytes.clone().try_acquire_many_owned(n).ok());
+        if taken.is_none() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    /// Bytes of the budget free now.
+    pub fn available(&self) -> usize {
+        self.bytes.available_permits()
+    }
+
+    /// The refusal counter in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        format!(
+            "# HELP drakkar_request_bytes_refused_total Requests refused: their message did not fit the bytes \
+             the node receives at once ({} bytes).\n\
+             # TYPE drakkar_request_bytes_refused_total counter\n\
+             drakkar_request_bytes_refused_total {}\n",
+            self.limit,
+            self.refused.load(Ordering::Relaxed)
+        )
+    }
 }
 
 /// The methods whose requests are streams as long as the data they carry: without `grpc-timeout`, they get
@@ -201,6 +251,16 @@ pub struct Guarded<S> {
     inner: S,
     /// None: the request's own `grpc-timeout` only.
     deadlines: Option<Deadlines>,
+    /// The node's request byte budget (None: unbounded here, e.g. the Raft service's own limits).
+    budget: Option<Arc<ByteBudget>>,
+}
+
+impl<S> Guarded<S> {
+    /// Request messages take their length from `budget` while they are received.
+    pub(super) fn with_budget(mut self, budget: Arc<ByteBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
 }
 
 impl<S: NamedService> NamedService for Guarded<S> {
@@ -230,8 +290,11 @@ where
             Some(d) => Some(d.of(req.uri().path(), asked)),
             None => asked.map(|t| t.mul_f64(GUARD_DEADLINE)),
         };
-        let req =
-            req.map(|b| Body::new(AxumBody::from_stream(Framing::new(AxumBody::new(b).into_data_stream()))));
+        let budget = self.budget.clone();
+        let req = req.map(|b| {
+            let framing = Framing::new(AxumBody::new(b).into_data_stream()).with_budget(budget);
+            Body::new(AxumBody::from_stream(framing))
+        });
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = match deadline {
@@ -337,11 +400,18 @@ fn shortened(m: &[u8]) -> Option<http::HeaderValue> {
 
 /// A request body's data, checked for gRPC framing (a flag byte and a 4-byte big-endian length, then the
 /// message): a body that ends inside a frame, or a frame whose flag is not 0 (uncompressed: the node
-/// negotiates no compression), ends with INVALID_ARGUMENT instead.
+/// negotiates no compression), ends with INVALID_ARGUMENT instead; one whose message does not fit the
+/// node's [`ByteBudget`] ends with RESOURCE_EXHAUSTED.
 struct Framing<S> {
     inner: S,
     /// A frame's flag was not 0: the body ends with INVALID_ARGUMENT, nothing more is passed on.
     compressed: bool,
+    /// The budget messages take their length from (None: no budget).
+    budget: Option<Arc<ByteBudget>>,
+    /// The current message's share of the budget.
+    held: Option<OwnedSemaphorePermit>,
+    /// A message did not fit the budget: the body ends with RESOURCE_EXHAUSTED.
+    over_budget: bool,
     /// The current frame header: its bytes seen so far (0..5).
     header: [u8; 5],
     header_len: usize,
@@ -352,7 +422,22 @@ struct Framing<S> {
 
 impl<S> Framing<S> {
     fn new(inner: S) -> Self {
-        Framing { inner, compressed: false, header: [0; 5], header_len: 0, body_left: 0, done: false }
+        Framing {
+            inner,
+            compressed: false,
+            budget: None,
+            held: None,
+            over_budget: false,
+            header: [0; 5],
+            header_len: 0,
+            body_left: 0,
+            done: false,
+        }
+    }
+
+    fn with_budget(mut self, budget: Option<Arc<ByteBudget>>) -> Self {
+        self.budget = budget;
+        self
     }
 
     fn account(&mut self, mut b: &[u8]) {
@@ -372,6 +457,12 @@ impl<S> Framing<S> {
                 self.compressed |= flag != 0;
                 self.body_left = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
                 self.header_len = 0;
+                // The previous message was received whole: its share goes back before this one's is taken.
+                self.held = None;
+                if let Some(b) = &self.budget {
+                    self.held = b.take(self.body_left);
+                    self.over_budget |= self.held.is_none();
+                }
             }
         }
     }
@@ -395,6 +486,12 @@ where
                     self.done = true;
                     let msg = "a compressed message: this node accepts no compression (no grpc-encoding)";
                     return Poll::Ready(Some(Err(status::invalid(msg))));
+                }
+                if self.over_budget {
+                    self.done = true;
+                    self.held = None;
+                    let msg = "the node is receiving too many request bytes at once; retry later";
+                    return Poll::Ready(Some(Err(with_reason(Code::ResourceExhausted, msg, reason::BUSY))));
                 }
                 Poll::Ready(Some(Ok(data)))
             }
@@ -575,6 +672,39 @@ mod tests {
             let s = status_of(Answer(Some(code), msg), None).await;
             assert_eq!((s.code(), s.message()), (code, msg));
         }
+    }
+
+    #[tokio::test]
+    async fn messages_take_their_length_from_the_byte_budget_while_received() {
+        use tokio_stream::StreamExt;
+        let frame = |len: u8| {
+            let mut f = vec![0, 0, 0, 0, len];
+            f.extend(std::iter::repeat_n(7u8, usize::from(len)));
+            Ok::<Bytes, Infallible>(Bytes::from(f))
+        };
+        let budget = ByteBudget::new(250);
+        // Two messages of 100 bytes being received fit; a third does not, and is answered busy.
+        let mut a = Framing::new(tokio_stream::iter(vec![frame(100)])).with_budget(Some(budget.clone()));
+        let mut b = Framing::new(tokio_stream::iter(vec![frame(100)])).with_budget(Some(budget.clone()));
+        assert!(a.next().await.unwrap().is_ok());
+        assert!(b.next().await.unwrap().is_ok());
+        assert_eq!(budget.available(), 50);
+        let mut c = Framing::new(tokio_stream::iter(vec![frame(100)])).with_budget(Some(budget.clone()));
+        let e = c.next().await.unwrap().unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert_eq!(e.metadata().get(REASON_HEADER).unwrap(), reason::BUSY);
+        assert!(c.next().await.is_none());
+        assert!(budget.metrics_text().contains("drakkar_request_bytes_refused_total 1"));
+        // A finished body gives its share back; so does the next message of a stream.
+        drop(a);
+        assert_eq!(budget.available(), 150);
+        let mut d =
+            Framing::new(tokio_stream::iter(vec![frame(100), frame(20)])).with_budget(Some(budget.clone()));
+        assert!(d.next().await.unwrap().is_ok());
+        assert!(d.next().await.unwrap().is_ok());
+        assert_eq!(budget.available(), 130, "the second message replaced the first's share");
+        drop((b, d));
+        assert_eq!(budget.available(), 250);
     }
 
     #[test]

@@ -224,3 +224,23 @@ async fn invalid_member_addresses_never_enter_the_membership() {
         assert!(m.members.iter().any(|x| x.replica == id && x.address == address), "{m:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_past_the_request_byte_budget_is_busy_and_the_node_keeps_serving() {
+    let cfg = ServerConfig { max_in_flight_bytes: 1 << 20, ..ServerConfig::default() };
+    let nodes = Nodes::start(1, cfg).await;
+    nodes.leader().await;
+    let n = &nodes.nodes[0];
+    let ch = n.channel();
+    let big = pb::PutRequest { group: 1, key: "big".into(), value: vec![7u8; 2 << 20].into(), session: None };
+    let e = raw_unary(ch.clone(), PUT, big.encode_to_vec().into()).await.expect_err("past the budget");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert_eq!(e.metadata().get(REASON_HEADER).map(|v| v.to_str().unwrap()), Some(reason::BUSY));
+    // Within the budget, and after the refusal, requests are served; the refusal is counted.
+    raw_unary(ch.clone(), PUT, valid_put().into()).await.expect("a small put is served");
+    let small =
+        pb::PutRequest { group: 1, key: "k".into(), value: vec![1u8; 512 << 10].into(), session: None };
+    raw_unary(ch, PUT, small.encode_to_vec().into()).await.expect("half the budget is served");
+    assert!(n.state.request_bytes().metrics_text().contains("drakkar_request_bytes_refused_total 1"));
+    assert_eq!(n.state.request_bytes().available(), 1 << 20, "every share was given back");
+}
