@@ -20,21 +20,11 @@
 //! clients (`--allow-anonymous-clients`); an anonymous caller then has the client role only. Without TLS
 //! (`--insecure`) nothing is checked.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
-use drakkar_client::{FORWARDED_HEADER, roles};
+use drakkar_client::roles;
 use rustls::pki_types::CertificateDer;
 use tonic::Status;
-use tonic::body::Body;
-use tonic::codegen::{Service, http};
-use tonic::server::NamedService;
-
-use crate::incoming::ConnInfo;
 
 /// A role a certificate can carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -274,49 +264,6 @@ impl Authz {
             s.push_str(&format!("drakkar_rpc_denied_total{{needed=\"{name}\"}} {n}\n"));
         }
         s
-    }
-
-    /// `svc` behind this policy.
-    pub fn wrap<S>(self: &Arc<Self>, svc: S) -> Authorized<S> {
-        Authorized { inner: svc, authz: self.clone() }
-    }
-}
-
-/// A service whose requests are checked by [`Authz`] before they reach it.
-#[derive(Clone, Debug)]
-pub struct Authorized<S> {
-    inner: S,
-    authz: Arc<Authz>,
-}
-
-impl<S: NamedService> NamedService for Authorized<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-impl<S> Service<http::Request<Body>> for Authorized<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        // Every connection the server accepts carries its ConnInfo; a request without one is refused.
-        let caller = req.extensions().get::<ConnInfo>().map_or(Caller::Anonymous, |i| i.caller.clone());
-        let forwarded = req.headers().contains_key(FORWARDED_HEADER);
-        match self.authz.check(&caller, req.uri().path(), forwarded) {
-            Ok(()) => Box::pin(self.inner.call(req)),
-            Err(status) => {
-                tracing::debug!(path = req.uri().path(), error = %status.message(), "RPC refused");
-                Box::pin(async move { Ok(status.into_http()) })
-            }
-        }
     }
 }
 

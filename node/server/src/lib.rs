@@ -391,6 +391,13 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
+/// A client service behind the node's authorization, deadlines and request byte budget.
+fn client<S>(svc: S, state: &ServerState) -> ops::Guarded<S> {
+    ops::guarded(svc, state.cfg.default_timeout, state.cfg.max_timeout)
+        .with_budget(state.request_bytes.clone())
+        .with_authz(state.authz.clone())
+}
+
 /// Serves every service on `listener` until `stop` fires, then stops accepting and lets in-flight
 /// requests finish (the Raft streams end at once).
 pub async fn serve(
@@ -418,70 +425,46 @@ pub async fn serve(
     // The same bound applies to streams the server resets for protocol errors (tonic leaves that
     // unbounded), the guard against clients provoking such resets ("MadeYouReset").
     const MAX_RESET_STREAMS: usize = 10_000;
-    // Authorization first (before the body is read), then the guard.
+    // Every service: authorization first (before the body is read), then the guard.
     let authz = state.authz.clone();
-    let budget = state.request_bytes.clone();
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(crate::peer::PEER_KEEPALIVE.interval))
         .http2_keepalive_timeout(Some(crate::peer::PEER_KEEPALIVE.timeout))
         .http2_max_pending_accept_reset_streams(Some(MAX_RESET_STREAMS))
         .http2_max_local_error_reset_streams(Some(MAX_RESET_STREAMS))
         // The node's deadlines for a health check too; a watch and a reflection stream stay open.
-        .add_service(authz.wrap(ops::guarded(health_svc, default_timeout, max_timeout)))
-        .add_service(authz.wrap(ops::guarded_codes(reflection)))
+        .add_service(ops::guarded(health_svc, default_timeout, max_timeout).with_authz(authz.clone()))
+        .add_service(ops::guarded_codes(reflection).with_authz(authz.clone()))
         // Per service, the largest request it carries: a KV value (32 MiB) or a raw command; Admin: a
-        // snapshot chunk (1 MiB as ExportSnapshot streams them) with its target. `ops::guarded`: tonic's
-        // deadline, truncated and missing messages answered with the documented codes.
-        .add_service(
-            authz.wrap(
-                ops::guarded(
-                    pb::kv_server::KvServer::new(kv::KvService(state.clone()))
-                        .max_decoding_message_size(max)
-                        .max_encoding_message_size(max),
-                    default_timeout,
-                    max_timeout,
-                )
-                .with_budget(budget.clone()),
-            ),
-        )
-        .add_service(
-            authz.wrap(
-                ops::guarded(
-                    pb::state_machine_server::StateMachineServer::new(sm::SmService(state.clone()))
-                        .max_decoding_message_size(max)
-                        .max_encoding_message_size(max),
-                    default_timeout,
-                    max_timeout,
-                )
-                .with_budget(budget.clone()),
-            ),
-        )
-        .add_service(
-            authz.wrap(
-                ops::guarded(
-                    pb::session_server::SessionServer::new(sm::SessionService(state.clone()))
-                        .max_decoding_message_size(max)
-                        .max_encoding_message_size(max),
-                    default_timeout,
-                    max_timeout,
-                )
-                .with_budget(budget.clone()),
-            ),
-        )
-        .add_service(
-            authz.wrap(
-                ops::guarded(
-                    pb::admin_server::AdminServer::new(admin::AdminService(state.clone()))
-                        .max_decoding_message_size(2 << 20)
-                        .max_encoding_message_size(max),
-                    default_timeout,
-                    max_timeout,
-                )
-                .with_budget(budget.clone()),
-            ),
-        )
+        // snapshot chunk (1 MiB as ExportSnapshot streams them) with its target. `client`: the node's
+        // deadlines, its request byte budget, truncated and missing messages answered with the
+        // documented codes.
+        .add_service(client(
+            pb::kv_server::KvServer::new(kv::KvService(state.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            &state,
+        ))
+        .add_service(client(
+            pb::state_machine_server::StateMachineServer::new(sm::SmService(state.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            &state,
+        ))
+        .add_service(client(
+            pb::session_server::SessionServer::new(sm::SessionService(state.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            &state,
+        ))
+        .add_service(client(
+            pb::admin_server::AdminServer::new(admin::AdminService(state.clone()))
+                .max_decoding_message_size(2 << 20)
+                .max_encoding_message_size(max),
+            &state,
+        ))
         // Codes only: the Raft streams live as long as their connection.
-        .add_service(authz.wrap(ops::guarded_codes(raft.into_server())))
+        .add_service(ops::guarded_codes(raft.into_server()).with_authz(authz))
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await?;
     Ok(())

@@ -23,6 +23,8 @@ use tonic::{Code, Status};
 
 use super::ServerState;
 use super::status::{self, invalid, to_status, with_reason};
+use crate::authz::{Authz, Caller};
+use crate::incoming::ConnInfo;
 use drakkar::statemachine::SmResult;
 use drakkar::{NodeError, Session};
 use drakkar_kv::{Command, CommandResult, Query, QueryResult};
@@ -152,13 +154,13 @@ const GUARD_DEADLINE: f64 = 0.98;
 /// `svc` wrapped in [`Guarded`], with the node's deadlines: `default` for a request without
 /// `grpc-timeout`, and no request longer than `max`.
 pub(super) fn guarded<S>(svc: S, default: Duration, max: Duration) -> Guarded<S> {
-    Guarded { inner: svc, deadlines: Some(Deadlines { default, max }), budget: None }
+    Guarded { inner: svc, deadlines: Some(Deadlines { default, max }), budget: None, authz: None }
 }
 
 /// `svc` wrapped in [`Guarded`] for its status codes only: a request runs as long as its `grpc-timeout`
 /// says, or without end when it has none (the Raft service's streams live as long as the connection).
 pub(super) fn guarded_codes<S>(svc: S) -> Guarded<S> {
-    Guarded { inner: svc, deadlines: None, budget: None }
+    Guarded { inner: svc, deadlines: None, budget: None, authz: None }
 }
 
 /// The bytes of request messages a node receives at once ([`crate::ServerConfig::max_in_flight_bytes`]),
@@ -231,7 +233,8 @@ impl Deadlines {
     }
 }
 
-/// A client service with tonic's own answers put right (docs/api.md):
+/// A service behind the node's authorization (with [`Guarded::with_authz`]: a caller without the role an
+/// RPC needs is answered at once, see [`crate::authz`]), with tonic's own answers put right (docs/api.md):
 /// - a request still running at 98 % of its `grpc-timeout` is answered DEADLINE_EXCEEDED (and its handler
 ///   dropped), where tonic would answer CANCELLED "Timeout expired" at 100 %; with the node's deadlines
 ///   ([`guarded`]), also one still running at its default deadline when it has no `grpc-timeout` (a
@@ -253,12 +256,20 @@ pub struct Guarded<S> {
     deadlines: Option<Deadlines>,
     /// The node's request byte budget (None: unbounded here, e.g. the Raft service's own limits).
     budget: Option<Arc<ByteBudget>>,
+    /// Who may call what, checked before anything else (None: everyone).
+    authz: Option<Arc<Authz>>,
 }
 
 impl<S> Guarded<S> {
     /// Request messages take their length from `budget` while they are received.
     pub(super) fn with_budget(mut self, budget: Arc<ByteBudget>) -> Self {
         self.budget = Some(budget);
+        self
+    }
+
+    /// Requests are answered only for callers `authz` lets call them (see [`crate::authz`]).
+    pub(super) fn with_authz(mut self, authz: Arc<Authz>) -> Self {
+        self.authz = Some(authz);
         self
     }
 }
@@ -281,6 +292,16 @@ where
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        if let Some(authz) = &self.authz {
+            // Every connection the server accepts carries its ConnInfo; a request without one is anonymous.
+            let caller = req.extensions().get::<ConnInfo>().map_or(Caller::Anonymous, |i| i.caller.clone());
+            let forwarded = req.headers().contains_key(drakkar_client::FORWARDED_HEADER);
+            if let Err(status) = authz.check(&caller, req.uri().path(), forwarded) {
+                tracing::debug!(path = req.uri().path(), error = %status.message(), "RPC refused");
+                // Cut like every answer: a certificate subject may be long.
+                return Box::pin(async move { Ok(short_trailers(status.into_http())) });
+            }
+        }
         let asked = req
             .headers()
             .get("grpc-timeout")
