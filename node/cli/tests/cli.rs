@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
+use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
@@ -119,4 +120,40 @@ fn an_unknown_command_is_a_usage_error() {
     let r = drakkar(&["frobnicate"]);
     assert_eq!(r.status.code(), Some(2), "clap's usage-error exit code");
     assert!(String::from_utf8_lossy(&r.stderr).contains("frobnicate"));
+}
+
+#[test]
+fn a_client_certificate_issued_with_an_operator_ca_verifies_and_carries_its_role() {
+    use rustls::server::WebPkiClientVerifier;
+    // A CA as the operator makes one: another common name, its key and certificate in `ca.crt`/`ca.key`.
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "drakkar CA apps/demo");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+    let ca = p.self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.path().join("ca-key.pem"), key.serialize_pem()).unwrap();
+    let ca_dir = dir.path().to_str().unwrap();
+    ok(&["cert", "issue", "--ca-dir", ca_dir, "--name", "app-2", "--kind", "client"]);
+
+    let mut roots = RootCertStore::empty();
+    roots.add(certs(&dir.path().join("ca.pem")).remove(0)).unwrap();
+    let verifier = WebPkiClientVerifier::builder(Arc::new(roots)).build().unwrap();
+    let leaf = certs(&dir.path().join("app-2.pem")).remove(0);
+    verifier.verify_client_cert(&leaf, &[], UnixTime::now()).expect("the operator's CA vouches for it");
+    let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    let orgs: Vec<&str> = parsed.subject().iter_organization().map(|o| o.as_str().unwrap()).collect();
+    assert_eq!(orgs, ["drakkar:client"]);
+
+    // A CA whose subject is more than a common name is refused clearly.
+    let mut q = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    q.distinguished_name.push(rcgen::DnType::CommonName, "corp CA");
+    q.distinguished_name.push(rcgen::DnType::OrganizationName, "Corp");
+    q.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(dir.path().join("ca.pem"), q.self_signed(&key).unwrap().pem()).unwrap();
+    let r = drakkar(&["cert", "issue", "--ca-dir", ca_dir, "--name", "app-3", "--kind", "client"]);
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("not a common name alone"));
 }

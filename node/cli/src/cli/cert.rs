@@ -5,8 +5,9 @@
 //! [`drakkar_server::authz`]). Node certificates carry the server and client extended key usages, the
 //! node's DNS names and IPs and the peer role (they serve, and authenticate the node to its peers); admin
 //! and client certificates carry the client usage only and no names, so they can call the API but never
-//! speak Raft. The CA is re-created from its key and fixed subject when issuing (no certificate parsing
-//! needed). Keys are written with mode 0600.
+//! speak Raft. The CA is re-created for signing from its key and its certificate's subject (a common
+//! name alone: `drakkar cert ca`'s, or an operator cluster CA's from its `<cluster>-tls-ca` Secret). Keys
+//! are written with mode 0600.
 
 use std::path::{Path, PathBuf};
 
@@ -41,9 +42,9 @@ impl CertKind {
     }
 }
 
-fn ca_params() -> Result<CertificateParams> {
+fn ca_params(common_name: &str) -> Result<CertificateParams> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
-    p.distinguished_name.push(DnType::CommonName, CA_NAME);
+    p.distinguished_name.push(DnType::CommonName, common_name);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages =
         vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
@@ -64,11 +65,34 @@ fn write_key(path: &Path, pem: &str) -> Result<()> {
     Ok(())
 }
 
+/// The subject of the CA certificate `ca_dir/ca.pem`, which must be a common name alone (as `drakkar
+/// cert ca` and the operator make them): the CA is rebuilt for signing from its key and that name, so
+/// that what it issues names it as its issuer exactly.
+fn ca_common_name(ca_dir: &Path) -> Result<String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let path = ca_dir.join("ca.pem");
+    let pem = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let der = CertificateDer::from_pem_slice(&pem)
+        .with_context(|| format!("{}: no certificate", path.display()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow::anyhow!("{}: not a certificate: {e}", path.display()))?;
+    let subject = cert.subject();
+    let names: Vec<&str> = subject.iter_common_name().filter_map(|a| a.as_str().ok()).collect();
+    match (names.as_slice(), subject.iter_attributes().count()) {
+        ([name], 1) => Ok((*name).to_string()),
+        _ => anyhow::bail!(
+            "{}: the CA's subject ({subject}) is not a common name alone; issue with the tool that made it",
+            path.display()
+        ),
+    }
+}
+
 /// Creates `dir/ca.pem` and `dir/ca-key.pem`.
 pub fn create_ca(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let key = KeyPair::generate()?;
-    let cert = ca_params()?.self_signed(&key)?;
+    let cert = ca_params(CA_NAME)?.self_signed(&key)?;
     std::fs::write(dir.join("ca.pem"), cert.pem()).context("writing ca.pem")?;
     write_key(&dir.join("ca-key.pem"), &key.serialize_pem())
 }
@@ -84,7 +108,7 @@ pub fn issue(
     let ca_key_pem = std::fs::read_to_string(ca_dir.join("ca-key.pem"))
         .with_context(|| format!("reading {}", ca_dir.join("ca-key.pem").display()))?;
     let ca_key = KeyPair::from_pem(&ca_key_pem).context("parsing the CA key")?;
-    let issuer = Issuer::new(ca_params()?, ca_key);
+    let issuer = Issuer::new(ca_params(&ca_common_name(ca_dir)?)?, ca_key);
     let names = match kind {
         CertKind::Node => sans.to_vec(),
         CertKind::Admin | CertKind::Client => Vec::new(),
