@@ -32,10 +32,22 @@ pub struct StatusInput<'a> {
     pub problems: &'a [Problem],
     /// cert-manager has not issued the nodes' certificate yet.
     pub waiting_for_certificates: bool,
+    /// Something outside the spec keeps the cluster from being built (an API the spec needs is not
+    /// served): Degraded with its reason, and nothing progresses until it is fixed.
+    pub blocked: Option<&'a Blocked>,
     /// The status before this reconcile.
     pub previous: Option<&'a DrakkarClusterStatus>,
     /// The time of this reconcile.
     pub now: Timestamp,
+}
+
+/// Why a cluster cannot be built, though its spec is valid: a condition reason and what to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocked {
+    /// The `Degraded` condition's reason (CamelCase).
+    pub reason: &'static str,
+    /// What is wrong and what to do.
+    pub message: String,
 }
 
 /// Majority of `members` voters.
@@ -134,6 +146,8 @@ pub fn compute(input: &StatusInput<'_>) -> DrakkarClusterStatus {
         let text: Vec<String> = input.problems.iter().map(ToString::to_string).collect();
         let reason = if immutable { "ImmutableFieldChanged" } else { "InvalidSpec" };
         (true, reason, format!("spec refused, the cluster is left as it was: {}", text.join("; ")))
+    } else if let Some(b) = input.blocked {
+        (true, b.reason, b.message.clone())
     } else if !available && was_available {
         (true, "QuorumLost", format!("{ready} of {} nodes ready; {needed} are needed", input.replicas))
     } else {
@@ -142,6 +156,8 @@ pub fn compute(input: &StatusInput<'_>) -> DrakkarClusterStatus {
 
     let (progressing, progressing_reason, progressing_message) = if !input.problems.is_empty() {
         (false, "SpecRejected", "waiting for a valid spec".to_string())
+    } else if let Some(b) = input.blocked {
+        (false, "Blocked", format!("nothing changes until this is fixed: {}", b.message))
     } else if input.waiting_for_certificates {
         (true, "WaitingForCertificates", "waiting for cert-manager to issue the node certificate".to_string())
     } else if !rolled_out {

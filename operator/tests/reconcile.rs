@@ -14,7 +14,8 @@ use drakkar_operator::DrakkarCluster;
 use drakkar_operator::build::{Capabilities, Input, build};
 use drakkar_operator::names::Names;
 use drakkar_operator::reconcile::{
-    BUSY_REQUEUE, Context, Error, FINALIZER, SETTLED_REQUEUE, backoff, error_policy, reconcile,
+    BLOCKED_REQUEUE, BUSY_REQUEUE, Context, Error, FINALIZER, SETTLED_REQUEUE, backoff, error_policy,
+    reconcile,
 };
 use drakkar_operator::validate::Founding;
 use http::{Method, StatusCode};
@@ -356,6 +357,70 @@ async fn cert_manager_mode_waits_for_the_secret_before_the_statefulset() {
     })
     .await;
     assert_eq!(result.unwrap(), Action::requeue(BUSY_REQUEUE));
+}
+
+/// The cert-manager cluster's objects up to its first Certificate, which the server does not serve.
+async fn expect_cert_manager_missing(server: &mut ApiServer) {
+    server.expect(Method::GET, &sts_path("default", "cm")).await.not_found();
+    for path in [
+        "/api/v1/namespaces/default/serviceaccounts/cm-node",
+        "/api/v1/namespaces/default/configmaps/cm-config",
+        "/api/v1/namespaces/default/services/cm-peer",
+        "/api/v1/namespaces/default/services/cm",
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets/cm",
+    ] {
+        server.expect_apply(path).await;
+    }
+    // What an API server without cert-manager's CRDs answers.
+    let seen = server
+        .expect(Method::PATCH, "/apis/cert-manager.io/v1/namespaces/default/certificates/cm-tls-server")
+        .await;
+    seen.reply(
+        StatusCode::NOT_FOUND,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+                "message": "the server could not find the requested resource"}),
+    );
+}
+
+#[tokio::test]
+async fn cert_manager_mode_without_cert_manager_is_degraded_with_one_event_per_generation() {
+    let dk = cluster("valid/certmanager.yaml");
+    let (result, _) = run(dk.clone(), Capabilities::default(), |mut server: ApiServer| async move {
+        expect_cert_manager_missing(&mut server).await;
+        let status = expect_pods_and_status(&mut server, "cm", vec![]).await;
+        assert_eq!(status["phase"], "Creating");
+        let degraded = condition(&status, "Degraded");
+        assert_eq!(
+            (degraded["status"].as_str(), degraded["reason"].as_str()),
+            (Some("True"), Some("CertManagerMissing"))
+        );
+        assert!(degraded["message"].as_str().unwrap().contains("install cert-manager"), "{degraded}");
+        assert_eq!(condition(&status, "Progressing")["reason"], "Blocked");
+        let e = server.expect_event("default", "CertManagerMissing").await;
+        assert_eq!(e["type"], "Warning");
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(BLOCKED_REQUEUE), "no error backoff loop");
+
+    // The next look at the same generation says it again in status, without another Event.
+    let mut again = dk;
+    let (result, _) = {
+        let generation = again.metadata.generation;
+        again.status = Some(serde_json::from_value(json!({
+            "phase": "Creating", "observedGeneration": generation,
+            "conditions": [{"type": "Degraded", "status": "True", "reason": "CertManagerMissing", "message": "x",
+                            "lastTransitionTime": "2026-11-25T12:00:00Z"}]
+        })).unwrap());
+        run(again, Capabilities::default(), |mut server: ApiServer| async move {
+            expect_cert_manager_missing(&mut server).await;
+            let status = expect_pods_and_status(&mut server, "cm", vec![]).await;
+            assert_eq!(condition(&status, "Degraded")["reason"], "CertManagerMissing");
+            let extra = tokio::time::timeout(Duration::from_millis(300), server.next()).await;
+            assert!(extra.is_err(), "a second Event for the same generation and reason");
+        })
+        .await
+    };
+    assert_eq!(result.unwrap(), Action::requeue(BLOCKED_REQUEUE));
 }
 
 #[tokio::test]

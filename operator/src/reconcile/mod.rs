@@ -36,6 +36,9 @@ pub const FINALIZER: &str = "drakkar.io/cleanup";
 pub const SETTLED_REQUEUE: Duration = Duration::from_secs(300);
 /// Requeue while the cluster moves (creating, rolling out, waiting for certificates).
 pub const BUSY_REQUEUE: Duration = Duration::from_secs(15);
+/// How long a cluster blocked by something outside its spec (an API it needs is not served) waits
+/// before it is looked at again: the API may be installed meanwhile.
+pub const BLOCKED_REQUEUE: Duration = Duration::from_secs(60);
 /// Requeue while membership changes are under way (a non-voter catching up, the next change).
 pub const MEMBERSHIP_REQUEUE: Duration = Duration::from_secs(5);
 /// Longest backoff after transient errors.

@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::{BUSY_REQUEUE, Context, Error, MEMBERSHIP_REQUEUE, SETTLED_REQUEUE};
+use super::{BLOCKED_REQUEUE, BUSY_REQUEUE, Context, Error, MEMBERSHIP_REQUEUE, SETTLED_REQUEUE};
 use crate::admin::{ClientTls, MemberPlan, Observation, Step, Target};
 use crate::build::{self, Input, certificate_resource, owner_ref, server_names};
 use crate::crd::{
@@ -29,7 +29,7 @@ use crate::crd::{
     TlsMode,
 };
 use crate::names::{FIELD_MANAGER, FOUNDING_ANNOTATION, Names, TLS_ROLE_LABEL};
-use crate::status::{StatusInput, compute, condition_status, set_condition};
+use crate::status::{Blocked, StatusInput, compute, condition_status, set_condition};
 use crate::tls;
 use crate::validate::{Founding, ProblemKind, validate};
 
@@ -125,6 +125,7 @@ pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<
             pods: &pods,
             problems: &problems,
             waiting_for_certificates: false,
+            blocked: None,
             previous,
             now,
         });
@@ -179,7 +180,23 @@ pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<
     if !desired.certificates.is_empty() {
         let certs: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &certificate_resource());
         for c in &desired.certificates {
-            certs.patch(&c.name_any(), &apply_params(), &Patch::Apply(c)).await?;
+            match certs.patch(&c.name_any(), &apply_params(), &Patch::Apply(c)).await {
+                // The resource type itself is not served: cert-manager is not installed (yet).
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    let blocked = Blocked {
+                        reason: "CertManagerMissing",
+                        message: "spec.tls.mode is certManager, but this API server does not serve \
+                                  cert-manager.io/v1 Certificates: install cert-manager (its CRDs), or use \
+                                  tls.mode operator"
+                            .into(),
+                    };
+                    return blocked_cluster(ctx, dk, &names, &founding, observed.as_ref(), &blocked, now)
+                        .await;
+                }
+                r => {
+                    r?;
+                }
+            }
         }
         let server = secrets.get_opt(&names.tls_secret("server")).await?;
         let issued = server
@@ -206,6 +223,7 @@ pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<
         pods: &pods,
         problems: &[],
         waiting_for_certificates,
+        blocked: None,
         previous,
         now,
     });
@@ -271,6 +289,45 @@ pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<
         Some(Phase::Running) => Action::requeue(SETTLED_REQUEUE),
         _ => Action::requeue(BUSY_REQUEUE),
     })
+}
+
+/// A valid spec that cannot be built (see [`Blocked`]): the status says why (`Degraded`, with the
+/// blocker's reason), a Warning Event says it once per generation (or when the reason is new), and the
+/// cluster is looked at again after [`BLOCKED_REQUEUE`].
+async fn blocked_cluster(
+    ctx: &Context,
+    dk: &DrakkarCluster,
+    names: &Names,
+    founding: &Founding,
+    observed: Option<&StatefulSet>,
+    blocked: &Blocked,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Result<Action, Error> {
+    let pods = list_pods(&Api::namespaced(ctx.client.clone(), &names.namespace), names).await?;
+    let previous = dk.status.as_ref();
+    let status = compute(&StatusInput {
+        names,
+        generation: dk.metadata.generation,
+        replicas: dk.spec.replicas,
+        founding,
+        statefulset: observed,
+        pods: &pods,
+        problems: &[],
+        waiting_for_certificates: false,
+        blocked: Some(blocked),
+        previous,
+        now,
+    });
+    patch_status(&Api::namespaced(ctx.client.clone(), &names.namespace), &names.cluster, &status).await?;
+    let new_generation = previous.and_then(|s| s.observed_generation) != dk.metadata.generation;
+    let degraded_reason = |s: Option<&DrakkarClusterStatus>| {
+        s?.conditions.iter().find(|c| c.type_ == ConditionType::Degraded.as_str()).map(|c| c.reason.clone())
+    };
+    if new_generation || degraded_reason(previous).as_deref() != Some(blocked.reason) {
+        let e = event(EventType::Warning, blocked.reason, "Apply", blocked.message.clone());
+        publish(ctx, dk, &[e]).await;
+    }
+    Ok(Action::requeue(BLOCKED_REQUEUE))
 }
 
 /// `operator` TLS mode: (re-)issues what [`tls::plan`] says for a cluster of `replicas` pods and returns
