@@ -215,6 +215,7 @@ async fn the_operator_against_a_real_api_server() {
     })
     .await;
     assert_eq!(dev.finalizers(), ["drakkar.io/cleanup"]);
+
     // The finalizer is the operator's field like everything else it writes (not `unknown`'s).
     let managers: Vec<(String, String)> = dev
         .metadata
@@ -366,6 +367,18 @@ async fn the_operator_against_a_real_api_server() {
     assert_eq!(condition(&refused, "Degraded"), Some(("True".into(), "ImmutableFieldChanged".into())));
     let sts = Api::<StatefulSet>::namespaced(admin.clone(), ns).get("demo").await.unwrap();
     assert_eq!(sts.spec.unwrap().replicas, Some(5), "the StatefulSet was left alone");
+
+    // 6b. certManager mode on a server without cert-manager: Degraded, saying so, once; no StatefulSet.
+    clusters.create(&PostParams::default(), &example("cluster-cert-manager.yaml")).await.unwrap();
+    let secure = eventually("secure is blocked", Duration::from_secs(60), || async {
+        let dk = clusters.get("secure").await.ok()?;
+        (condition(&dk, "Degraded")?.1 == "CertManagerMissing").then_some(dk)
+    })
+    .await;
+    assert_eq!(condition(&secure, "Degraded").map(|c| c.0), Some("True".into()));
+    assert_eq!(condition(&secure, "Progressing").map(|c| c.1), Some("Blocked".into()));
+    assert!(Api::<StatefulSet>::namespaced(admin.clone(), ns).get_opt("secure").await.unwrap().is_none());
+    assert_eq!(events_with_reason(&admin, ns, "CertManagerMissing").await, 1);
 
     // 7. Deletion: cleanup, then garbage collection.
     clusters.delete("dev", &DeleteParams::default()).await.unwrap();
