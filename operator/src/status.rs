@@ -35,6 +35,9 @@ pub struct StatusInput<'a> {
     /// Something outside the spec keeps the cluster from being built (an API the spec needs is not
     /// served): Degraded with its reason, and nothing progresses until it is fixed.
     pub blocked: Option<&'a Blocked>,
+    /// Why the StatefulSet could not create its missing pods (its latest `FailedCreate` Event, e.g. a pod
+    /// security admission refusal), when pods are missing.
+    pub pods_refused: Option<&'a str>,
     /// The status before this reconcile.
     pub previous: Option<&'a DrakkarClusterStatus>,
     /// The time of this reconcile.
@@ -48,6 +51,21 @@ pub struct Blocked {
     pub reason: &'static str,
     /// What is wrong and what to do.
     pub message: String,
+}
+
+/// The Degraded reason (and Warning Event) when the StatefulSet cannot create pods.
+pub const POD_CREATION_FAILED: &str = "PodCreationFailed";
+
+/// `s` cut to at most `max` bytes, at a character boundary, marked when cut.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
 }
 
 /// Majority of `members` voters.
@@ -148,6 +166,8 @@ pub fn compute(input: &StatusInput<'_>) -> DrakkarClusterStatus {
         (true, reason, format!("spec refused, the cluster is left as it was: {}", text.join("; ")))
     } else if let Some(b) = input.blocked {
         (true, b.reason, b.message.clone())
+    } else if let Some(why) = input.pods_refused {
+        (true, POD_CREATION_FAILED, format!("the StatefulSet cannot create its pods: {}", cut(why, 1024)))
     } else if !available && was_available {
         (true, "QuorumLost", format!("{ready} of {} nodes ready; {needed} are needed", input.replicas))
     } else {

@@ -246,6 +246,7 @@ fn cluster_role_is_least_privilege() {
         "/secrets/get",
         "/secrets/patch",
         "/pods/list",
+        "/events/list",
         "/persistentvolumeclaims/deletecollection",
         "policy/poddisruptionbudgets/patch",
         "cert-manager.io/certificates/patch",

@@ -270,6 +270,44 @@ async fn a_running_cluster_keeps_its_condition_times_and_emits_nothing() {
     assert_eq!(result.unwrap(), Action::requeue(SETTLED_REQUEUE));
 }
 
+/// Pods the cluster refuses to create (pod security admission): the StatefulSet's `FailedCreate` Event
+/// becomes the Degraded reason, with its message, and a Warning Event.
+#[tokio::test]
+async fn pods_the_cluster_refuses_to_create_are_degraded_with_the_reason() {
+    let dk = cluster("valid/insecure.yaml");
+    let mut sts = running_sts(&dk, 0);
+    sts["status"]["replicas"] = json!(0);
+    let refusal = "create Pod dev-0 in StatefulSet dev failed error: pods \"dev-0\" is forbidden: violates \
+                   PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"app\")";
+    let (result, _) = run(dk, Capabilities::default(), move |mut server: ApiServer| async move {
+        server.expect(Method::GET, &sts_path("default", "dev")).await.ok(&sts);
+        expect_dev_objects(&mut server).await;
+        server.expect(Method::PATCH, &sts_path("default", "dev")).await.ok(&sts);
+        server.expect(Method::GET, "/api/v1/namespaces/default/pods").await.ok(&list("PodList", vec![]));
+        let seen = server.expect(Method::GET, "/api/v1/namespaces/default/events").await;
+        let fields = seen.param("fieldSelector").unwrap();
+        assert!(fields.contains("reason%3DFailedCreate") && fields.contains("involvedObject.name%3Ddev"), "{fields}");
+        let old = json!({"metadata": {"name": "e0"}, "involvedObject": {"kind": "StatefulSet", "name": "dev"},
+                         "reason": "FailedCreate", "message": "an hour-old refusal", "lastTimestamp": EARLIER});
+        let new = json!({"metadata": {"name": "e1"}, "involvedObject": {"kind": "StatefulSet", "name": "dev"},
+                         "reason": "FailedCreate", "message": refusal, "lastTimestamp": "2026-11-25T11:59:00Z"});
+        seen.ok(&list("EventList", vec![old, new]));
+        let seen = server.expect(Method::PATCH, &status_path("default", "dev")).await;
+        let status = seen.body["status"].clone();
+        seen.ok(&json!({"apiVersion": "drakkar.io/v1alpha1", "kind": "DrakkarCluster",
+                        "metadata": {"name": "dev", "namespace": "default"}, "spec": {"image": "x"}, "status": status}));
+        let degraded = condition(&status, "Degraded");
+        assert_eq!((degraded["status"].as_str(), degraded["reason"].as_str()), (Some("True"), Some("PodCreationFailed")));
+        assert!(degraded["message"].as_str().unwrap().contains("violates PodSecurity"), "{degraded}");
+        assert_eq!(condition(&status, "Progressing")["reason"], "RollingOut");
+        let e = server.expect_event("default", "PodCreationFailed").await;
+        assert_eq!(e["type"], "Warning");
+        assert!(e["note"].as_str().unwrap().contains("allowPrivilegeEscalation"), "{e}");
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(BUSY_REQUEUE));
+}
+
 #[tokio::test]
 async fn losing_quorum_flips_available_and_says_so() {
     let mut dk = cluster("valid/insecure.yaml");

@@ -69,7 +69,40 @@ fn examples_are_valid_clusters() {
         let mut dk = load(&path);
         dk.metadata.namespace = Some("default".into());
         assert_eq!(validate(&dk, None), vec![], "{}", path.display());
+        meets_the_restricted_pod_security_level(&dk, &path);
         n += 1;
     }
     assert!(n >= 5, "examples/ holds the cluster examples");
+}
+
+/// What the `restricted` pod security level asks of a pod (the checks that depend on the pod spec the
+/// operator builds from a cluster): non-root, the RuntimeDefault seccomp profile, and in every container
+/// no privilege escalation and every capability dropped.
+fn meets_the_restricted_pod_security_level(dk: &drakkar_operator::DrakkarCluster, path: &std::path::Path) {
+    use drakkar_operator::build::{Capabilities, Input, build};
+    use drakkar_operator::names::Names;
+    let mut dk = dk.clone();
+    dk.metadata.uid = Some("u1".into());
+    let names = Names::new(dk.metadata.name.as_deref().unwrap(), "default", "cluster.local");
+    let founding = Founding::from_spec(&dk);
+    let caps = Capabilities::default();
+    let d = build(&Input { cluster: &dk, names: &names, founding: &founding, capabilities: &caps }).unwrap();
+    let pod = d.statefulset.spec.unwrap().template.spec.unwrap();
+    let ctx = pod.security_context.unwrap_or_default();
+    let at = path.display();
+    assert_eq!(ctx.run_as_non_root, Some(true), "{at}: runAsNonRoot");
+    let seccomp = ctx.seccomp_profile.map(|p| p.type_);
+    assert_eq!(seccomp.as_deref(), Some("RuntimeDefault"), "{at}: seccompProfile");
+    for c in pod.containers.iter().chain(pod.init_containers.iter().flatten()) {
+        let sc = c.security_context.clone().unwrap_or_default();
+        assert_eq!(
+            sc.allow_privilege_escalation,
+            Some(false),
+            "{at}: container {} allowPrivilegeEscalation",
+            c.name
+        );
+        let dropped = sc.capabilities.and_then(|c| c.drop).unwrap_or_default();
+        assert!(dropped.iter().any(|d| d == "ALL"), "{at}: container {} drops {dropped:?}, not ALL", c.name);
+        assert_ne!(sc.privileged, Some(true), "{at}: container {} is privileged", c.name);
+    }
 }

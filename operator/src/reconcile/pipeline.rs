@@ -29,7 +29,7 @@ use crate::crd::{
     TlsMode,
 };
 use crate::names::{FIELD_MANAGER, FOUNDING_ANNOTATION, Names, TLS_ROLE_LABEL};
-use crate::status::{Blocked, StatusInput, compute, condition_status, set_condition};
+use crate::status::{Blocked, POD_CREATION_FAILED, StatusInput, compute, condition_status, set_condition};
 use crate::tls;
 use crate::validate::{Founding, ProblemKind, validate};
 
@@ -126,6 +126,7 @@ pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<
             problems: &problems,
             waiting_for_certificates: false,
             blocked: None,
+            pods_refused: None,
             previous,
             now,
         });
@@ -214,6 +215,10 @@ pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<
 
     // Status.
     let pods = list_pods(&pods_api, &names).await?;
+    let pods_refused = match live.as_ref().filter(|sts| pods_missing(sts)) {
+        Some(_) => pod_creation_failure(ctx, &names, now).await,
+        None => None,
+    };
     let mut status = compute(&StatusInput {
         names: &names,
         generation: dk.metadata.generation,
@@ -224,6 +229,7 @@ pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<
         problems: &[],
         waiting_for_certificates,
         blocked: None,
+        pods_refused: pods_refused.as_deref(),
         previous,
         now,
     });
@@ -265,6 +271,17 @@ pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<
             "a majority of the nodes is ready".into(),
         ));
     }
+    let degraded_by = |s: Option<&DrakkarClusterStatus>| {
+        s.and_then(|s| s.conditions.iter().find(|c| c.type_ == ConditionType::Degraded.as_str()))
+            .filter(|c| c.status == "True")
+            .map(|c| c.reason.clone())
+    };
+    if degraded_by(Some(&status)).as_deref() == Some(POD_CREATION_FAILED)
+        && (new_generation || degraded_by(previous).as_deref() != Some(POD_CREATION_FAILED))
+    {
+        let note = pods_refused.clone().unwrap_or_default();
+        events.push(event(EventType::Warning, POD_CREATION_FAILED, "Observe", note));
+    }
     if status.phase == Some(Phase::Degraded) && previous.and_then(|s| s.phase) != Some(Phase::Degraded) {
         events.push(event(
             EventType::Warning,
@@ -291,6 +308,52 @@ pub(super) async fn apply_cluster(dk: &DrakkarCluster, ctx: &Context) -> Result<
     })
 }
 
+/// Whether the StatefulSet controller has seen the current StatefulSet and still runs fewer pods than it
+/// asks for: pods it could not create (or has not created yet).
+fn pods_missing(sts: &StatefulSet) -> bool {
+    let (Some(spec), Some(st)) = (sts.spec.as_ref(), sts.status.as_ref()) else { return false };
+    st.observed_generation >= sts.metadata.generation && st.replicas < spec.replicas.unwrap_or(1)
+}
+
+/// How recent a `FailedCreate` Event must be to explain missing pods.
+const FAILED_CREATE_WINDOW: k8s_openapi::jiff::SignedDuration =
+    k8s_openapi::jiff::SignedDuration::from_mins(10);
+
+/// The message of the StatefulSet's latest `FailedCreate` Event of the last [`FAILED_CREATE_WINDOW`]
+/// (the StatefulSet controller's account of a pod it could not create: admission refusals, quota). A
+/// failed lookup is logged and reads as none.
+async fn pod_creation_failure(
+    ctx: &Context,
+    names: &Names,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Option<String> {
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let fields = format!(
+        "involvedObject.kind=StatefulSet,involvedObject.name={},reason=FailedCreate",
+        names.statefulset()
+    );
+    let list = match api.list(&ListParams::default().fields(&fields)).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::info!(cluster = %names.cluster, error = %e, "could not read the StatefulSet's Events");
+            return None;
+        }
+    };
+    let when = |e: &k8s_openapi::api::core::v1::Event| {
+        e.last_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .or(e.event_time.as_ref().map(|t| t.0))
+            .or(e.first_timestamp.as_ref().map(|t| t.0))
+    };
+    list.items
+        .iter()
+        .filter_map(|e| Some((when(e)?, e)))
+        .filter(|(t, _)| now.duration_since(*t) <= FAILED_CREATE_WINDOW)
+        .max_by_key(|(t, _)| *t)
+        .and_then(|(_, e)| e.message.clone())
+}
+
 /// A valid spec that cannot be built (see [`Blocked`]): the status says why (`Degraded`, with the
 /// blocker's reason), a Warning Event says it once per generation (or when the reason is new), and the
 /// cluster is looked at again after [`BLOCKED_REQUEUE`].
@@ -315,6 +378,7 @@ async fn blocked_cluster(
         problems: &[],
         waiting_for_certificates: false,
         blocked: Some(blocked),
+        pods_refused: None,
         previous,
         now,
     });
