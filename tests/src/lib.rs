@@ -1,18 +1,20 @@
 //! End-to-end test harness: real `drakkar` processes on 127.0.0.1 with free ports.
 //!
-//! Every spawned process is owned by a [`Proc`] that kills it (by PID) when dropped, so a failing test
-//! never leaves processes behind; node logs go to files in the cluster's temporary directory and their
-//! tails are printed when a test panics.
+//! Every spawned process is owned by a [`Proc`] (around `drakkar_check::process::NodeProcess`, the
+//! project's one node launcher) that kills it (by PID) when dropped, so a failing test never leaves
+//! processes behind; node logs go to files in the cluster's temporary directory and their tails are
+//! printed when a test panics.
 //!
 //! The `drakkar` binary is the one cargo built next to this test binary (`cargo test --workspace` builds
 //! it because `drakkar-cli`, the binary's package, has integration tests).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use drakkar_check::process::{Launch, NodeProcess};
 use drakkar_client::{Client, ClientConfig, tls};
 
 /// The `drakkar` binary of this build profile.
@@ -72,90 +74,71 @@ pub fn drakkar(args: &[&str], envs: &[(&str, String)]) -> (bool, String, String)
     (status.success(), stdout, stderr)
 }
 
-/// A child process, killed by PID when dropped.
+/// The log filter of spawned nodes unless `DRAKKAR_E2E_LOG` gives one: debug for the engine and server
+/// crates.
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,drakkar=debug,drakkar_raft=info,drakkar_logdb=info,drakkar_client=info";
+
+/// A `drakkar` process ([`NodeProcess`]), killed by PID when dropped; its log's tail is printed when it is
+/// dropped by a panicking test. Its helpers panic where the launcher returns errors.
 pub struct Proc {
-    child: Child,
-    name: String,
-    log: PathBuf,
+    process: NodeProcess,
 }
 
 impl Proc {
-    /// Spawns `drakkar <args>`, stdout and stderr into `log`, logging at `DRAKKAR_E2E_LOG` (a
-    /// `DRAKKAR_LOG` filter; `info,drakkar=debug` for the engine and server crates by default).
+    /// Spawns `drakkar <args>`, stdout and stderr into `log` (truncated), logging at `DRAKKAR_E2E_LOG` (a
+    /// `DRAKKAR_LOG` filter; [`DEFAULT_LOG_FILTER`] by default), with no other `DRAKKAR_*` variable.
     pub fn spawn(name: &str, args: &[String], log: PathBuf) -> Proc {
-        let f = std::fs::File::create(&log).expect("log file");
-        let f2 = f.try_clone().expect("log file");
-        let child = Command::new(drakkar_bin())
-            .args(args)
-            .env(
-                "DRAKKAR_LOG",
-                std::env::var("DRAKKAR_E2E_LOG").unwrap_or_else(|_| {
-                    "info,drakkar=debug,drakkar_raft=info,drakkar_logdb=info,drakkar_client=info".into()
-                }),
-            )
-            .stdout(Stdio::from(f))
-            .stderr(Stdio::from(f2))
-            .spawn()
-            .expect("spawning drakkar");
-        Proc { child, name: name.into(), log }
+        let filter = std::env::var("DRAKKAR_E2E_LOG").unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
+        let launch = Launch::new(name, drakkar_bin(), log).args(args).log_filter(filter);
+        Proc { process: launch.spawn().expect("spawning drakkar") }
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Sends `signal` (a name `kill` knows: STOP, CONT, ...) to the process.
     pub fn signal(&self, signal: &str) {
-        let ok = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
-        assert!(ok.is_ok_and(|s| s.success()), "kill -{signal} {} failed", self.child.id());
+        if let Err(e) = self.process.signal(signal) {
+            panic!("{e}");
+        }
     }
 
     /// SIGKILL, then reap.
     pub fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill9();
     }
 
     /// SIGTERM, then wait up to `within` for a clean exit; returns whether it exited successfully.
     pub fn terminate(mut self, within: Duration) -> bool {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        self.process.terminate(within)
     }
 
     /// Whether the process is still running (not exited, not killed).
     pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.process.running()
     }
 
     /// A field of the process's `/proc/PID/status` in bytes (`VmRSS`, `VmHWM`); None once it is gone.
     pub fn memory(&self, field: &str) -> Option<u64> {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = s.lines().find(|l| l.starts_with(field))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        self.process.memory(field)
     }
 
     /// Resets the process's peak resident set size (`VmHWM`) to its current one.
     pub fn reset_peak_memory(&self) -> std::io::Result<()> {
-        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5")
+        self.process.reset_peak_memory()
     }
 
     /// The log file.
     pub fn log_path(&self) -> PathBuf {
-        self.log.clone()
+        self.process.log_path().to_path_buf()
     }
 
     /// The log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 }
 
@@ -164,13 +147,15 @@ impl Drop for Proc {
         if std::thread::panicking() {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            eprintln!("---- last lines of {} ({}) ----", self.name, self.log.display());
+            eprintln!(
+                "---- last lines of {} ({}) ----",
+                self.process.name(),
+                self.process.log_path().display()
+            );
             for l in tail.iter().rev() {
                 eprintln!("{l}");
             }
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

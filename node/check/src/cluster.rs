@@ -7,10 +7,11 @@
 //! lists the proxies: the nodes agree on each other's addresses, everything between them passes through
 //! the receiver's proxy, and cutting links there partitions them (see [`crate::proxy`]); clients talk
 //! to the real addresses.
-//! Every process is killed (by its PID) when the cluster is dropped. `DIR/nodes.txt` lists each node's
-//! address and Prometheus metrics URL. For the disk-full nemesis each node's data directory is its own
-//! small tmpfs (mounted here, which needs root; unmounted when the cluster is dropped), so filling one
-//! node's disk is quick and touches nothing else.
+//! Nodes start through [`crate::process`], their logs appended to `DIR/node-N.log`; every process is
+//! killed (by its PID) when the cluster is dropped. `DIR/nodes.txt` lists each node's address and
+//! Prometheus metrics URL. For the disk-full nemesis each node's data directory is its own small tmpfs
+//! (mounted here, which needs root; unmounted when the cluster is dropped), so filling one node's disk
+//! is quick and touches nothing else.
 //!
 //! With [`LocalOptions::netns`] (root), each node runs in its own network namespace instead
 //! ([`crate::netns`]): it listens on its own address (`198.19.N.11`, `.12`, ...; port 7100, metrics
@@ -20,7 +21,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use anyhow::{Context, Result, bail};
 use drakkar_client::{Client, ClientConfig, pb, tls};
 
 use crate::netns::{NetFault, Topology};
+use crate::process::{LOG_FILTER_VAR, Launch, NodeProcess};
 use crate::proxy::{NodeProxy, Pids};
 
 /// What to start.
@@ -66,64 +68,32 @@ const NETNS_PORT: u16 = 7100;
 /// A node's metrics port inside its own network namespace.
 const NETNS_METRICS_PORT: u16 = 9100;
 
-struct NodeProc {
-    name: String,
+/// A node of the cluster: how it is started and, while it runs, its process.
+struct Node {
     data_dir: PathBuf,
     addr: SocketAddr,
-    args: Vec<String>,
-    log: PathBuf,
-    /// The network namespace it runs in, if any.
-    netns: Option<String>,
-    child: Option<Child>,
+    launch: Launch,
+    process: Option<NodeProcess>,
 }
 
-impl NodeProc {
-    fn spawn(&mut self, exe: &Path) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .with_context(|| format!("opening {}", self.log.display()))?;
-        let mut cmd = match &self.netns {
-            // `ip netns exec` executes the program in place: the child's id is the node's.
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(exe);
-                c
-            }
-            None => Command::new(exe),
-        };
-        cmd.args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log));
-        // The node reads its configuration from flags only: drop any DRAKKAR_* of the caller.
-        for (k, _) in std::env::vars() {
-            if k.starts_with("DRAKKAR_") && k != "DRAKKAR_LOG" {
-                cmd.env_remove(k);
-            }
-        }
-        if std::env::var_os("DRAKKAR_LOG").is_none() {
-            cmd.env("DRAKKAR_LOG", "info");
-        }
-        self.child = Some(cmd.spawn().with_context(|| format!("starting {}", self.name))?);
+impl Node {
+    fn name(&self) -> &str {
+        self.launch.name()
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        self.process = Some(self.launch.spawn()?);
         Ok(())
     }
 
     fn signal(&self, signal: &str) -> Result<()> {
-        let Some(c) = &self.child else { bail!("{} is not running", self.name) };
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(c.id().to_string()).status()?;
-        if !status.success() {
-            bail!("kill -{signal} {} ({}) failed", c.id(), self.name);
-        }
-        Ok(())
+        let Some(p) = &self.process else { bail!("{} is not running", self.name()) };
+        Ok(p.signal(signal)?)
     }
 
+    /// SIGKILL and reap (what dropping the process does).
     fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process = None;
     }
 }
 
@@ -150,7 +120,7 @@ pub struct ReplicaNode {
 pub struct LocalCluster {
     opts: LocalOptions,
     certs: PathBuf,
-    nodes: Vec<NodeProc>,
+    nodes: Vec<Node>,
     /// The proxy in front of each founding node (empty without proxies).
     proxies: Vec<NodeProxy>,
     /// The proxy in front of the replica node (with proxies), so that isolating a founding node cuts
@@ -280,9 +250,17 @@ impl LocalCluster {
             let metrics = metrics_addrs[i];
             args.extend(["--metrics-listen".to_string(), metrics.to_string()]);
             metrics_lines.push_str(&format!("{name} {addr} http://{metrics}/metrics\n"));
-            let log = opts.dir.join(format!("{name}.log"));
-            let netns = topology.as_ref().map(|t| t.namespace(i).to_string());
-            nodes.push(NodeProc { name, data_dir, addr: *addr, args, log, netns, child: None });
+            // Appended to: a restarted node keeps its earlier lines.
+            let mut launch = Launch::new(&name, &opts.exe, opts.dir.join(format!("{name}.log")))
+                .args(args)
+                .append_log(true);
+            if let Some(t) = &topology {
+                launch = launch.netns(t.namespace(i));
+            }
+            if std::env::var_os(LOG_FILTER_VAR).is_none() {
+                launch = launch.log_filter("info");
+            }
+            nodes.push(Node { data_dir, addr: *addr, launch, process: None });
         }
         // Where to look while it runs: `name address metrics-url` per node.
         std::fs::write(opts.dir.join("nodes.txt"), metrics_lines).context("writing nodes.txt")?;
@@ -292,8 +270,7 @@ impl LocalCluster {
             cluster.mount_disks(limit)?;
         }
         for i in 0..cluster.nodes.len() {
-            let exe = cluster.opts.exe.clone();
-            cluster.nodes[i].spawn(&exe)?;
+            cluster.nodes[i].spawn()?;
             cluster.note_pid(i);
         }
         cluster.wait_ready(Duration::from_secs(60)).await?;
@@ -330,12 +307,12 @@ impl LocalCluster {
 
     /// The name of node `i` (`node-1`, ...).
     pub fn name(&self, i: usize) -> &str {
-        &self.nodes[i].name
+        self.nodes[i].name()
     }
 
     /// Records node `i`'s process id (or its absence) for the proxies.
     fn note_pid(&self, i: usize) {
-        let pid = self.nodes[i].child.as_ref().map(Child::id);
+        let pid = self.nodes[i].process.as_ref().map(NodeProcess::pid);
         self.pids.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[i] = pid;
     }
 
@@ -347,9 +324,8 @@ impl LocalCluster {
 
     /// Starts node `i` again with the same flags and data directory.
     pub fn restart(&mut self, i: usize) -> Result<()> {
-        let exe = self.opts.exe.clone();
         self.nodes[i].kill9();
-        let spawned = self.nodes[i].spawn(&exe);
+        let spawned = self.nodes[i].spawn();
         self.note_pid(i);
         spawned
     }
@@ -475,9 +451,8 @@ impl LocalCluster {
 
     /// How node `i` ended, if it exited by itself (it is not running and was not killed here).
     pub fn exited(&mut self, i: usize) -> Option<String> {
-        let c = self.nodes[i].child.as_mut()?;
-        let status = c.try_wait().ok()??;
-        self.nodes[i].child = None;
+        let status = self.nodes[i].process.as_mut()?.exit_status()?;
+        self.nodes[i].process = None;
         self.note_pid(i);
         Some(status.to_string())
     }
@@ -557,12 +532,12 @@ impl LocalCluster {
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };
-        Ok(ReplicaNode { name: self.nodes[i].name.clone(), addr, replicas, ready })
+        Ok(ReplicaNode { name: self.nodes[i].name().to_string(), addr, replicas, ready })
     }
 
     /// Node logs, for a report.
     pub fn logs(&self) -> Vec<PathBuf> {
-        self.nodes.iter().map(|n| n.log.clone()).collect()
+        self.nodes.iter().map(|n| n.launch.log_path().to_path_buf()).collect()
     }
 
     /// Waits until every founding node reports itself ready (every group it runs has a leader and it
@@ -577,8 +552,8 @@ impl LocalCluster {
             for (i, ep) in self.endpoints().iter().enumerate() {
                 match client.node_info(ep).await {
                     Ok(info) if info.ready && info.kv_groups.len() as u64 >= self.opts.groups => {}
-                    Ok(_) => not_ready.push(format!("{} ({ep}) not caught up", self.nodes[i].name)),
-                    Err(e) => not_ready.push(format!("{} ({ep}): {e}", self.nodes[i].name)),
+                    Ok(_) => not_ready.push(format!("{} ({ep}) not caught up", self.nodes[i].name())),
+                    Err(e) => not_ready.push(format!("{} ({ep}): {e}", self.nodes[i].name())),
                 }
             }
             if not_ready.is_empty() {

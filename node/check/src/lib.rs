@@ -8,8 +8,11 @@
 //!   applied twice is caught); Wing and Gong's search with memoization, bounded in time and memory,
 //!   with minimal counterexamples.
 //!
-//! These two modules need only `std` and `thiserror`: use the crate with `default-features = false` to
-//! check histories recorded elsewhere (a simulator, another test).
+//! - [`process`]: the one launcher of `drakkar` node processes (log file, network namespace, the node's
+//!   environment, signals, kill on drop), used by the local cluster here and by the end-to-end tests.
+//!
+//! These three modules need only `std` and `thiserror`: use the crate with `default-features = false` to
+//! check histories recorded elsewhere (a simulator, another test) or to launch nodes.
 //!
 //! With the default `runner` feature:
 //!
@@ -41,6 +44,7 @@
 
 pub mod checker;
 pub mod history;
+pub mod process;
 
 #[cfg(feature = "runner")]
 pub mod availability;
