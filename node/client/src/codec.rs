@@ -3,7 +3,7 @@
 //!
 //! Decoding a protobuf message materialises every element of its repeated fields: an empty element costs
 //! 2 bytes on the wire and 16 to 272 bytes in memory, so a 20 MB request of empty transaction operations
-//! used to cost gigabytes before any handler could refuse it. [`BoundedCodec`] first walks the wire
+//! would cost gigabytes before any handler could refuse it. [`BoundedCodec`] first walks the wire
 //! format of a request (tags, wire types, lengths; nothing is allocated) and refuses it with
 //! INVALID_ARGUMENT when a repeated field holds more elements than the request type allows, or when the
 //! elements would cost more than [`MAX_INFLATION`] times the message's size (plus [`INFLATION_SLACK`]).

@@ -1,6 +1,6 @@
 //! Forwarding skips a node whose connection went silent within the peer keepalive (about 1.5 s), and
-//! tries the next candidate within the request's deadline: it no longer waits for the 20 s client
-//! keepalive.
+//! tries the next candidate within the request's deadline, well before the client's own keepalive
+//! (20 s) would notice.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
