@@ -38,7 +38,9 @@ pub(crate) fn encode_cc_context(key: u64, expected: u64, address: &str) -> Bytes
     b.freeze()
 }
 
-fn decode_cc_context(ctx: &Bytes) -> (u64, u64, String) {
+/// Decodes what [`encode_cc_context`] wrote; a context too short is `(0, 0, "")`, an address that is no
+/// UTF-8 is decoded lossily.
+pub(crate) fn decode_cc_context(ctx: &Bytes) -> (u64, u64, String) {
     if ctx.len() < 16 {
         return (0, 0, String::new());
     }

@@ -22,6 +22,9 @@ mod driver;
 mod engine;
 pub mod error;
 pub mod events;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod identity;
 mod info;
 pub mod metrics;

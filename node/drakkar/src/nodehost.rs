@@ -33,7 +33,7 @@ use crate::snapshot;
 use crate::statemachine::SmResult;
 use crate::transport::{MessageBatch, MessageSink, Transport};
 
-const IDENTITY_FILE: &str = "NODEHOST.id";
+pub(crate) const IDENTITY_FILE: &str = "NODEHOST.id";
 
 struct Inner {
     cfg: NodeHostConfig,
@@ -220,7 +220,7 @@ fn random_u64(salt: u64) -> u64 {
 }
 
 /// Reads this data directory's incarnation id, creating it on first start.
-fn incarnation(dir: &Path, seed: Option<u64>) -> Result<u128> {
+pub(crate) fn incarnation(dir: &Path, seed: Option<u64>) -> Result<u128> {
     let path = dir.join(IDENTITY_FILE);
     match std::fs::read_to_string(&path) {
         Ok(s) => u128::from_str_radix(s.trim(), 16)

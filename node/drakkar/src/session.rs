@@ -254,8 +254,12 @@ impl Sessions {
         let Some(sess) = self.sessions.get_mut(&s.client) else { return SessionCheck::UnknownSession };
         if s.responded_to > sess.responded_to {
             sess.responded_to = s.responded_to;
-            let keep = sess.results.split_off(&(s.responded_to.saturating_add(1)));
-            let acknowledged = std::mem::replace(&mut sess.results, keep);
+            // Keep the results of the series above `responded_to` (none when it is the largest id).
+            let kept = match s.responded_to.checked_add(1) {
+                Some(first_kept) => sess.results.split_off(&first_kept),
+                None => BTreeMap::new(),
+            };
+            let acknowledged = std::mem::replace(&mut sess.results, kept);
             self.result_bytes -= acknowledged.values().map(cost).sum::<u64>();
         }
         let found = sess.results.get(&s.series).cloned();
@@ -342,6 +346,30 @@ impl Sessions {
     /// True when no session is open.
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
+    }
+
+    /// Checks the invariants of the module docs: `lru` and `expiry` index exactly the sessions,
+    /// `origins_lru` exactly the windows, and the caps hold. For the fuzz targets and tests.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        let lru: BTreeSet<_> = self.sessions.iter().map(|(c, s)| (s.last_used, *c)).collect();
+        let expiry: BTreeSet<_> = self.sessions.iter().map(|(c, s)| (s.expires_at(), *c)).collect();
+        let origins: BTreeSet<_> = self.origins.iter().map(|(o, w)| (w.last_used, *o)).collect();
+        if lru != self.lru || expiry != self.expiry || origins != self.origins_lru {
+            return Err(format!("indexes out of step: {self:?}"));
+        }
+        let pending = self.sessions.values().map(|s| s.results.len()).max().unwrap_or(0);
+        if self.sessions.len() > MAX_SESSIONS
+            || self.origins.len() > MAX_ORIGINS
+            || pending > MAX_PENDING_PER_SESSION
+        {
+            return Err("over a cap".into());
+        }
+        let kept: u64 = self.sessions.values().flat_map(|s| s.results.values()).map(cost).sum();
+        if kept != self.result_bytes {
+            return Err(format!("result bytes counted {} but kept {kept}", self.result_bytes));
+        }
+        Ok(())
     }
 
     /// Writes the table (part of a snapshot), in format 2.
@@ -513,6 +541,20 @@ mod tests {
         assert_eq!(t.unregister(9, 8), codes::OK);
         assert_eq!(t.unregister(9, 9), codes::UNKNOWN_OR_EXISTS);
         assert_eq!(t.check(&at(3, 2), 10), SessionCheck::UnknownSession);
+    }
+
+    /// A client may acknowledge any series id (`SessionRef` comes from its request): acknowledging the
+    /// largest one forgets every result instead of overflowing `responded_to + 1` in the apply worker.
+    #[test]
+    fn acknowledging_the_largest_series_id_forgets_every_result() {
+        let mut t = Sessions::default();
+        t.register(9, 1, NO_EXPIRY);
+        assert_eq!(t.check(&at(1, 0), 2), SessionCheck::Apply);
+        t.record(&at(1, 0), SmResult::default());
+        assert_eq!(t.check(&at(u64::MAX, u64::MAX), 3), SessionCheck::Expired);
+        assert_eq!(t.check(&at(1, 0), 4), SessionCheck::Expired);
+        t.check_invariants().unwrap();
+        roundtrip(&t);
     }
 
     #[test]

@@ -454,9 +454,12 @@ impl CommandResult {
                 let results = (0..n).map(|_| get_op_result(&mut r)).collect::<Result<_, _>>()?;
                 Self::Txn { succeeded, results }
             }
-            (T_REJECTED, _) => Self::Rejected {
-                reason: String::from_utf8_lossy(&r.bytes("reason", MAX_REASON_LEN)?).into_owned(),
-            },
+            (T_REJECTED, _) => {
+                // Each byte that is no UTF-8 becomes U+FFFD (3 bytes): cut back to the limit the encoder
+                // keeps, or the value would not survive its own re-encoding.
+                let reason = String::from_utf8_lossy(&r.bytes("reason", MAX_REASON_LEN)?).into_owned();
+                Self::Rejected { reason: truncate_utf8(&reason, MAX_REASON_LEN).to_owned() }
+            }
             (tag, offset) => {
                 return Err(CodecError::UnknownTag { what: "command result", tag, offset });
             }
@@ -541,6 +544,19 @@ mod tests {
         let mut b = Query::get("k").encode().unwrap().to_vec();
         b.push(0);
         assert_eq!(Query::decode(&b), Err(CodecError::TrailingBytes(1)));
+    }
+
+    /// A reason of bytes that are no UTF-8 decodes (lossily) within the limit, so that it re-encodes to
+    /// what decodes the same (found by the `kv_codec` fuzz target's round trip).
+    #[test]
+    fn a_reason_that_is_no_utf8_survives_the_round_trip() {
+        let mut buf = vec![FORMAT_VERSION, T_REJECTED];
+        buf.extend_from_slice(&(MAX_REASON_LEN as u32).to_le_bytes());
+        buf.extend(std::iter::repeat_n(0xFF, MAX_REASON_LEN));
+        let decoded = CommandResult::decode(&buf).unwrap();
+        let CommandResult::Rejected { reason } = &decoded else { panic!("{decoded:?}") };
+        assert!(reason.len() <= MAX_REASON_LEN && reason.chars().all(|c| c == char::REPLACEMENT_CHARACTER));
+        assert_eq!(CommandResult::decode(&decoded.encode()).unwrap(), decoded);
     }
 
     #[test]

@@ -98,6 +98,9 @@
 mod codec;
 pub mod command;
 mod disk;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod memory;
 mod primitives;
 mod semantics;

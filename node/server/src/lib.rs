@@ -39,6 +39,9 @@ macro_rules! serve_or_forward {
 mod admin;
 pub mod authz;
 pub mod forward;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod incoming;
 mod kv;
@@ -50,7 +53,7 @@ pub mod status;
 pub mod tls;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -136,6 +139,32 @@ impl KvKind {
             _ => None,
         }
     }
+}
+
+/// The group manifest's text: a comment line, then `group replica kind` per group.
+fn manifest_text(kv: &BTreeMap<GroupId, (ReplicaId, KvKind)>) -> String {
+    let mut s = String::from("# drakkar KV groups: group replica kind\n");
+    for (g, (r, k)) in kv {
+        s.push_str(&format!("{} {} {}\n", g.0, r.0, k.name()));
+    }
+    s
+}
+
+/// Parses the group manifest read from `path` (named in errors): blank lines and `#` comments are
+/// skipped; any other line is `group replica kind`, each group at most once.
+fn parse_manifest(text: &str, path: &Path) -> Result<BTreeMap<GroupId, (ReplicaId, KvKind)>, NodeError> {
+    let mut kv = BTreeMap::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let bad = || NodeError::Storage(format!("{}: bad line {line:?}", path.display()));
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [g, r, k] = f[..] else { return Err(bad()) };
+        let (g, r) = (g.parse().map_err(|_| bad())?, r.parse().map_err(|_| bad())?);
+        let kind = KvKind::parse(k).ok_or_else(bad)?;
+        if kv.insert(GroupId(g), (ReplicaId(r), kind)).is_some() {
+            return Err(NodeError::Storage(format!("{}: group {g} listed twice", path.display())));
+        }
+    }
+    Ok(kv)
 }
 
 /// State shared by every service of one node.
@@ -298,14 +327,9 @@ impl ServerState {
             Err(e) => return Err(NodeError::Storage(format!("{}: {e}", self.manifest.display()))),
         };
         let mut out = Vec::new();
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            let bad = || NodeError::Storage(format!("{}: bad line {line:?}", self.manifest.display()));
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let [g, r, k] = f[..] else { return Err(bad()) };
-            let (g, r) = (g.parse().map_err(|_| bad())?, r.parse().map_err(|_| bad())?);
-            let kind = KvKind::parse(k).ok_or_else(bad)?;
-            self.start_kv_group(GroupId(g), ReplicaId(r), StartMode::Joining, kind)?;
-            out.push(GroupId(g));
+        for (g, (r, kind)) in parse_manifest(&text, &self.manifest)? {
+            self.start_kv_group(g, r, StartMode::Joining, kind)?;
+            out.push(g);
         }
         Ok(out)
     }
@@ -329,10 +353,7 @@ impl ServerState {
     }
 
     fn write_manifest(&self, kv: &BTreeMap<GroupId, (ReplicaId, KvKind)>) -> Result<(), NodeError> {
-        let mut s = String::from("# drakkar KV groups: group replica kind\n");
-        for (g, (r, k)) in kv {
-            s.push_str(&format!("{} {} {}\n", g.0, r.0, k.name()));
-        }
+        let s = manifest_text(kv);
         let tmp = self.manifest.with_extension("tmp");
         let io = |e: std::io::Error| NodeError::Storage(format!("{}: {e}", self.manifest.display()));
         std::fs::write(&tmp, s).map_err(io)?;
