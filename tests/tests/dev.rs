@@ -44,6 +44,25 @@ fn dev_cluster_serves_the_cli_and_stops_cleanly() {
     assert!(ok, "{stderr}");
     assert_eq!(stdout.matches("ready true").count(), 3, "{stdout}");
 
+    // A reader that goes away early (`drakkar kv get big | head -c 1`): the CLI ends as a program killed
+    // by SIGPIPE would (status 141), without a panic. The value is larger than a pipe's buffer, so the
+    // write fails whenever the reader closes.
+    let big = "x".repeat(100_000);
+    let (ok, _, stderr) = drakkar(&["kv", "put", "big", &big], &envs);
+    assert!(ok, "{stderr}");
+    let mut get = Command::new(drakkar_bin())
+        .args(["kv", "get", "big"])
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(get.stdout.take());
+    let output = get.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
     let pid = guard.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -152,11 +152,11 @@ enum AdminCommand {
 }
 
 fn print_members(m: &pb::MembershipResponse) {
-    println!("group {} conf_index {} leader {} term {}", m.group, m.conf_index, m.leader, m.term);
+    out!("group {} conf_index {} leader {} term {}", m.group, m.conf_index, m.leader, m.term);
     for x in &m.members {
         let role = pb::Role::try_from(x.role).map(|r| r.as_str_name()).unwrap_or("?");
         let lead = if x.replica == m.leader { " (leader)" } else { "" };
-        println!(
+        out!(
             "  replica {} {} {}{lead}",
             x.replica,
             x.address,
@@ -164,7 +164,7 @@ fn print_members(m: &pb::MembershipResponse) {
         );
     }
     if !m.removed.is_empty() {
-        println!("  removed: {:?}", m.removed);
+        out!("  removed: {:?}", m.removed);
     }
 }
 
@@ -209,7 +209,7 @@ pub async fn run(a: AdminArgs) -> Result<()> {
         }
         AdminCommand::Transfer { group, to } => {
             c.transfer_leader(group, to).await?;
-            println!("transfer of group {group} to replica {to} requested");
+            out!("transfer of group {group} to replica {to} requested");
         }
         AdminCommand::Status { endpoint } => {
             let endpoints = match endpoint {
@@ -220,25 +220,31 @@ pub async fn run(a: AdminArgs) -> Result<()> {
                 match c.status(&e).await {
                     Ok(s) => {
                         let n = s.node.unwrap_or_default();
-                        println!(
+                        out!(
                             "node {} incarnation {} version {} ready {}",
-                            n.address, n.incarnation, n.version, n.ready
+                            n.address,
+                            n.incarnation,
+                            n.version,
+                            n.ready
                         );
                         for g in s.groups {
                             if g.state != pb::ReplicaState::Running as i32 {
-                                println!(
-                                    "  group {} replica {} STOPPED: {}",
-                                    g.group, g.replica, g.stop_reason
-                                );
+                                out!("  group {} replica {} STOPPED: {}", g.group, g.replica, g.stop_reason);
                                 continue;
                             }
-                            println!(
+                            out!(
                                 "  group {} replica {} leader {} term {} applied {} members {} {}",
-                                g.group, g.replica, g.leader, g.term, g.applied_index, g.members, g.kind
+                                g.group,
+                                g.replica,
+                                g.leader,
+                                g.term,
+                                g.applied_index,
+                                g.members,
+                                g.kind
                             );
                         }
                     }
-                    Err(err) => println!("node {e}: unreachable: {err}"),
+                    Err(err) => out!("node {e}: unreachable: {err}"),
                 }
             }
         }
@@ -254,7 +260,7 @@ pub async fn run(a: AdminArgs) -> Result<()> {
                 .await?;
             f.sync_all().await?;
             bar.finish_and_clear();
-            println!("group {group}: snapshot at index {index}, {bytes} bytes, written to {}", out.display());
+            out!("group {group}: snapshot at index {index}, {bytes} bytes, written to {}", out.display());
         }
         AdminCommand::Import { endpoint, group, replica, members, file } => {
             let f =
@@ -264,10 +270,11 @@ pub async fn run(a: AdminArgs) -> Result<()> {
             let b = bar.clone();
             let r = c.import_snapshot(&endpoint, target, f, move |sent| b.set_position(sent)).await?;
             bar.finish_and_clear();
-            println!(
+            out!(
                 "group {group}: snapshot at index {} ({} bytes) installed as replica {replica} on {endpoint}; \
                  start it with `admin start --join`",
-                r.index, r.bytes
+                r.index,
+                r.bytes
             );
         }
         AdminCommand::Start { endpoint, group, replica, members, join, state_machine } => {
@@ -279,11 +286,11 @@ pub async fn run(a: AdminArgs) -> Result<()> {
             let req =
                 pb::StartGroupRequest { group, replica, initial_members: initial, join, kind: kind as i32 };
             c.start_group(&endpoint, req).await?;
-            println!("group {group}: replica {replica} started on {endpoint}");
+            out!("group {group}: replica {replica} started on {endpoint}");
         }
         AdminCommand::Stop { endpoint, group, remove_data } => {
             c.stop_group(&endpoint, group, remove_data).await?;
-            println!("group {group}: stopped on {endpoint}");
+            out!("group {group}: stopped on {endpoint}");
         }
     }
     Ok(())

@@ -263,7 +263,7 @@ struct Output {
 
 impl Output {
     fn new(json: Option<PathBuf>) -> Self {
-        println!("{}", bench::table_header());
+        out!("{}", bench::table_header());
         Output { json, reports: Vec::new() }
     }
 
@@ -271,7 +271,7 @@ impl Output {
         match path {
             None => Ok(()),
             Some(p) if p.as_os_str() == "-" => {
-                println!("{line}");
+                out!("{line}");
                 Ok(())
             }
             Some(p) => {
@@ -286,7 +286,7 @@ impl Output {
     }
 
     fn push(&mut self, r: Report) -> Result<()> {
-        println!("{}", bench::table_row(&r));
+        out!("{}", bench::table_row(&r));
         if let Some(e) = &r.first_error {
             eprintln!("drakkar bench: {} errors, the first: {e}", r.errors);
         }
@@ -351,7 +351,7 @@ pub async fn run(a: BenchArgs) -> Result<Vec<Report>> {
             .await;
             let _ = std::fs::remove_dir_all(&dir);
             let r = r?;
-            println!("{r}");
+            out!("{r}");
             Output::json_line(i.json.as_ref(), &r.to_json())?;
             Ok(Vec::new())
         }

@@ -146,7 +146,7 @@ pub async fn run(a: DevArgs) -> Result<()> {
     match failed {
         Some(e) => Err(e),
         None => {
-            println!("drakkar dev: stopped cleanly");
+            out!("drakkar dev: stopped cleanly");
             Ok(())
         }
     }
@@ -209,13 +209,13 @@ fn print_banner(
         ));
     }
     let _ = std::fs::write(dir.join("env"), &env);
-    println!(
+    out!(
         "drakkar dev: {} nodes, {groups} KV groups, data in {}{}",
         addrs.len(),
         dir.display(),
         if temporary { " (removed at exit)" } else { "" }
     );
-    println!(
+    out!(
         "drakkar dev: TLS {}",
         if insecure {
             "off (--insecure)"
@@ -224,16 +224,13 @@ fn print_banner(
              with the client role for applications"
         }
     );
-    println!(
-        "drakkar dev: connect with these environment variables (also in {}):",
-        dir.join("env").display()
-    );
+    out!("drakkar dev: connect with these environment variables (also in {}):", dir.join("env").display());
     for line in env.lines() {
-        println!("  export {line}");
+        out!("  export {line}");
     }
-    println!("drakkar dev: then try");
-    println!("  drakkar kv put greeting hello");
-    println!("  drakkar kv get greeting");
-    println!("  drakkar admin status");
-    println!("drakkar dev: ready (Ctrl-C stops)");
+    out!("drakkar dev: then try");
+    out!("  drakkar kv put greeting hello");
+    out!("  drakkar kv get greeting");
+    out!("  drakkar admin status");
+    out!("drakkar dev: ready (Ctrl-C stops)");
 }

@@ -78,12 +78,12 @@ pub async fn run(a: KvArgs) -> Result<()> {
         KvCommand::Put { key, value } => {
             let r = kv.put(key, value).await?;
             let m = r.new.unwrap_or_default();
-            println!("OK version={} mod_index={}", m.version, m.mod_index);
+            out!("OK version={} mod_index={}", m.version, m.mod_index);
             Ok(())
         }
         KvCommand::Get { key, stale, verbose } => match kv.get(key, consistency(stale)).await? {
             Some(item) => {
-                println!("{}", text(&item.value));
+                out!("{}", text(&item.value));
                 if verbose {
                     let m = item.meta.unwrap_or_default();
                     eprintln!(
@@ -97,7 +97,7 @@ pub async fn run(a: KvArgs) -> Result<()> {
         },
         KvCommand::Del { key } => {
             let r = kv.delete(key).await?;
-            println!("{}", if r.prev.is_some() { "deleted" } else { "not found" });
+            out!("{}", if r.prev.is_some() { "deleted" } else { "not found" });
             Ok(())
         }
         KvCommand::Scan { prefix: p, limit, stale } => {
@@ -107,7 +107,7 @@ pub async fn run(a: KvArgs) -> Result<()> {
                 kv.scan_prefix(p, limit, consistency(stale)).await?
             };
             for item in &r.items {
-                println!("{}={}", text(&item.key), text(&item.value));
+                out!("{}={}", text(&item.key), text(&item.value));
             }
             if r.more {
                 eprintln!("(more keys follow; raise --limit)");

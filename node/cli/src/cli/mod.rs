@@ -1,5 +1,13 @@
 //! The `drakkar` command line: `serve`, `dev`, `kv`, `admin`, `cert`, `bench`.
 
+/// `println!` for the command's output: when the reader went away (`drakkar admin status | head`), the
+/// process ends quietly with status 141, as a program killed by SIGPIPE does, instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::print_line(format_args!($($arg)*))
+    };
+}
+
 mod admin;
 mod bench;
 pub mod cert;
@@ -237,6 +245,20 @@ enum CertCommand {
     },
 }
 
+/// Writes `args` and a newline to stdout (see `out!`).
+pub(crate) fn print_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            // 128 + SIGPIPE: what the shell reports for a reader that stopped early.
+            std::process::exit(141);
+        }
+        eprintln!("drakkar: writing the output: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Cancels the token on Ctrl-C or SIGTERM.
 fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
@@ -320,7 +342,7 @@ pub fn main() -> std::process::ExitCode {
                 CertCommand::Issue { ca_dir, name, kind, san, out } => {
                     let out = out.unwrap_or_else(|| ca_dir.clone());
                     let (c, k) = cert::issue(&ca_dir, &name, &san, kind, &out)?;
-                    println!("{}\n{}", c.display(), k.display());
+                    out!("{}\n{}", c.display(), k.display());
                     Ok(())
                 }
                 CertCommand::Dev { out, nodes } => cert::dev_pki(&out, nodes),
