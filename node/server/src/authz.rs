@@ -94,8 +94,14 @@ impl Roles {
     /// The roles of a DER certificate: its subject's `drakkar:` Organization values. A certificate that
     /// does not parse has none (the handshake already verified it against the CA).
     pub fn of_certificate(der: &[u8]) -> Roles {
-        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return Roles::NONE };
-        let orgs = cert.subject().iter_organization().filter_map(|a| a.as_str().ok());
+        match x509_parser::parse_x509_certificate(der) {
+            Ok((_, cert)) => Roles::of_subject(cert.subject()),
+            Err(_) => Roles::NONE,
+        }
+    }
+
+    fn of_subject(subject: &x509_parser::x509::X509Name<'_>) -> Roles {
+        let orgs = subject.iter_organization().filter_map(|a| a.as_str().ok());
         Roles::of(&orgs.filter_map(Role::from_organization).collect::<Vec<_>>())
     }
 }
@@ -133,12 +139,13 @@ impl Caller {
         match (tls, certs.and_then(|c| c.first())) {
             (false, _) => Caller::Plaintext,
             (true, None) => Caller::Anonymous,
-            (true, Some(end)) => {
-                let subject = x509_parser::parse_x509_certificate(end)
-                    .map(|(_, c)| c.subject().to_string())
-                    .unwrap_or_else(|_| "an unreadable subject".into());
-                Caller::Certified { roles: Roles::of_certificate(end), subject }
-            }
+            (true, Some(end)) => match x509_parser::parse_x509_certificate(end) {
+                Ok((_, cert)) => Caller::Certified {
+                    roles: Roles::of_subject(cert.subject()),
+                    subject: cert.subject().to_string(),
+                },
+                Err(_) => Caller::Certified { roles: Roles::NONE, subject: "an unreadable subject".into() },
+            },
         }
     }
 }

@@ -294,9 +294,11 @@ where
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         if let Some(authz) = &self.authz {
             // Every connection the server accepts carries its ConnInfo; a request without one is anonymous.
-            let caller = req.extensions().get::<ConnInfo>().map_or(Caller::Anonymous, |i| i.caller.clone());
+            static ANONYMOUS: Caller = Caller::Anonymous;
+            // Borrowed from the connection: no copy of the subject per request.
+            let caller = req.extensions().get::<ConnInfo>().map_or(&ANONYMOUS, |i| &i.caller);
             let forwarded = req.headers().contains_key(drakkar_client::FORWARDED_HEADER);
-            if let Err(status) = authz.check(&caller, req.uri().path(), forwarded) {
+            if let Err(status) = authz.check(caller, req.uri().path(), forwarded) {
                 tracing::debug!(path = req.uri().path(), error = %status.message(), "RPC refused");
                 // Cut like every answer: a certificate subject may be long.
                 return Box::pin(async move { Ok(short_trailers(status.into_http())) });
