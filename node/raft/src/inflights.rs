@@ -40,14 +40,6 @@ impl Inflights {
         }
     }
 
-    /// Frees the oldest message (a heartbeat answered while the window is full: the follower is alive,
-    /// and appends lost on the way must not block the window forever).
-    pub fn free_first_one(&mut self) {
-        if let Some((_, bytes)) = self.buf.pop_front() {
-            self.bytes -= bytes;
-        }
-    }
-
     /// True when no more messages may be sent.
     pub fn full(&self) -> bool {
         self.buf.len() >= self.cap || (self.max_bytes != 0 && self.bytes >= self.max_bytes)

@@ -54,7 +54,7 @@ scenarios! {
     election_basic,
     fast_conflict_resolution,
     figure_8,
-    heartbeat_frees_full_window,
+    heartbeat_unblocks_full_window,
     inflight_window,
     joining_replica_via_snapshot,
     malformed_messages,

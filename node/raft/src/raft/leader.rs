@@ -189,6 +189,35 @@ impl<S: Storage> Raft<S> {
         true
     }
 
+    /// Sends `to` an append without entries after `next - 1` (the last index sent to it), whatever its
+    /// window: accepted, it confirms the follower holds everything sent so far; rejected, it starts a
+    /// probe. In `Probe` it counts as the probe in flight; it never takes a window slot.
+    fn send_empty_append(&mut self, to: ReplicaId) {
+        let Some(pr) = self.progress.get(&to) else { return };
+        if matches!(pr.state, ProgressState::Snapshot { .. }) {
+            return;
+        }
+        let prev = pr.next.prev();
+        let log_term = match self.log.term(prev) {
+            Ok(t) => t,
+            Err(StorageError::Compacted) => {
+                self.send_snapshot(to);
+                return;
+            }
+            Err(_) => return,
+        };
+        if let Some(pr) = self.progress.get_mut(&to)
+            && pr.state == ProgressState::Probe
+        {
+            pr.probe_sent = true;
+        }
+        let mut m = Message::new(MessageKind::Append, self.id, to, self.term);
+        m.index = prev;
+        m.log_term = log_term;
+        m.commit = self.log.committed;
+        self.send(m);
+    }
+
     fn send_snapshot(&mut self, to: ReplicaId) -> bool {
         if !self.progress.get(&to).is_some_and(|p| p.recent_active) {
             return false;
@@ -300,13 +329,23 @@ impl<S: Storage> Raft<S> {
         };
         pr.recent_active = true;
         pr.probe_sent = false;
-        // The follower is alive: if appends to it were lost, a full window would block it for good (no
-        // append it could reject ever reaches it). Free one slot so the next append goes out (etcd-raft).
-        if pr.state == ProgressState::Replicate && pr.inflights.full() {
-            pr.inflights.free_first_one();
-        }
-        if pr.matched < last {
-            self.maybe_send_append(m.from, true);
+        // The follower is alive. Behind, or being probed, it gets an append, as in etcd-raft v3.6: a probe
+        // answered brings it back to streaming, and an append it rejects reveals lost ones (with a full
+        // window nothing else would reach it). That append carries NO entries while the follower is probed
+        // or its window is full: its entries were sent already, and sending them again at every heartbeat
+        // answer (one per tick) would bury a follower slow to answer appends under copies, up to
+        // `max_size_per_msg` each, ahead of the heartbeats that keep it from campaigning.
+        let resend = match pr.state {
+            ProgressState::Probe => Some(false),
+            ProgressState::Replicate if pr.matched < last => Some(!pr.inflights.full()),
+            _ => None,
+        };
+        match resend {
+            Some(true) => {
+                self.maybe_send_append(m.from, true);
+            }
+            Some(false) => self.send_empty_append(m.from),
+            None => {}
         }
         if self.cfg.read_only_option != ReadOnlyOption::Safe || m.context.is_empty() {
             return Ok(());
