@@ -109,11 +109,11 @@ fn faults_of(report: &serde_json::Value, kind: &str) -> usize {
     report["faults"].as_array().unwrap().iter().filter(|f| f["kind"] == kind).count()
 }
 
-/// The `--max-recovery` bound of the CI run: the documented goal is 1 s, and on the 2-core development
+/// The `--max-recovery` bound of the CI run: the documented goal, 1 s. On the 2-core development
 /// machine, with runs two and three at a time (load average up to 9), 156 killed or isolated nodes
-/// served again 27 to 630 ms after the heal (docs/reliability.md, "Availability"). 3 s leaves room for
-/// a slower CI machine: a flaky bound would be worse than a loose one.
-const MAX_RECOVERY: &str = "3s";
+/// served again 27 to 630 ms after the heal; with namespaces and four busy loops beside (load average
+/// 10 to 15), every kill, pause and partition 77 to 625 ms (docs/reliability.md, "Availability").
+const MAX_RECOVERY: &str = "1s";
 
 /// Kills and partitions in turn (two of each); every node must serve linearizable reads again within
 /// `MAX_RECOVERY` of every heal, or `drakkar check` fails the run.
@@ -123,12 +123,12 @@ fn kill_and_partition_recover_within_bound() {
     let r = check("kill,partition", "14s", &["--max-recovery", MAX_RECOVERY], dir.path());
     assert_eq!(faults_of(&r, "kill"), 2, "{r}");
     assert_eq!(faults_of(&r, "partition"), 2, "{r}");
-    assert_eq!(r["max_recovery_ms"], 3000.0, "{r}");
+    assert_eq!(r["max_recovery_ms"], 1000.0, "{r}");
     assert!(r["recovery_failures"].as_array().unwrap().is_empty(), "{r}");
     for f in r["faults"].as_array().unwrap() {
         for n in f["recovery"].as_array().unwrap() {
             let ms = n["recovered_ms"].as_f64().unwrap_or_else(|| panic!("not recovered: {f}"));
-            assert!(ms <= 3000.0, "{f}");
+            assert!(ms <= 1000.0, "{f}");
         }
     }
 }
@@ -304,16 +304,15 @@ fn netns_one_way_out() {
 
 /// A kill or a pause on one node and a network fault on another, at once: the third node alone has no
 /// quorum until both are healed. Three faults (11 s) so that enough operations succeed between them.
-/// The bound is 10 s, not 3: every group must elect a leader again after the heal, and a rejoining
-/// follower can flap between follower and pre-candidate for seconds on a loaded machine, a known gap
-/// (docs/reliability.md, "Measured recovery with --netns"): at load 20 on 2 cores about one run in
-/// four took over 3 s, once 6.8 s (a paused node). Tighten it to `MAX_RECOVERY` once that is fixed.
+/// Every group must elect a leader again after the heal, within `MAX_RECOVERY` like the single faults
+/// (before the fix of docs/reliability.md, "A rejoining follower flapped", a rejoining follower could
+/// flap for seconds and this bound was 10 s).
 #[test]
 fn netns_double() {
     if !netns_possible() {
         return;
     }
-    let r = check_netns("double", "11s", 3, "10s");
+    let r = check_netns("double", "11s", 3, MAX_RECOVERY);
     for f in r["faults"].as_array().unwrap() {
         let (target, node) = (f["target"].as_str().unwrap(), f["node"].as_str().unwrap());
         assert!(target.contains(" + ") && node.contains('+'), "two nodes hit: {f}");
