@@ -185,6 +185,12 @@ fn attr(ino: u64, m: &std::fs::Metadata) -> FileAttr {
     }
 }
 
+/// The new path of something at `rest` under a renamed `to` (`to` itself for the renamed file: joining
+/// an empty path would add a trailing slash, which only a directory may have).
+fn moved_to(to: &Path, rest: &Path) -> PathBuf {
+    if rest.as_os_str().is_empty() { to.to_path_buf() } else { to.join(rest) }
+}
+
 fn errno(e: io::Error) -> Errno {
     Errno::from(e)
 }
@@ -427,7 +433,7 @@ impl Filesystem for LazyFs {
             let moved: Vec<(u64, PathBuf)> = st
                 .paths
                 .iter()
-                .filter_map(|(&ino, p)| p.strip_prefix(&from).ok().map(|rest| (ino, to.join(rest))))
+                .filter_map(|(&ino, p)| p.strip_prefix(&from).ok().map(|rest| (ino, moved_to(&to, rest))))
                 .collect();
             for (ino, new_path) in moved {
                 st.unname(ino);
@@ -616,6 +622,15 @@ impl Filesystem for LazyFs {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         // Room is the backing filesystem's business; report plenty.
         reply.statfs(1 << 30, 1 << 30, 1 << 30, 1 << 20, 1 << 20, 4096, 255, 4096);
+    }
+
+    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
+        // No extended attributes: ENOSYS tells the kernel not to ask again.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {

@@ -68,6 +68,25 @@ fn a_power_loss_keeps_synced_data_and_loses_the_rest() {
     disk.unmount().unwrap();
 }
 
+/// The write-fsync-rename-fsync pattern of every identity and manifest file: the renamed file is a
+/// file under its new name, before and after a power loss.
+#[test]
+fn a_file_renamed_into_place_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = mounted(dir.path()) else { return };
+    let mnt = disk.mountpoint().to_path_buf();
+    std::fs::write(mnt.join("id.tmp"), b"id 1").unwrap();
+    File::open(mnt.join("id.tmp")).unwrap().sync_all().unwrap();
+    std::fs::rename(mnt.join("id.tmp"), mnt.join("id")).unwrap();
+    File::open(&mnt).unwrap().sync_all().unwrap();
+    assert_eq!(std::fs::read(mnt.join("id")).unwrap(), b"id 1");
+    disk.cut_power();
+    disk.restore_power().unwrap();
+    assert_eq!(std::fs::read(mnt.join("id")).unwrap(), b"id 1");
+    assert!(!mnt.join("id.tmp").exists());
+    disk.unmount().unwrap();
+}
+
 #[test]
 fn a_reopened_file_is_read_back_shorter_after_a_power_loss() {
     let dir = tempfile::tempdir().unwrap();
