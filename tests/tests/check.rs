@@ -332,3 +332,57 @@ fn network_nemeses_need_netns() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("add --netns"), "{err}");
 }
+
+/// Whether the disk nemeses can run here: they mount a FUSE filesystem per node, which needs root and
+/// `/dev/fuse` (CI has both).
+fn fuse_possible() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|u| u.split_whitespace().nth(1)) == Some("0")
+    });
+    let possible = root && Path::new("/dev/fuse").exists();
+    if !possible {
+        eprintln!("SKIPPED: the slow-disk and power-loss nemeses need root and /dev/fuse to mount FUSE");
+    }
+    possible
+}
+
+/// Every fsync of one node delayed by 200 ms to 1 s while held: the cluster keeps serving, the history
+/// stays linearizable, and every node serves again within the bound once the disk is fast again.
+#[test]
+fn slow_disk() {
+    if !fuse_possible() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let r = check("slow-disk", "8s", &["--max-recovery", MAX_RECOVERY], dir.path());
+    assert!(faults_of(&r, "slow-disk") >= 1, "{r}");
+    for f in r["faults"].as_array().unwrap() {
+        assert!(f["errors"].as_array().unwrap().is_empty(), "{f}");
+        let ms: u64 = f["target"]
+            .as_str()
+            .and_then(|t| t.split(" fsyncs +").nth(1))
+            .and_then(|t| t.strip_suffix(" ms"))
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no fsync delay in {f}"));
+        assert!((200..=1000).contains(&ms), "{f}");
+    }
+    assert!(r["recovery_failures"].as_array().unwrap().is_empty(), "{r}");
+}
+
+/// A node killed and its unsynced writes discarded (what a power loss does), then restarted on what it
+/// had fsynced: no acknowledged write is lost and the history stays linearizable (`check` asserts
+/// both). That the filesystem really discards unsynced data is tested in node/lazyfs/tests/mount.rs.
+#[test]
+fn power_loss() {
+    if !fuse_possible() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let r = check("power-loss", "8s", &["--max-recovery", MAX_RECOVERY], dir.path());
+    assert!(faults_of(&r, "power-loss") >= 1, "{r}");
+    for f in r["faults"].as_array().unwrap() {
+        assert!(f["errors"].as_array().unwrap().is_empty(), "{f}");
+        assert!(f["target"].as_str().unwrap().contains(" power loss ("), "{f}");
+    }
+    assert!(r["recovery_failures"].as_array().unwrap().is_empty(), "{r}");
+}

@@ -47,7 +47,8 @@ const FRONT_ENDS: &[&str] =
     &["clap", "anyhow", "plotters", "indicatif", "mimalloc", "hdrhistogram", "serde_json"];
 const NETWORK: &[&str] = &["tonic", "prost", "hyper", "h2", "rustls", "drakkar-client", "drakkar-server"];
 /// Dev-only crates: simulators, checkers, launchers.
-const DEV_ONLY: &[&str] = &["drakkar-sim", "drakkar-check", "drakkar-e2e", "proptest", "tempfile"];
+const DEV_ONLY: &[&str] =
+    &["drakkar-sim", "drakkar-check", "drakkar-lazyfs", "fuser", "drakkar-e2e", "proptest", "tempfile"];
 
 #[test]
 fn the_engine_has_no_network_front_end_or_state_machine_of_its_own() {

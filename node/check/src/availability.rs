@@ -1,7 +1,7 @@
 //! Availability under faults: how long each node takes to serve a linearizable read again once a fault
 //! is healed, and the windows in which the workload's operations on a node failed.
 //!
-//! - **Recovery** ([`probe`]): from the heal (for `kill`, the restart) every founding node is probed
+//! - **Recovery** ([`probe`]): from the heal (for `kill` and `power-loss`, the restart) every founding node is probed
 //!   directly, by a client of that node only with its retries off: a linearizable read of a probe key in
 //!   every group, an attempt every [`ProbeOptions::interval`] per (node, group), each with a short
 //!   deadline, attempts overlapping while earlier ones wait. A group has recovered on a node at the

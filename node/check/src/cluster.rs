@@ -13,6 +13,11 @@
 //! (mounted here, which needs root; unmounted when the cluster is dropped), so filling one node's disk
 //! is quick and touches nothing else.
 //!
+//! For the slow-disk and power-loss nemeses ([`LocalOptions::lazyfs`]) each node's data directory is a
+//! [`drakkar_lazyfs`] mount (FUSE, served by threads of this process; needs root and `/dev/fuse`) of
+//! `DIR/node-N.disk`: fsyncs can be delayed, and unsynced writes discarded when the node is killed.
+//! The mounts are unmounted when the cluster is dropped, after its processes are killed.
+//!
 //! With [`LocalOptions::netns`] (root), each node runs in its own network namespace instead
 //! ([`crate::netns`]): it listens on its own address (`198.19.N.11`, `.12`, ...; port 7100, metrics
 //! 9100), its certificate names that address, there are no proxies, and network faults are packet
@@ -27,6 +32,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use drakkar_client::{Client, ClientConfig, pb, tls};
+use drakkar_lazyfs::{LazyMount, PowerLoss};
 
 use crate::netns::{NetFault, Topology};
 use crate::process::{LOG_FILTER_VAR, Launch, NodeProcess};
@@ -55,6 +61,10 @@ pub struct LocalOptions {
     /// Put each node's data directory on its own tmpfs of this many bytes (for the disk-full nemesis;
     /// needs root to mount).
     pub disk_limit: Option<u64>,
+    /// Put each node's data directory on its own [`drakkar_lazyfs`] mount (for the slow-disk and
+    /// power-loss nemeses; needs root and `/dev/fuse`). With `disk_limit` too, the tmpfs holds the
+    /// backing directory.
+    pub lazyfs: bool,
     /// Start a replica node (after the spare, never faulted) that [`LocalCluster::add_replica_roles`]
     /// gives a non-voter and a witness replica, for the `replicas` workload.
     pub replica_node: bool,
@@ -71,6 +81,8 @@ const NETNS_METRICS_PORT: u16 = 9100;
 /// A node of the cluster: how it is started and, while it runs, its process.
 struct Node {
     data_dir: PathBuf,
+    /// Where the data directory's files really are, when it is a [`drakkar_lazyfs`] mount.
+    backing: Option<PathBuf>,
     addr: SocketAddr,
     launch: Launch,
     process: Option<NodeProcess>,
@@ -133,6 +145,8 @@ pub struct LocalCluster {
     mounts: Vec<PathBuf>,
     /// The namespaces of the nodes (with `netns`); dropped after the processes are killed.
     topology: Option<Topology>,
+    /// Each node's lazy filesystem (with `lazyfs`), unmounted after the processes are killed.
+    disks: Vec<LazyMount>,
 }
 
 /// A proxy in front of `target` whose own port is none of `ports` (which the nodes are about to bind).
@@ -260,14 +274,27 @@ impl LocalCluster {
             if std::env::var_os(LOG_FILTER_VAR).is_none() {
                 launch = launch.log_filter("info");
             }
-            nodes.push(Node { data_dir, addr: *addr, launch, process: None });
+            let backing = opts.lazyfs.then(|| opts.dir.join(format!("{name}.disk")));
+            nodes.push(Node { data_dir, backing, addr: *addr, launch, process: None });
         }
         // Where to look while it runs: `name address metrics-url` per node.
         std::fs::write(opts.dir.join("nodes.txt"), metrics_lines).context("writing nodes.txt")?;
-        let mut cluster =
-            LocalCluster { opts, certs, nodes, proxies, replica_proxy, pids, mounts: Vec::new(), topology };
+        let mut cluster = LocalCluster {
+            opts,
+            certs,
+            nodes,
+            proxies,
+            replica_proxy,
+            pids,
+            mounts: Vec::new(),
+            topology,
+            disks: Vec::new(),
+        };
         if let Some(limit) = cluster.opts.disk_limit {
             cluster.mount_disks(limit)?;
+        }
+        if cluster.opts.lazyfs {
+            cluster.mount_lazyfs()?;
         }
         for i in 0..cluster.nodes.len() {
             cluster.nodes[i].spawn()?;
@@ -394,23 +421,63 @@ impl LocalCluster {
     /// Mounts a tmpfs of `limit` bytes on every node's data directory.
     fn mount_disks(&mut self, limit: u64) -> Result<()> {
         for n in &self.nodes {
-            std::fs::create_dir_all(&n.data_dir)
-                .with_context(|| format!("creating {}", n.data_dir.display()))?;
+            let dir = n.backing.as_ref().unwrap_or(&n.data_dir);
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             let out = Command::new("mount")
                 .args(["-t", "tmpfs", "-o", &format!("size={limit},mode=0700"), "drakkar-check"])
-                .arg(&n.data_dir)
+                .arg(dir)
                 .output()
                 .context("running mount (the disk-full nemesis needs root and mount)")?;
             if !out.status.success() {
                 bail!(
                     "the disk-full nemesis gives each node a small tmpfs, which needs root: mount {} failed: {}",
-                    n.data_dir.display(),
+                    dir.display(),
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
             }
-            self.mounts.push(n.data_dir.clone());
+            self.mounts.push(dir.clone());
         }
         Ok(())
+    }
+
+    /// Mounts a [`drakkar_lazyfs`] view of every node's backing directory on its data directory.
+    fn mount_lazyfs(&mut self) -> Result<()> {
+        for n in &self.nodes {
+            let Some(backing) = &n.backing else { continue };
+            std::fs::create_dir_all(backing).with_context(|| format!("creating {}", backing.display()))?;
+            let disk = LazyMount::mount(backing, &n.data_dir).with_context(|| {
+                format!(
+                    "the slow-disk and power-loss nemeses put each node's data directory on a FUSE \
+                     filesystem, which needs root and /dev/fuse: mounting {} failed",
+                    n.data_dir.display()
+                )
+            })?;
+            self.disks.push(disk);
+        }
+        Ok(())
+    }
+
+    fn disk(&self, i: usize) -> Result<&LazyMount> {
+        self.disks.get(i).context("the nodes' data directories are not on drakkar-lazyfs mounts")
+    }
+
+    /// Delays every fsync of node `i` by `delay` from now on (`Duration::ZERO`: heals).
+    pub fn slow_disk(&self, i: usize, delay: Duration) -> Result<()> {
+        self.disk(i)?.set_fsync_delay(delay);
+        Ok(())
+    }
+
+    /// Node `i` loses power: its disk stops taking writes, the node is killed (SIGKILL, reaped), and
+    /// everything it wrote but did not fsync is discarded. Start it again with
+    /// [`LocalCluster::restart`].
+    pub fn power_loss(&mut self, i: usize) -> Result<PowerLoss> {
+        let disk = self.disk(i)?;
+        disk.cut_power();
+        self.nodes[i].kill9();
+        self.note_pid(i);
+        let disk = self.disk(i)?;
+        let lost = disk.restore_power();
+        lost.with_context(|| format!("discarding the unsynced writes of {}", self.nodes[i].name()))
     }
 
     fn ballast(&self, i: usize) -> PathBuf {
@@ -602,6 +669,12 @@ impl Drop for LocalCluster {
         for n in &mut self.nodes {
             // A stopped process dies of SIGKILL too.
             n.kill9();
+        }
+        // The lazy filesystems before the tmpfs that may hold their backing directories.
+        for d in self.disks.drain(..) {
+            if let Err(e) = d.unmount() {
+                tracing::warn!(error = %e, "unmounting a lazy filesystem");
+            }
         }
         for m in &self.mounts {
             if !Command::new("umount").arg(m).status().is_ok_and(|s| s.success()) {

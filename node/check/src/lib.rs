@@ -24,6 +24,8 @@
 //!   injected into it (kill -9, SIGSTOP, partitions through per-link TCP proxies, membership changes).
 //! - [`netns`]: with `--netns`, each node in its own network namespace, and network faults as packets
 //!   dropped silently (iptables): silent and one-way partitions, a node isolated from everyone.
+//!   With `slow-disk` or `power-loss`, each node's data directory on a [`drakkar_lazyfs`] mount: fsyncs
+//!   delayed, unsynced writes lost when the node is killed.
 //! - [`availability`]: how long each node takes to serve linearizable reads again after each fault is
 //!   healed (probed apart from the history), the windows in which operations on a node failed, and
 //!   the `--max-recovery` bound.

@@ -11,6 +11,8 @@
 //! | `isolate` (`--netns`) | every packet to and from a random founding node dropped, clients' too | removing the filters |
 //! | `one-way-in` (`--netns`) | packets from the peers to a random founding node dropped (its own still arrive) | removing the filters |
 //! | `one-way-out` (`--netns`) | packets from a random founding node to its peers dropped (theirs still arrive) | removing the filters |
+//! | `slow-disk` | every fsync of a random founding node delayed by 200 ms to 1 s (its data directory is on [`drakkar_lazyfs`]; needs root and `/dev/fuse`): it must stay correct and the cluster keep serving | the delay removed |
+//! | `power-loss` | a random founding node killed (SIGKILL) and everything it wrote but did not fsync discarded, as on a machine that lost power ([`drakkar_lazyfs`]; needs root and `/dev/fuse`) | restarting it on what was synced |
 //! | `double` | two faults at once on two different founding nodes: a process fault (kill or pause) on one, a network fault (with `--netns` one of the four above, else `partition`) on the other | both healed together |
 //!
 //! Faults take turns: a quiet period, then one fault held for a while, then healing, and so on until the
@@ -60,7 +62,14 @@ pub enum Nemesis {
     OneWayOut,
     /// A process fault on one node and a network fault on another, at once.
     Double,
-    /// Every fault above, in turn (except `disk-full`; the network faults and `double` with `--netns`).
+    /// Delay every fsync of a node by 200 ms to 1 s (needs root and `/dev/fuse`: each node's data
+    /// directory is on a FUSE filesystem).
+    SlowDisk,
+    /// Kill a node and discard what it wrote but did not fsync, then restart it (needs root and
+    /// `/dev/fuse`).
+    PowerLoss,
+    /// Every fault above, in turn (except `disk-full`; the network faults, `double`, `slow-disk` and
+    /// `power-loss` with `--netns`, which needs root like them).
     All,
 }
 
@@ -69,7 +78,7 @@ impl Nemesis {
     /// `netns`, `all` includes the packet-filter faults and `double`.
     pub fn expand(list: &[Nemesis], netns: bool) -> Vec<Nemesis> {
         const BASIC: [Nemesis; 4] = [Nemesis::Kill, Nemesis::Pause, Nemesis::Partition, Nemesis::Membership];
-        const NETNS: [Nemesis; 9] = [
+        const NETNS: [Nemesis; 11] = [
             Nemesis::Kill,
             Nemesis::Pause,
             Nemesis::Partition,
@@ -79,6 +88,8 @@ impl Nemesis {
             Nemesis::OneWayIn,
             Nemesis::OneWayOut,
             Nemesis::Double,
+            Nemesis::SlowDisk,
+            Nemesis::PowerLoss,
         ];
         crate::expand(list, |n| match n {
             Nemesis::None => &[],
@@ -102,6 +113,8 @@ impl Nemesis {
             Nemesis::OneWayIn => "one-way-in",
             Nemesis::OneWayOut => "one-way-out",
             Nemesis::Double => "double",
+            Nemesis::SlowDisk => "slow-disk",
+            Nemesis::PowerLoss => "power-loss",
             Nemesis::All => "all",
         }
     }
@@ -115,6 +128,11 @@ impl Nemesis {
             Nemesis::OneWayOut => Some(NetFault::OutboundCut),
             _ => None,
         }
+    }
+
+    /// Whether the nodes' data directories must be on [`drakkar_lazyfs`] for it.
+    pub fn needs_lazyfs(self) -> bool {
+        matches!(self, Nemesis::SlowDisk | Nemesis::PowerLoss)
     }
 
     /// Whether the cluster needs cuttable links between nodes for it (proxies, or namespaces).
@@ -267,6 +285,34 @@ pub async fn run(
                     None => format!("{name} disk full"),
                 }
             }
+            Nemesis::SlowDisk => {
+                let delay = SLOW_FSYNC_MIN + (SLOW_FSYNC_MAX - SLOW_FSYNC_MIN) * rng.below(101) as u32 / 100;
+                if let Err(e) = cluster.lock().await.slow_disk(node, delay) {
+                    errors.push(format!("slowing the disk: {e:#}"));
+                }
+                tokio::time::sleep(opts.hold).await;
+                if let Err(e) = cluster.lock().await.slow_disk(node, Duration::ZERO) {
+                    errors.push(format!("healing the disk: {e:#}"));
+                }
+                format!("{node_name} fsyncs +{} ms", delay.as_millis())
+            }
+            Nemesis::PowerLoss => {
+                let lost = cluster.lock().await.power_loss(node);
+                tokio::time::sleep(opts.hold).await;
+                if let Err(e) = cluster.lock().await.restart(node) {
+                    errors.push(format!("restart: {e:#}"));
+                }
+                match lost {
+                    Ok(l) => format!(
+                        "{node_name} power loss ({} unsynced bytes lost in {} files, {} new files lost)",
+                        l.bytes_discarded, l.files_rolled_back, l.files_removed
+                    ),
+                    Err(e) => {
+                        errors.push(format!("power loss: {e:#}"));
+                        format!("{node_name} power loss")
+                    }
+                }
+            }
             Nemesis::Membership => {
                 let group = opts.groups[rng.below(opts.groups.len())];
                 let replica = next_replica;
@@ -316,6 +362,11 @@ pub async fn run(
     }
     faults
 }
+
+/// The shortest fsync delay of `slow-disk`.
+const SLOW_FSYNC_MIN: Duration = Duration::from_millis(200);
+/// The longest fsync delay of `slow-disk`.
+const SLOW_FSYNC_MAX: Duration = Duration::from_secs(1);
 
 /// The network faults `double` picks from with `--netns`.
 const DOUBLE_NET: [Nemesis; 4] =
@@ -398,9 +449,12 @@ mod tests {
             vec![Nemesis::Kill, Nemesis::Pause, Nemesis::Partition, Nemesis::Membership]
         );
         assert!(Nemesis::expand(&[Nemesis::None], true).is_empty());
-        // With namespaces, `all` adds the packet-filter faults and `double`, each once.
+        // With namespaces (root), `all` adds the packet-filter faults, `double` and the disk faults,
+        // each once.
         let all = Nemesis::expand(&[Nemesis::OneWayIn, Nemesis::All], true);
-        assert_eq!(all.len(), 9, "{all:?}");
+        assert_eq!(all.len(), 11, "{all:?}");
+        assert!(all.contains(&Nemesis::SlowDisk) && all.contains(&Nemesis::PowerLoss));
+        assert!(!Nemesis::expand(&[Nemesis::All], false).iter().any(|n| n.needs_lazyfs()));
         assert_eq!(&all[..2], &[Nemesis::OneWayIn, Nemesis::Kill]);
         assert!(all.contains(&Nemesis::Double) && all.contains(&Nemesis::Isolate));
         assert!(!all.contains(&Nemesis::DiskFull));

@@ -511,7 +511,8 @@ fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
 /// Colour of a fault kind's band and recovery marks.
 fn fault_colour(kind: &str) -> RGBColor {
     match kind {
-        "kill" => RGBColor(230, 80, 80),
+        "kill" | "power-loss" => RGBColor(230, 80, 80),
+        "slow-disk" => RGBColor(150, 150, 150),
         "pause" => RGBColor(240, 170, 60),
         "partition" => RGBColor(120, 100, 220),
         _ => RGBColor(60, 170, 170),

@@ -178,6 +178,9 @@ pub async fn run(a: CheckArgs) -> Result<()> {
     if a.netns {
         crate::netns::preflight()?;
     }
+    if let Some(k) = kinds.iter().find(|k| k.needs_lazyfs()) {
+        lazyfs_preflight(k.name())?;
+    }
     let seed = a.seed.unwrap_or_else(now_seed);
     let out = a
         .out
@@ -207,6 +210,7 @@ pub async fn run(a: CheckArgs) -> Result<()> {
             spare: kinds.contains(&Nemesis::Membership),
             proxies: kinds.iter().any(|k| k.partitions()),
             disk_limit: kinds.contains(&Nemesis::DiskFull).then_some(DISK_LIMIT),
+            lazyfs: kinds.iter().any(|k| k.needs_lazyfs()),
             replica_node: workloads.contains(&Workload::Replicas),
             netns: a.netns,
         };
@@ -255,6 +259,22 @@ pub async fn run(a: CheckArgs) -> Result<()> {
         }
         why.extend(report.recovery_failures.iter().cloned());
         bail!("the check failed: {}", why.join("; "));
+    }
+    Ok(())
+}
+
+/// The disk nemeses put each node's data directory on a FUSE filesystem: refuses clearly, before
+/// anything starts, where that cannot work.
+fn lazyfs_preflight(nemesis: &str) -> Result<()> {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")));
+    if !root {
+        bail!("--nemesis {nemesis} mounts a FUSE filesystem on each node's data directory: run as root");
+    }
+    if !std::path::Path::new("/dev/fuse").exists() {
+        bail!(
+            "--nemesis {nemesis} mounts a FUSE filesystem on each node's data directory: /dev/fuse is missing"
+        );
     }
     Ok(())
 }
