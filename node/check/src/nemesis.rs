@@ -12,7 +12,7 @@
 //! | `one-way-in` (`--netns`) | packets from the peers to a random founding node dropped (its own still arrive) | removing the filters |
 //! | `one-way-out` (`--netns`) | packets from a random founding node to its peers dropped (theirs still arrive) | removing the filters |
 //! | `slow-disk` | every fsync of a random founding node delayed by 200 ms to 1 s (its data directory is on [`drakkar_lazyfs`]; needs root and `/dev/fuse`): it must stay correct and the cluster keep serving | the delay removed |
-//! | `power-loss` | a random founding node killed (SIGKILL) and everything it wrote but did not fsync discarded, as on a machine that lost power ([`drakkar_lazyfs`]; needs root and `/dev/fuse`) | restarting it on what was synced |
+//! | `power-loss` | a random founding node's fsyncs held back 200 ms for 0.5 s (so writes are in flight), then the node killed (SIGKILL) and everything it wrote but did not fsync discarded, as on a machine that lost power ([`drakkar_lazyfs`]; needs root and `/dev/fuse`) | restarting it on what was synced |
 //! | `double` | two faults at once on two different founding nodes: a process fault (kill or pause) on one, a network fault (with `--netns` one of the four above, else `partition`) on the other | both healed together |
 //!
 //! Faults take turns: a quiet period, then one fault held for a while, then healing, and so on until the
@@ -297,7 +297,17 @@ pub async fn run(
                 format!("{node_name} fsyncs +{} ms", delay.as_millis())
             }
             Nemesis::PowerLoss => {
+                // A brownout first: with fsyncs held back, the cut finds writes that are not durable yet
+                // (on a fast disk it nearly always falls between one batch's fsync and the next write,
+                // and there is nothing to lose).
+                if let Err(e) = cluster.lock().await.slow_disk(node, POWER_LOSS_FSYNC_DELAY) {
+                    errors.push(format!("slowing the disk: {e:#}"));
+                }
+                tokio::time::sleep(POWER_LOSS_BROWNOUT).await;
                 let lost = cluster.lock().await.power_loss(node);
+                if let Err(e) = cluster.lock().await.slow_disk(node, Duration::ZERO) {
+                    errors.push(format!("healing the disk: {e:#}"));
+                }
                 tokio::time::sleep(opts.hold).await;
                 if let Err(e) = cluster.lock().await.restart(node) {
                     errors.push(format!("restart: {e:#}"));
@@ -363,6 +373,10 @@ pub async fn run(
     faults
 }
 
+/// `power-loss`: fsyncs on the node are held back this long each ...
+const POWER_LOSS_FSYNC_DELAY: Duration = Duration::from_millis(200);
+/// ... for this long before the power is cut, so that writes are in flight when it is.
+const POWER_LOSS_BROWNOUT: Duration = Duration::from_millis(500);
 /// The shortest fsync delay of `slow-disk`.
 const SLOW_FSYNC_MIN: Duration = Duration::from_millis(200);
 /// The longest fsync delay of `slow-disk`.
