@@ -206,11 +206,9 @@ async fn console(host: &NodeHost, group: GroupId, o: &Options, line: &str) -> Re
         "add" => {
             let (replica, address) = (ReplicaId(id()?), o.address(id()?));
             let add = MembershipChange::Add { replica, address, role: MemberRole::Voter };
-            done(host.change_membership(group, add, 0)?.wait(TIMEOUT).await)?
+            done(change(host, group, add).await)?
         }
-        "remove" => done(
-            host.change_membership(group, MembershipChange::Remove(ReplicaId(id()?)), 0)?.wait(TIMEOUT).await,
-        )?,
+        "remove" => done(change(host, group, MembershipChange::Remove(ReplicaId(id()?))).await)?,
         _ => {
             let r = host.propose(group, Bytes::copy_from_slice(line.as_bytes()), TIMEOUT).await?;
             format!(
@@ -220,6 +218,15 @@ async fn console(host: &NodeHost, group: GroupId, o: &Options, line: &str) -> Re
             )
         }
     })
+}
+
+/// Proposes a membership change and waits for it (refused with `NoLeader` unless this is the leader).
+async fn change(
+    host: &NodeHost,
+    group: GroupId,
+    change: MembershipChange,
+) -> std::result::Result<drakkar::statemachine::SmResult, NodeError> {
+    host.change_membership(group, change, 0)?.wait(TIMEOUT).await
 }
 
 /// Bytes shown as text.
