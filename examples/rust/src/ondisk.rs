@@ -1,7 +1,7 @@
 //! ondisk: a key-value store on the on-disk kind of state machine ([`OnDiskStateMachine`]), kept in a
 //! redb database file. Its state survives a restart: `open` returns the index it had applied and the
-//! engine applies only what follows. Snapshots taken to compact the log carry only metadata; a new
-//! replica gets the whole state streamed from `save_snapshot`.
+//! engine applies only what follows, and reads no snapshot back. A new replica gets the whole state
+//! streamed from `save_snapshot`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
