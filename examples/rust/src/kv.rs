@@ -10,7 +10,7 @@ use anyhow::{Result, ensure};
 use bytes::Bytes;
 use drakkar::statemachine::{SmEntry, SmError, SmResult, StateMachine, Stop};
 use drakkar::transport::InProcessNetwork;
-use drakkar::{GroupConfig, GroupId, NodeHost, ReplicaId, StartMode, StateMachineBox};
+use drakkar::{Event, GroupConfig, GroupId, NodeHost, ReplicaId, StartMode, StateMachineBox};
 
 use crate::common::{self, Command, TIMEOUT, read_pair, write_field};
 
@@ -88,6 +88,9 @@ pub struct Report {
     pub visits: String,
     /// The index of the snapshot taken on request.
     pub snapshot_index: u64,
+    /// How far replica 1's log was compacted before the restart (past 0: its start was gone, so the
+    /// restart had to begin from a snapshot).
+    pub compacted_to: u64,
     /// Each replica's whole state after the restart (all equal).
     pub states: Vec<String>,
 }
@@ -120,6 +123,7 @@ pub async fn run(dir: &Path) -> Result<Report> {
         hosts.push(host);
     }
     // ANCHOR_END: three_hosts
+    let mut events = hosts[0].events();
     let leader = common::wait_for_leader(&hosts[0], GROUP).await?;
     println!("group {GROUP} elected replica {leader} as its leader");
 
@@ -169,6 +173,13 @@ pub async fn run(dir: &Path) -> Result<Report> {
         acknowledged.push((format!("key-{i}"), format!("value-{i}"), r.await?.value));
     }
 
+    let mut compacted_to = 0;
+    while let Ok(e) = events.try_recv() {
+        if let Event::LogCompacted { group: GROUP, index } = e {
+            compacted_to = compacted_to.max(index.0);
+        }
+    }
+    println!("replica 1's log compacted up to index {compacted_to}");
     // ANCHOR: restart
     for h in &hosts {
         h.close();
@@ -206,5 +217,12 @@ pub async fn run(dir: &Path) -> Result<Report> {
         h.close();
     }
     ensure!(missing.is_empty(), "acknowledged keys lost: {missing:?}");
-    Ok(Report { acknowledged: acknowledged.len(), missing, visits, snapshot_index: snapshot_index.0, states })
+    Ok(Report {
+        acknowledged: acknowledged.len(),
+        missing,
+        visits,
+        snapshot_index: snapshot_index.0,
+        compacted_to,
+        states,
+    })
 }
