@@ -119,7 +119,7 @@ pub async fn wait_for_leader(host: &NodeHost, group: GroupId) -> Result<ReplicaI
     }
 }
 
-/// The NodeHost of `hosts` that runs the leader of `group` (hosts[i] runs replica i + 1).
+/// The NodeHost of `hosts` that runs the leader of `group` (`hosts[i]` runs replica `i + 1`).
 pub async fn leader_host(hosts: &[NodeHost], group: GroupId) -> Result<&NodeHost> {
     let leader = wait_for_leader(&hosts[0], group).await?;
     let i = usize::try_from(leader.0 - 1)?;
