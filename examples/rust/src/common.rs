@@ -138,9 +138,13 @@ pub async fn wait_applied(host: &NodeHost, group: GroupId, index: u64) -> Result
     Ok(())
 }
 
-/// Waits until every replica of `group` on `hosts` applied what the first one applied.
+/// Waits until every replica of `group` on `hosts` applied what the most advanced one applied (each
+/// acknowledged proposal was applied on the replica it went through, so that covers them all).
 pub async fn wait_all_applied(hosts: &[NodeHost], group: GroupId) -> Result<()> {
-    let index = hosts[0].replica_info(group)?.applied.0;
+    let mut index = 0;
+    for h in hosts {
+        index = index.max(h.replica_info(group)?.applied.0);
+    }
     for h in hosts {
         wait_applied(h, group, index).await?;
     }

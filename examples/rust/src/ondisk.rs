@@ -59,6 +59,11 @@ impl DiskStore {
         self.db.get().ok_or_else(|| SmError::Other("not open".into()))
     }
 
+    /// The index of the last entry applied, as the file records it.
+    pub fn applied_index(&self) -> Result<u64, SmError> {
+        Self::applied(&self.db()?.begin_read().map_err(db_err)?)
+    }
+
     fn applied(txn: &ReadTransaction) -> Result<u64, SmError> {
         let meta = txn.open_table(META).map_err(db_err)?;
         Ok(meta.get(APPLIED).map_err(db_err)?.map(|v| v.value()).unwrap_or(0))
@@ -173,7 +178,7 @@ impl OnDiskStateMachine for DiskStore {
 /// What the one-process run proved.
 #[derive(Debug)]
 pub struct Report {
-    /// Each founding replica's applied index when it was closed.
+    /// The applied index each founding replica's file recorded when it was closed.
     pub applied_before: Vec<u64>,
     /// The index each one's `open` returned after the restart (the same).
     pub opened_at: Vec<u64>,
@@ -212,20 +217,21 @@ pub async fn run(dir: &Path) -> Result<Report> {
         host.start_replica(GROUP, ReplicaId(id), mode, StateMachineBox::on_disk(sm), group_config())
     };
     let founding = || StartMode::Founding(common::members(common::local_address));
-    let mut hosts = Vec::new();
+    let (mut hosts, mut stores) = (Vec::new(), Vec::new());
     for id in 1..=3 {
         let host = common::start_local_host(&net, dir, id)?;
-        start(&host, store(id), id, founding())?;
+        let sm = store(id);
+        start(&host, sm.clone(), id, founding())?;
         hosts.push(host);
+        stores.push(sm);
     }
     write(&hosts[0], 0, 100).await?;
     common::wait_all_applied(&hosts, GROUP).await?;
-    let mut applied_before = Vec::new();
     for h in &hosts {
-        applied_before.push(h.replica_info(GROUP)?.applied.0);
         h.close();
     }
-    drop(hosts);
+    let applied_before = stores.iter().map(|s| s.applied_index()).collect::<Result<Vec<u64>, _>>()?;
+    drop((hosts, stores));
     println!("100 writes applied by all three (applied indexes {applied_before:?}); closed");
 
     // Reopen: the stores keep their files; each `open` says where it stopped.

@@ -76,16 +76,15 @@ impl Drop for Replica {
     }
 }
 
-/// A base port with it and the next three free on 127.0.0.1 (replicas 1 to 4).
+/// A base port with it and the next three free on 127.0.0.1 (replicas 1 to 4), below the usual range of
+/// ephemeral ports (32768 and up), so no outgoing connection takes one before its replica binds it.
 fn free_ports() -> u16 {
-    for _ in 0..100 {
-        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = first.local_addr().unwrap().port();
-        if base > 65_000 {
-            continue;
-        }
-        let rest: Vec<_> = (1..4).map(|i| std::net::TcpListener::bind(("127.0.0.1", base + i))).collect();
-        if rest.iter().all(Result::is_ok) {
+    use std::hash::BuildHasher;
+    for attempt in 0..1000u64 {
+        let r = std::collections::hash_map::RandomState::new().hash_one(attempt);
+        let base = 20_000 + u16::try_from(r % 12_000).unwrap();
+        let all: Vec<_> = (0..4).map(|i| std::net::TcpListener::bind(("127.0.0.1", base + i))).collect();
+        if all.iter().all(Result::is_ok) {
             return base;
         }
     }
