@@ -14,6 +14,18 @@
 //!   process (several NodeHosts in one program, benchmarks, tests; it injects no fault);
 //!   `drakkar_server::peer::GrpcTransport` connects them over the network.
 //! - [`address`] is the form of a member's address.
+//!
+//! The getting-started guide (`docs/getting-started.md`, in Chinese `docs/zh/getting-started.md`) explains
+//! replicated state machines and walks through every call; the programs it quotes are the crate
+//! `drakkar-examples` (`examples/rust/`).
+//!
+//! ## Quick start
+//!
+//! Implement a [`statemachine`] trait, start a [`NodeHost`], start a replica of a group on it, then
+//! propose and read (this is `examples/quickstart.rs`: `cargo run -p drakkar --example quickstart`):
+//!
+#![doc = concat!("```rust\n", include_str!("../examples/quickstart.rs"), "```")]
+#![deny(missing_docs)]
 
 pub mod address;
 mod apply;
@@ -44,3 +56,6 @@ pub use events::Event;
 pub use info::{MembershipChange, NodeHostInfo, ReplicaInfo};
 pub use nodehost::{NodeHost, Pending, Session, StartMode};
 pub use rsm::StateMachineBox;
+
+// The Raft types of the API, so that a user needs no other crate.
+pub use drakkar_raft::{GroupId, LogIndex, MemberRole, Membership, ReplicaId, Term};

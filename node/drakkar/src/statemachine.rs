@@ -128,8 +128,10 @@ pub trait ConcurrentStateMachine: Send + Sync + 'static {
 }
 
 /// A state machine that owns its persistence (Dragonboat's `IOnDiskStateMachine`). Its state survives
-/// restarts; `open` tells the engine where to resume. Snapshots taken for log compaction carry only
-/// metadata; a follower that needs the state gets the full stream from `save_snapshot`.
+/// restarts; `open` tells the engine where to resume, and a restart reads no snapshot back unless the
+/// snapshot is ahead of that index. A follower that needs the state gets the full stream from
+/// `save_snapshot`. Unlike Dragonboat's, the snapshots taken for log compaction are not metadata-only
+/// yet: each holds the `save_snapshot` stream too.
 pub trait OnDiskStateMachine: Send + Sync + 'static {
     /// Opens the state and returns the index of the last entry applied (0 when new).
     fn open(&self, stop: &Stop) -> Result<LogIndex, SmError>;

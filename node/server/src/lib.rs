@@ -490,3 +490,28 @@ pub async fn serve(
         .await?;
     Ok(())
 }
+
+/// Serves only the node-to-node Raft service (`drakkar.v1.Raft`) of `host` on `listener` until `stop`
+/// fires: what a program embedding a [`NodeHost`] with its own state machines needs so its peers in other
+/// processes reach it (the peers send through a [`peer::GrpcTransport`]). No client API, health or
+/// reflection service is served. `tls` None: plaintext, for a trusted network only (anyone who can reach
+/// the port can impersonate a peer); with TLS the peers need certificates of the same CA, as for
+/// [`serve`].
+pub async fn serve_peers(
+    host: NodeHost,
+    listener: TcpListener,
+    tls: Option<Arc<NodeTls>>,
+    stop: CancellationToken,
+) -> Result<(), ServeError> {
+    // The state's data directory holds the KV group manifest, which this server never writes.
+    let state = ServerState::new(host, PathBuf::new(), ServerConfig::default(), tls);
+    let raft = RaftService::new(state.clone(), stop.clone());
+    let incoming = incoming::incoming(listener, state.tls.clone(), state.connections.clone(), stop.clone());
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(crate::peer::PEER_KEEPALIVE.interval))
+        .http2_keepalive_timeout(Some(crate::peer::PEER_KEEPALIVE.timeout))
+        .add_service(ops::guarded_codes(raft.into_server()).with_authz(state.authz.clone()))
+        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+        .await?;
+    Ok(())
+}
