@@ -424,6 +424,20 @@ impl Process {
                     (Outcome::Ok(reply), None)
                 }
                 Err(e) => {
+                    if let ClientError::Status {
+                        code: code @ (tonic::Code::Internal | tonic::Code::Unknown),
+                        message,
+                        ..
+                    } = &e
+                    {
+                        // A node never answers these (docs/api.md); tonic reports a connection that broke
+                        // under a call (a killed node, a dropped connection) as UNKNOWN "transport error".
+                        if message.starts_with("transport error") {
+                            tracing::debug!(?code, error = %e, "a connection broke under a call");
+                        } else {
+                            tracing::warn!(?code, error = %e, "an answer no node should give");
+                        }
+                    }
                     node = (node + 1) % clients.len();
                     let read = kind == OpKind::Read;
                     (classify(&e, read, self.workload.single_attempt()), Some(error_label(&e)))
