@@ -30,10 +30,29 @@ pub fn drakkar_bin() -> PathBuf {
     bin
 }
 
-/// A port free on 127.0.0.1 right now.
+/// A port free on 127.0.0.1 that no other call in this process returned. Ports come from 20,000 to
+/// 32,767, below the kernel's usual range for outgoing connections (32,768 and up), so no client or peer
+/// connection takes one between this check and the node binding it; a port bound to port 0 and released
+/// could be handed out again (two nodes of one cluster were given the same one). The start depends on the
+/// process id, so that test processes running at once rarely try the same ports.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_768;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 /// Runs `drakkar <args>` to completion (for `cert` and CLI commands), killing it after 60 s; returns

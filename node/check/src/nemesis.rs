@@ -3,6 +3,7 @@
 //! | nemesis | fault | healed by |
 //! |---|---|---|
 //! | `kill` | SIGKILL of a random founding node | restarting it on the same data directory |
+//! | `kill-all` | SIGKILL of every founding node at once: the cluster down | restarting them all on their data |
 //! | `pause` | SIGSTOP of a random founding node (it stays connected but silent) | SIGCONT |
 //! | `partition` | every link between a random founding node and its peers cut, connections reset (proxies; with `--netns`, TCP resets from iptables) | healing the links |
 //! | `membership` | a replica of a random group added on the spare node (as non-voter, then promoted) | removing it again (its id is never reused) |
@@ -62,6 +63,9 @@ pub enum Nemesis {
     OneWayOut,
     /// A process fault on one node and a network fault on another, at once.
     Double,
+    /// Kill every founding node (SIGKILL) at once, then restart them all: the whole cluster down and
+    /// back on its data.
+    KillAll,
     /// Delay every fsync of a node by 200 ms to 1 s (needs root and `/dev/fuse`: each node's data
     /// directory is on a FUSE filesystem).
     SlowDisk,
@@ -77,12 +81,14 @@ impl Nemesis {
     /// The concrete fault kinds `list` stands for (`all` expanded, `none` dropped, no duplicates); with
     /// `netns`, `all` includes the packet-filter faults and `double`.
     pub fn expand(list: &[Nemesis], netns: bool) -> Vec<Nemesis> {
-        const BASIC: [Nemesis; 4] = [Nemesis::Kill, Nemesis::Pause, Nemesis::Partition, Nemesis::Membership];
-        const NETNS: [Nemesis; 11] = [
+        const BASIC: [Nemesis; 5] =
+            [Nemesis::Kill, Nemesis::Pause, Nemesis::Partition, Nemesis::Membership, Nemesis::KillAll];
+        const NETNS: [Nemesis; 12] = [
             Nemesis::Kill,
             Nemesis::Pause,
             Nemesis::Partition,
             Nemesis::Membership,
+            Nemesis::KillAll,
             Nemesis::SilentPartition,
             Nemesis::Isolate,
             Nemesis::OneWayIn,
@@ -113,6 +119,7 @@ impl Nemesis {
             Nemesis::OneWayIn => "one-way-in",
             Nemesis::OneWayOut => "one-way-out",
             Nemesis::Double => "double",
+            Nemesis::KillAll => "kill-all",
             Nemesis::SlowDisk => "slow-disk",
             Nemesis::PowerLoss => "power-loss",
             Nemesis::All => "all",
@@ -223,6 +230,23 @@ pub async fn run(
                     errors.push(format!("restart: {e:#}"));
                 }
                 node_name.clone()
+            }
+            Nemesis::KillAll => {
+                let mut c = cluster.lock().await;
+                for i in 0..founding {
+                    c.kill(i);
+                }
+                drop(c);
+                tokio::time::sleep(opts.hold).await;
+                let mut c = cluster.lock().await;
+                for i in 0..founding {
+                    if let Err(e) = c.restart(i) {
+                        errors.push(format!("restart of {}: {e:#}", c.name(i)));
+                    }
+                }
+                let names: Vec<String> = (0..founding).map(|i| c.name(i).to_string()).collect();
+                double_node = Some(names.join("+"));
+                "every founding node".to_string()
             }
             Nemesis::Pause => {
                 if let Err(e) = cluster.lock().await.pause(node) {
@@ -460,17 +484,18 @@ mod tests {
     fn all_expands_to_every_fault_once() {
         assert_eq!(
             Nemesis::expand(&[Nemesis::Kill, Nemesis::All, Nemesis::None], false),
-            vec![Nemesis::Kill, Nemesis::Pause, Nemesis::Partition, Nemesis::Membership]
+            vec![Nemesis::Kill, Nemesis::Pause, Nemesis::Partition, Nemesis::Membership, Nemesis::KillAll]
         );
         assert!(Nemesis::expand(&[Nemesis::None], true).is_empty());
         // With namespaces (root), `all` adds the packet-filter faults, `double` and the disk faults,
         // each once.
         let all = Nemesis::expand(&[Nemesis::OneWayIn, Nemesis::All], true);
-        assert_eq!(all.len(), 11, "{all:?}");
+        assert_eq!(all.len(), 12, "{all:?}");
         assert!(all.contains(&Nemesis::SlowDisk) && all.contains(&Nemesis::PowerLoss));
         assert!(!Nemesis::expand(&[Nemesis::All], false).iter().any(|n| n.needs_lazyfs()));
         assert_eq!(&all[..2], &[Nemesis::OneWayIn, Nemesis::Kill]);
         assert!(all.contains(&Nemesis::Double) && all.contains(&Nemesis::Isolate));
+        assert!(all.contains(&Nemesis::KillAll));
         assert!(!all.contains(&Nemesis::DiskFull));
     }
 

@@ -511,7 +511,7 @@ fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
 /// Colour of a fault kind's band and recovery marks.
 fn fault_colour(kind: &str) -> RGBColor {
     match kind {
-        "kill" | "power-loss" => RGBColor(230, 80, 80),
+        "kill" | "kill-all" | "power-loss" => RGBColor(230, 80, 80),
         "slow-disk" => RGBColor(150, 150, 150),
         "pause" => RGBColor(240, 170, 60),
         "partition" => RGBColor(120, 100, 220),

@@ -93,12 +93,15 @@ impl Forwarder {
         out
     }
 
-    /// Calls `f` on candidate nodes until one runs the group (answers anything but NOT_FOUND).
+    /// Calls `f` on candidate nodes until one runs the group (answers anything but NOT_FOUND). When none
+    /// does: NOT_FOUND `group-not-found` if every candidate answered that it does not run the group;
+    /// UNAVAILABLE (no reason) if some could not be reached, as they may run it (a cluster restarting).
     pub async fn forward<T, F, Fut>(&self, host: &NodeHost, group: GroupId, mut f: F) -> Result<T, Status>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
+        let mut unreachable = 0usize;
         for addr in self.candidates(host, group) {
             // An address that cannot be used (stored before addresses were validated) is skipped: it
             // must never turn requests for other groups into errors.
@@ -119,6 +122,7 @@ impl Forwarder {
                 Err(s) if s.code() == Code::Unavailable && !s.metadata().contains_key("drakkar-reason") => {
                     tracing::debug!(%addr, group = group.0, error = %s, "forwarding: node unreachable");
                     lock(&self.channels).remove(&addr);
+                    unreachable += 1;
                     continue;
                 }
                 Err(s) => {
@@ -128,6 +132,11 @@ impl Forwarder {
             }
         }
         lock(&self.hints).remove(&group);
+        if unreachable > 0 {
+            return Err(Status::unavailable(format!(
+                "group {group} runs on no node that answered; {unreachable} node(s) that may run it could not be reached"
+            )));
+        }
         Err(with_reason(
             Code::NotFound,
             format!("group {group} runs neither on this node nor on any node it knows"),

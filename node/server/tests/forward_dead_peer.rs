@@ -57,3 +57,28 @@ async fn a_silent_candidate_is_skipped_within_the_keepalive() {
     assert!(took < Duration::from_secs(6), "the silent node held the request for {took:?}");
     let _ = tokio::task::spawn_blocking(move || host.close()).await;
 }
+
+/// When the only candidates cannot be reached, the group may well run there (a cluster restarting):
+/// the answer is UNAVAILABLE, which clients retry, not NOT_FOUND `group-not-found`, which says the group
+/// exists nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_candidates_make_the_answer_unavailable_not_not_found() {
+    // Ports nothing listens on: connections are refused.
+    let refused: Vec<String> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let host =
+        NodeHost::new(NodeHostConfig::new(dir.path(), "127.0.0.1:1"), Arc::new(InProcessNetwork::new()))
+            .unwrap();
+    let fwd = Forwarder::new(Connector::new(None, Duration::from_secs(3)), refused);
+    let r = fwd
+        .forward(&host, GroupId(1), |ch| async move {
+            HealthClient::new(ch).check(HealthCheckRequest { service: String::new() }).await
+        })
+        .await;
+    let status = r.expect_err("nothing answers");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(!status.metadata().contains_key("drakkar-reason"), "{status:?}");
+    let _ = tokio::task::spawn_blocking(move || host.close()).await;
+}
