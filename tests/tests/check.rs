@@ -153,7 +153,7 @@ fn kill_all_and_restart() {
 #[test]
 fn pause_and_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let r = check("pause", "8s", &[], dir.path());
+    let r = check("pause", "8s", &["--max-recovery", MAX_RECOVERY], dir.path());
     assert!(faults_of(&r, "pause") >= 1, "{r}");
 }
 
