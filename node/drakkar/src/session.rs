@@ -52,6 +52,10 @@ pub const MAX_PENDING_PER_SESSION: usize = 4_096;
 pub const MAX_RESULT_BYTES: u64 = 64 << 20;
 /// What one kept result costs beyond its data (its series id, value and map entry).
 pub const RESULT_OVERHEAD: u64 = 64;
+/// The most result bytes [`Sessions::load`] accepts: a table saved by a node holds at most
+/// [`MAX_RESULT_BYTES`] plus one result's overhead (one result over the limit is kept alone); twice that
+/// refuses a hostile or corrupt table before it takes more memory than a real one could.
+const MAX_LOADED_RESULT_BYTES: u64 = 2 * MAX_RESULT_BYTES;
 
 fn cost(r: &SmResult) -> u64 {
     r.data.len() as u64 + RESULT_OVERHEAD
@@ -413,6 +417,7 @@ impl Sessions {
             return Err(bad("too many sessions"));
         }
         let mut t = Sessions::default();
+        let mut loaded = 0u64;
         for _ in 0..n {
             let client = u64_of(r)?;
             let responded_to = u64_of(r)?;
@@ -430,8 +435,19 @@ impl Sessions {
                 if len > 64 << 20 {
                     return Err(bad("result too large"));
                 }
-                let mut data = vec![0u8; len as usize];
-                r.read_exact(&mut data)?;
+                loaded = loaded.saturating_add(len + RESULT_OVERHEAD);
+                if loaded > MAX_LOADED_RESULT_BYTES {
+                    return Err(bad("kept results over the limit"));
+                }
+                // Memory follows the bytes that really arrive, not the length a stream claims.
+                let mut data = Vec::with_capacity(len.min(1 << 20) as usize);
+                r.take(len).read_to_end(&mut data)?;
+                if data.len() as u64 != len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "session table: a result cut short",
+                    ));
+                }
                 results.insert(series, SmResult { value, data: Bytes::from(data) });
             }
             t.result_bytes += results.values().map(cost).sum::<u64>();
@@ -465,6 +481,35 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A format-3 table of one session claiming `results` results of `len` bytes each, of which `supplied`
+    /// bytes each really follow (zeros produced as read: the reader holds nothing in memory).
+    fn claimed_table(results: u64, len: u64, supplied: u64) -> impl Read {
+        let words = |ws: &[u64]| -> Box<dyn Read> {
+            Box::new(io::Cursor::new(ws.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>()))
+        };
+        let mut parts = vec![words(&[FORMAT_3, 1, 7, 0, 0, 0, NO_EXPIRY, results])];
+        for i in 0..results {
+            parts.push(words(&[i + 1, 0, len]));
+            parts.push(Box::new(io::repeat(0).take(len.min(supplied))));
+        }
+        // No plain-proposal windows.
+        parts.push(words(&[0]));
+        parts.into_iter().fold(Box::new(io::empty()) as Box<dyn Read>, |a, b| Box::new(a.chain(b)))
+    }
+
+    #[test]
+    fn a_table_claiming_more_results_than_a_node_keeps_is_refused_as_it_is_read() {
+        // Three results of 64 MiB: a node never keeps more than 64 MiB (plus one result's overhead).
+        let Err(e) = Sessions::load(&mut claimed_table(3, 64 << 20, u64::MAX)) else { panic!("loaded") };
+        assert!(e.to_string().contains("over the limit"), "{e}");
+        // A result cut short: an error, not a result of zeros.
+        let Err(e) = Sessions::load(&mut claimed_table(1, 64 << 20, 10)) else { panic!("loaded") };
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+        // A real one of the largest size loads.
+        let t = Sessions::load(&mut claimed_table(1, 64 << 20, u64::MAX)).expect("loads");
+        assert_eq!(t.result_bytes(), (64 << 20) + RESULT_OVERHEAD);
+    }
 
     fn at(series: u64, responded_to: u64) -> SessionRef {
         SessionRef { client: 9, series, responded_to }
